@@ -1,0 +1,3 @@
+"""prep: from a raw Kaggle image folder to a trained PyTorch model, through plugins."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,70 @@
+"""The ``prep`` command line: one root app, one module per command, plugin commands last."""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+from prep import __version__
+from prep.cli import output
+from prep.errors import PrepError
+
+
+class PrepGroup(TyperGroup):
+    """Turns every ``PrepError`` a command raises into a message and an exit code.
+
+    Library code only raises; this is the one place where errors become user output, and
+    it covers plugin commands too.
+    """
+
+    def invoke(self, ctx):  # noqa: ANN001 - click's signature
+        try:
+            return super().invoke(ctx)
+        except PrepError as exc:
+            output.stderr.print(f"[bold red]Error:[/] {exc}", markup=True, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=PrepGroup,
+    name="prep",
+    no_args_is_help=True,
+    add_completion=False,
+    help="From a raw Kaggle image folder to a trained PyTorch model.",
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"prep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Say more: plugin loading, every rejected file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and requested output."),
+) -> None:
+    """From a raw Kaggle image folder to a trained PyTorch model."""
+    output.configure(verbose, quiet)
+
+
+def _register_commands() -> None:
+    from prep.cli import sample, split
+    from prep.plugins import plugin_host
+
+    app.command("split")(split.split_command)
+    app.command("sample")(sample.sample_command)
+    try:
+        plugin_host().call_each("register_commands", lambda plugin: {"app": app})
+    except PrepError as exc:  # strict plugin mode: the CLI must still explain itself
+        output.stderr.print(f"[bold red]Error:[/] {exc}", markup=True, soft_wrap=True)
+        raise SystemExit(exc.exit_code) from None
+
+
+_register_commands()
+
+
+def main() -> None:
+    app()

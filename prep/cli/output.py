@@ -1,0 +1,56 @@
+"""Where the CLI writes: results on stdout, messages and progress bars on stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+
+from prep.progress import Advance
+
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+class Verbosity:
+    level = 0  # -1 quiet, 0 normal, 1 verbose
+
+
+def configure(verbose: bool, quiet: bool) -> None:
+    """Apply the global --verbose/--quiet options to messages and logging."""
+    Verbosity.level = 1 if verbose else -1 if quiet else 0
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=stderr, show_time=False, show_path=False)
+    logging.basicConfig(handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("prep").setLevel(
+        logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    )
+
+
+def info(message: str) -> None:
+    if Verbosity.level >= 0:
+        stderr.print(message)
+
+
+class RichProgress:
+    """A ``prep.progress.Progress`` that draws a bar on stderr for long tasks."""
+
+    MIN_TOTAL = 2000  # shorter tasks finish before a bar is worth drawing
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Advance]:
+        if Verbosity.level < 0 or total < self.MIN_TOTAL or not sys.stderr.isatty():
+            yield lambda n: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=stderr, transient=True,
+        ) as bar:
+            task_id = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task_id, n)

@@ -1,0 +1,78 @@
+"""``prep split``: parse options, call ``split_dataset`` or ``undo_split``, show the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from prep.cli import output
+from prep.errors import UsageError
+from prep.split.checks import DEFAULT_MAX_PIXELS, Verify
+from prep.split.placement import MODES
+
+
+def split_command(
+    src: Path = typer.Argument(..., help="The raw dataset folder (or, with --undo, the split folder)."),
+    valid: str = typer.Option("0.2", "--valid", help="Validation size: a fraction per class (0.2) or a count (2000)."),
+    test: str = typer.Option("0", "--test", help="Test size, like --valid; 0 makes no test split."),
+    seed: int = typer.Option(42, "--seed", help="Seed for the shuffle: same input and seed, same split."),
+    mode: str = typer.Option("move", "--mode", help="move (in place, by renaming) | link | copy | symlink."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the split here instead of inside SRC."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; touch nothing."),
+    undo: bool = typer.Option(False, "--undo", help="Put every file of the split in SRC back where it was."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    label_pattern: Optional[str] = typer.Option(None, "--label-pattern", help="Regex with one group that captures the label from a file name."),
+    label_parser: str = typer.Option("prefix", "--label-parser", help="Named label parser (see the README); prefix: the name before the first . _ or -."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Kaggle label CSV mapping file ids to labels."),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="CSV column with file ids (default: id, else the first)."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="CSV column with labels (default: the other of two)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of segmentation masks, paired with images by name."),
+    mask_suffix: str = typer.Option("_mask", "--mask-suffix", help="What a mask's name adds to its image's name."),
+    group_pattern: Optional[str] = typer.Option(None, "--group-pattern", help="Regex; files whose match (or first group) is equal stay in one split."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Keep one of each set of identical files; set the others aside in _rejected/duplicate."),
+    verify: Verify = typer.Option(Verify.quick, "--verify", help="quick: headers and ends of files; full: decode every image."),
+    splitter: str = typer.Option("stratified", "--splitter", help="stratified (per class) | random | a plugin's splitter."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes for checking images (default: all cores)."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Larger images are set aside as decompression bombs."),
+) -> None:
+    """Split a raw image folder into train/valid(/test) class folders, safely.
+
+    Understands Kaggle's flat folders (labels in file names), class folders, label CSVs and
+    image/mask pairs. Journaled: a killed run is finished by running it again, and --undo
+    restores the original layout.
+    """
+    from prep.split.api import split_dataset, undo_split
+    from prep.split.plan import SplitOptions
+    from prep.split.splitters import SplitSize
+    from prep.workspace import forget_dataset, remember_dataset
+
+    if mode not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    progress = output.RichProgress()
+    if undo:
+        report = undo_split(src, progress)
+        forget_dataset(src)
+        if as_json:
+            output.stdout.print_json(json.dumps(report.to_dict()))
+        else:
+            output.info(f"Restored {report.restored} files; {report.out} is back as it was ({report.seconds:.2f}s).")
+        return
+    options = SplitOptions(
+        valid=SplitSize.parse(valid, "--valid"), test=SplitSize.parse(test, "--test"), seed=seed, mode=mode,
+        out=out, splitter=splitter, label_parser=label_parser, label_pattern=label_pattern,
+        group_pattern=group_pattern, labels_csv=labels, id_column=id_column, label_column=label_column,
+        masks=masks, mask_suffix=mask_suffix, dedupe=dedupe, verify=verify, max_pixels=max_pixels,
+        **({"workers": workers} if workers else {}),
+    )
+    report = split_dataset(src, options, dry_run=dry_run, progress=progress)
+    if not dry_run:
+        remember_dataset(Path(report.out))
+    if as_json:
+        output.stdout.print_json(json.dumps(report.to_dict()))
+    elif output.Verbosity.level >= 0:
+        from prep.cli.split_report import render_split_report
+
+        render_split_report(report, verbose=output.Verbosity.level > 0)

@@ -1,0 +1,64 @@
+"""Drawing a split report as rich tables."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from prep.cli.output import stdout
+from prep.split.api import SplitReport
+
+HEADINGS = {
+    "done": "Split done",
+    "dry-run": "Dry run: nothing was touched. The plan",
+    "resumed": "Finished an interrupted split",
+    "already-done": "Already split; nothing to do",
+}
+
+
+def render_split_report(report: SplitReport, verbose: bool = False) -> None:
+    data = report.to_dict()
+    stdout.print(f"[bold]{HEADINGS.get(report.status, report.status)}[/]: {report.source} -> {report.out}")
+    stdout.print(f"Layout: {report.layout} ({report.description}); mode {report.mode}, seed {report.seed}")
+    splits = [s for s in ("train", "valid", "test") if s in report.splits]
+    classes = sorted({c for counts in report.splits.values() for c in counts})
+    table = Table(title="Samples per split and class")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(split, justify="right")
+    for name in classes:
+        table.add_row(name or "(all)", *(str(report.splits[s].get(name, 0)) for s in splits))
+    table.add_row("[bold]total[/]", *(f"[bold]{data['totals'][s]}[/]" for s in splits))
+    stdout.print(table)
+    if report.rejected:
+        reasons = Table(title="Set aside in _rejected/ (never deleted)")
+        reasons.add_column("reason")
+        reasons.add_column("files", justify="right")
+        reasons.add_column("example")
+        for reason, count in sorted(data["rejected_by_reason"].items()):
+            example = next(r for r in report.rejected if r["reason"] == reason)
+            reasons.add_row(reason, str(count), f"{example['file']}: {example['detail']}")
+        stdout.print(reasons)
+        if verbose:
+            for item in report.rejected:
+                stdout.print(f"  {item['reason']}: {item['file']} ({item['detail']})")
+    dup = report.duplicates
+    if dup["groups"]:
+        stdout.print(
+            f"Duplicates: {dup['groups']} sets of identical files ({dup['files']} extra copies), each kept in one split"
+            + (f"; {dup['conflicting_labels']} sets carry different labels" if dup["conflicting_labels"] else "")
+        )
+    if report.unlabeled:
+        stdout.print(f"Unlabeled: {report.unlabeled} images left where they are (e.g. {', '.join(report.unlabeled_examples)})")
+    if report.missing:
+        stdout.print(f"Named but not found: {len(report.missing)} (e.g. {', '.join(report.missing[:3])})")
+    if report.ignored:
+        stdout.print(f"Ignored: {report.ignored} files that are not images or are system litter")
+    if report.copied_instead_of_linked:
+        stdout.print(f"[yellow]{report.copied_instead_of_linked} files were copied: hard links cannot cross filesystems[/]")
+    if report.status == "dry-run" and report.examples:
+        stdout.print("Example moves:")
+        for move in report.examples:
+            stdout.print(f"  {move['from']} -> {move['to']}")
+    if report.journal:
+        stdout.print(f"Journal: {report.journal} (undo with: prep split --undo {report.out})")
+    stdout.print(f"Time: {report.seconds:.2f}s")

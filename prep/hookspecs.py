@@ -1,0 +1,53 @@
+"""The hooks that plugins implement. Specifications only: no logic lives here.
+
+Every hook that contributes named things receives a ``register`` callback and returns
+nothing, so prep owns its registries and settles name clashes in one place
+(``prep.registry.Registry``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    import typer
+
+    from prep.split.label_parsers import LabelParser
+    from prep.split.splitters import Splitter
+
+hookspec = pluggy.HookspecMarker("prep")
+hookimpl = pluggy.HookimplMarker("prep")
+
+
+@hookspec
+def register_label_parsers(register: Callable[[str, "LabelParser"], None]) -> None:
+    """Register functions that read a class label from an image's file name.
+
+    Call ``register(name, parser)`` once per parser. A parser takes a file name such as
+    ``"american_bulldog_12.jpg"`` and returns the raw label (``"american_bulldog"``) or
+    ``None`` when the name carries no label. Users pick one with
+    ``prep split --label-parser NAME``; prep sanitises whatever it returns.
+    """
+
+
+@hookspec
+def register_splitters(register: Callable[[str, "Splitter"], None]) -> None:
+    """Register strategies that assign groups of samples to train, valid and test.
+
+    Call ``register(name, splitter)`` once per strategy. A splitter receives the sample
+    groups (files that must stay together), the requested split sizes and the seed, and
+    returns one split name per group; it must give the same answer for the same seed.
+    Users pick one with ``prep split --splitter NAME``.
+    """
+
+
+@hookspec
+def register_commands(app: "typer.Typer") -> None:
+    """Add commands to the ``prep`` command line.
+
+    Decorate functions with ``@app.command()``. Keep them thin: parse options, then call
+    a plain function. Raise ``prep.errors.PrepError`` subclasses for problems the user
+    can fix; the CLI turns them into a message and an exit code.
+    """

@@ -1,0 +1,79 @@
+"""Named registries that plugins fill: register, look up, and list with wildcards."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import logging
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from prep.errors import UnknownNameError
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Registration(Generic[T]):
+    """One named entry, with the plugin that registered it."""
+
+    name: str
+    value: T
+    plugin: str
+
+
+class Registry(Generic[T]):
+    """A name -> object table for one kind of thing (label parsers, splitters, ...).
+
+    The host owns the registry; plugins only call ``register``. A name registered twice
+    keeps the later registration and logs a warning naming both plugins, so that a
+    third-party plugin can deliberately replace a built-in and the user can see it did.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Registration[T]] = {}
+
+    def register(self, name: str, value: T, *, plugin: str) -> None:
+        """Add ``value`` under ``name`` on behalf of ``plugin``."""
+        if not name or not isinstance(name, str):
+            raise ValueError(f"{self.kind} names must be non-empty strings, got {name!r}")
+        previous = self._entries.get(name)
+        if previous is not None:
+            log.warning(
+                "%s %r from plugin %r replaces the one from plugin %r",
+                self.kind, name, plugin, previous.plugin,
+            )
+        self._entries[name] = Registration(name, value, plugin)
+
+    def get(self, name: str) -> T:
+        """Return the object registered as ``name``.
+
+        Raises:
+            UnknownNameError: no such name; the message lists what is registered.
+        """
+        try:
+            return self._entries[name].value
+        except KeyError:
+            raise UnknownNameError(self._unknown_message(name)) from None
+
+    def registration(self, name: str) -> Registration[T]:
+        """Return the full registration (value and owning plugin) for ``name``."""
+        self.get(name)
+        return self._entries[name]
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Registered names matching a shell-style wildcard, sorted."""
+        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def _unknown_message(self, name: str) -> str:
+        known = self.names()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        listing = ", ".join(known) if known else "none"
+        return f"Unknown {self.kind} {name!r}.{hint} Registered: {listing}."

@@ -1,0 +1,242 @@
+"""``split_dataset`` and ``undo_split``: the functions behind ``prep split``."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from prep import __version__
+from prep.errors import JournalError, TargetExistsError
+from prep.progress import NO_PROGRESS, Progress
+from prep.split.journal import JOURNAL_NAME, Journal, Status
+from prep.split.layouts import discover
+from prep.split.placement import place, remove_empty_dirs, unplace
+from prep.split.plan import Plan, SplitOptions, build_plan, check_targets
+
+EXAMPLE_MOVES = 5
+
+
+@dataclass
+class SplitReport:
+    """What a split did (or, for a dry run, would do). ``to_dict`` is the ``--json`` output."""
+
+    source: str
+    out: str
+    layout: str
+    description: str
+    mode: str
+    seed: int
+    status: str  # done | dry-run | resumed | already-done
+    splits: dict[str, dict[str, int]]
+    rejected: list[dict[str, str]]
+    duplicates: dict[str, int]
+    unlabeled: int
+    unlabeled_examples: list[str]
+    ignored: int
+    missing: list[str]
+    examples: list[dict[str, str]]
+    journal: str | None
+    copied_instead_of_linked: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        by_reason: dict[str, int] = {}
+        for item in self.rejected:
+            by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
+        data = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        data["totals"] = {s: sum(c.values()) for s, c in self.splits.items()}
+        data["rejected_by_reason"] = by_reason
+        return data
+
+
+@dataclass
+class UndoReport:
+    out: str
+    restored: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a folder, so that two splits never work on one output."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JournalError(f"Another prep split is working on {folder}; wait for it to finish.") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _report(src: Path, out: Path, inventory_info: dict[str, Any], plan_info: dict[str, Any], options: SplitOptions, status: str, journal: Path | None, started: float, **extra: Any) -> SplitReport:
+    return SplitReport(
+        source=str(src), out=str(out), mode=options.mode, seed=options.seed, status=status,
+        journal=str(journal) if journal else None, seconds=round(time.perf_counter() - started, 3),
+        **inventory_info, **plan_info, **extra,
+    )
+
+
+def _inventory_info(inventory) -> dict[str, Any]:
+    return {
+        "layout": inventory.layout, "description": inventory.description,
+        "unlabeled": len(inventory.unlabeled), "unlabeled_examples": inventory.unlabeled[:3],
+        "ignored": len(inventory.ignored), "missing": inventory.missing,
+    }
+
+
+def _plan_info(plan: Plan) -> dict[str, Any]:
+    moves = [e for e in plan.entries if e.src != e.dst]
+    return {
+        "splits": plan.counts, "rejected": plan.rejected,
+        "duplicates": {
+            "groups": plan.duplicate_groups, "files": plan.duplicate_files,
+            "conflicting_labels": plan.conflicting_duplicates,
+        },
+        "examples": [{"from": e.src, "to": e.dst} for e in moves[:EXAMPLE_MOVES]],
+    }
+
+
+def _created_dirs(out: Path, plan: Plan) -> list[str]:
+    """Folders the placements need that do not exist yet, parents first, relative to out."""
+    needed: set[Path] = set()
+    for entry in plan.entries:
+        folder = (out / entry.dst).parent
+        while folder != out and folder not in needed:
+            needed.add(folder)
+            folder = folder.parent
+    missing = [p for p in needed if not p.exists()]
+    return [str(p.relative_to(out)) for p in sorted(missing, key=lambda p: (len(p.parts), str(p)))]
+
+
+def _emptied_source_dirs(src: Path, journal: Journal) -> list[Path]:
+    folders: set[Path] = set()
+    for entry in journal.entries:
+        folder = (src / entry.src).parent
+        while folder != src and src in folder.parents and folder not in folders:
+            folders.add(folder)
+            folder = folder.parent
+    return sorted(folders)
+
+
+def _finish(journal: Journal, progress: Progress, resuming: bool) -> int:
+    out = Path(journal.out_root)
+    for rel in journal.created_dirs:
+        (out / rel).mkdir(exist_ok=True)
+    with progress.task("Placing files", len(journal.entries)) as advance:
+        result = place(journal, advance, resuming=resuming)
+    if journal.mode == "move":
+        remove_empty_dirs(_emptied_source_dirs(Path(journal.src_root), journal))
+    journal.status = Status.DONE
+    journal.save()
+    return result.copied_instead_of_linked
+
+
+def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run: bool = False, progress: Progress = NO_PROGRESS) -> SplitReport:
+    """Split a raw dataset folder into train/valid(/test), or finish an interrupted split.
+
+    The plan is written to ``OUT/split-journal.json`` before anything moves, so that a
+    killed run can be finished by calling this again with the same options, or reversed
+    with ``undo_split``.
+
+    Args:
+        src: the raw dataset folder.
+        options: see ``SplitOptions``.
+        dry_run: plan and check, but write nothing.
+        progress: receives progress updates.
+
+    Returns:
+        The report: counts per split and class, rejected files, duplicates and more.
+
+    Raises:
+        PrepError: a subclass naming the problem; nothing has been moved when it is raised
+            before placement starts, and the journal allows finishing or undoing after.
+    """
+    started = time.perf_counter()
+    src = src.expanduser().resolve()
+    out = (options.out.expanduser().resolve() if options.out else src)
+    journal = Journal.find(out) if out.is_dir() else None
+    if journal is not None:
+        return _continue(journal, src, out, options, dry_run, progress, started)
+    inventory = discover(src, options.layout_options(), skip={out} if out != src else set())
+    plan = build_plan(src, inventory, options, progress)
+    check_targets(src, out, plan.entries)
+    info = (_inventory_info(inventory), _plan_info(plan))
+    if dry_run:
+        return _report(src, out, *info, options, "dry-run", None, started)
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        if Journal.find(out) is not None:
+            raise JournalError(f"Another prep split started on {out} meanwhile; run this again.")
+        journal = Journal(
+            prep_version=__version__, status=Status.IN_PROGRESS, src_root=str(src), out_root=str(out),
+            mode=options.mode, seed=options.seed, options=options.decisive(), layout=inventory.layout,
+            created_dirs=_created_dirs(out, plan), entries=plan.entries,
+        )
+        report = _report(src, out, *info, options, "done", journal.path, started)
+        journal.report = report.to_dict()
+        journal.save()
+        copied = _finish(journal, progress, resuming=False)
+    report.copied_instead_of_linked = copied
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _continue(journal: Journal, src: Path, out: Path, options: SplitOptions, dry_run: bool, progress: Progress, started: float) -> SplitReport:
+    if journal.status == Status.UNDOING:
+        raise JournalError(f"An undo of the split in {out} was interrupted; finish it with: prep split --undo {out}")
+    same = journal.options == options.decisive() and journal.src_root == str(src)
+    if not same:
+        if journal.status == Status.DONE:
+            raise TargetExistsError(
+                f"{out} already holds a split made with other options (see {journal.path}). "
+                f"Undo it first with: prep split --undo {out}"
+            )
+        raise JournalError(
+            f"{out} holds an unfinished split made with other options (see {journal.path}). "
+            f"Finish it by re-running the same command, or reverse it with: prep split --undo {out}"
+        )
+    saved = dict(journal.report)
+    for key in ("totals", "rejected_by_reason"):
+        saved.pop(key, None)
+    if journal.status == Status.DONE or dry_run:
+        saved.update(status="already-done" if journal.status == Status.DONE else "dry-run")
+        saved["seconds"] = round(time.perf_counter() - started, 3)
+        return SplitReport(**saved)
+    with _exclusive(out):
+        copied = _finish(journal, progress, resuming=True)
+    saved.update(status="resumed", copied_instead_of_linked=copied, seconds=round(time.perf_counter() - started, 3))
+    return SplitReport(**saved)
+
+
+def undo_split(out: Path, progress: Progress = NO_PROGRESS) -> UndoReport:
+    """Put every file back where it was before the split in ``out``, finished or not.
+
+    Raises:
+        JournalError: there is no journal in ``out``, or a file is not where it should be.
+    """
+    started = time.perf_counter()
+    out = out.expanduser().resolve()
+    journal = Journal.find(out) if out.is_dir() else None
+    if journal is None:
+        raise JournalError(f"No split journal ({JOURNAL_NAME}) in {out}; there is nothing to undo.")
+    with _exclusive(out):
+        if journal.status != Status.UNDOING:
+            journal.status = Status.UNDOING
+            journal.save()
+        with progress.task("Restoring files", len(journal.entries)) as advance:
+            restored = unplace(journal, advance)
+        created = [out / rel for rel in journal.created_dirs]
+        remove_empty_dirs(created)
+        journal.path.unlink()
+    return UndoReport(str(out), restored, round(time.perf_counter() - started, 3))

@@ -1,0 +1,95 @@
+"""The split journal: the whole plan, written to disk before the first file moves.
+
+Because every placement is a single atomic filesystem operation (a rename, a link, or a
+copy to a temporary name followed by a rename), the journal does not need a record per
+completed move: where each file is now tells whether it was placed. A run killed at any
+moment is therefore finished, or undone, by walking the journal and looking.
+
+The file is ``OUT/split-journal.json``; its schema is documented in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prep.errors import JournalError
+from prep.fsutil import atomic_write_json
+
+JOURNAL_NAME = "split-journal.json"
+JOURNAL_FORMAT = "prep-split-journal/1"
+
+
+class Status:
+    IN_PROGRESS = "in-progress"
+    DONE = "done"
+    UNDOING = "undoing"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One file's placement. ``src`` is relative to the source root, ``dst`` to the output."""
+
+    src: str
+    dst: str
+    split: str  # train, valid, test, or _rejected/<reason>
+    label: str | None
+    size: int
+    digest: str | None = None  # BLAKE2b, only where duplicate detection needed it
+
+    def row(self) -> list[Any]:
+        return [self.src, self.dst, self.split, self.label, self.size, self.digest]
+
+
+@dataclass
+class Journal:
+    prep_version: str
+    status: str
+    src_root: str
+    out_root: str
+    mode: str
+    seed: int
+    options: dict[str, Any]
+    layout: str
+    created_dirs: list[str]  # relative to out_root, parents first; removed again by undo
+    entries: list[Entry]
+    report: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.out_root) / JOURNAL_NAME
+
+    def save(self) -> None:
+        """Write the journal atomically (see ``prep.fsutil.atomic_write_json``)."""
+        data = asdict(self)
+        data["format"] = JOURNAL_FORMAT
+        data["entries"] = [e.row() for e in self.entries]
+        atomic_write_json(self.path, data)
+
+    @classmethod
+    def load(cls, path: Path) -> "Journal":
+        """Read a journal.
+
+        Raises:
+            JournalError: the file is not a journal this version of prep can read.
+        """
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.pop("format", None) != JOURNAL_FORMAT:
+                raise JournalError(f"{path} is not a prep split journal ({JOURNAL_FORMAT})")
+            data["entries"] = [Entry(*row) for row in data["entries"]]
+            return cls(**data)
+        except JournalError:
+            raise
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise JournalError(f"Cannot read split journal {path}: {exc}") from None
+
+    @classmethod
+    def find(cls, out_root: Path) -> "Journal | None":
+        """The journal in ``out_root``, or None when there is none."""
+        path = out_root / JOURNAL_NAME
+        return cls.load(path) if path.exists() else None

@@ -1,0 +1,313 @@
+"""Recognising how a raw dataset folder is laid out, and listing its labeled samples.
+
+Layouts, tried in this order:
+
+1. ``segmentation``: an images folder and a masks folder paired by name (``--masks``, or
+   found automatically as ``train/`` + ``train_masks/`` or ``images/`` + ``masks/``).
+2. ``csv-labels``: a Kaggle label CSV (``--labels``) naming files by id.
+3. ``class-folders``: ``SRC/Cat/1.jpg`` (also under ``train/`` or Microsoft's ``PetImages/``).
+4. ``filename-labels``: Kaggle's flat ``SRC/train/cat.0.jpg`` or ``SRC/cat.0.jpg``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prep.errors import LabelsFileError, LayoutError
+from prep.split.checks import is_image_name
+from prep.split.label_parsers import LabelParser, sanitize_class_name
+from prep.split.splitters import canonical_split_name
+
+JUNK_FILES = {"thumbs.db", "desktop.ini", ".ds_store", "icon\r"}
+JUNK_DIRS = {".ipynb_checkpoints", "__macosx", "__pycache__", "$recycle.bin"}
+REJECTED_DIR = "_rejected"
+# Kaggle ships its unlabeled images as test/, test1/, test2/ beside the labeled ones.
+UNLABELED_FOLDER = re.compile(r"^test\d*$", re.IGNORECASE)
+
+
+def is_junk(name: str, is_dir: bool = False) -> bool:
+    """Files and folders that are never samples or classes: OS litter and hidden names."""
+    lowered = name.lower()
+    if name.startswith("."):  # .DS_Store, ._resource forks, .git, .ipynb_checkpoints
+        return True
+    return lowered in (JUNK_DIRS if is_dir else JUNK_FILES)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One labeled image (and its mask, for segmentation), relative to the source root."""
+
+    rel: str
+    label: str | None
+    mask_rel: str | None = None
+
+
+@dataclass
+class Inventory:
+    """What a source folder holds, as prep understood it."""
+
+    layout: str
+    description: str
+    samples: list[Sample]
+    unlabeled: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # junk and non-image files
+    missing: list[str] = field(default_factory=list)  # CSV ids or masks with no image
+
+
+@dataclass(frozen=True)
+class LayoutOptions:
+    """How to read labels; every field is optional and auto-detected when left out."""
+
+    label_parser: LabelParser | None = None
+    labels_csv: Path | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+    masks: Path | None = None
+    mask_suffix: str = "_mask"
+
+
+def _walk(root: Path, base: Path, skip: set[Path], ignored: list[str]) -> list[str]:
+    """Image files under ``root`` as paths relative to ``base``, sorted; junk is skipped."""
+    found: list[str] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise LayoutError(f"Cannot read folder {folder}: {exc.strerror}") from None
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                path = Path(entry.path)
+                if not is_junk(entry.name, is_dir=True) and path not in skip:
+                    stack.append(path)
+            elif is_junk(entry.name) or not is_image_name(entry.name):
+                ignored.append(os.path.relpath(entry.path, base))
+            else:
+                found.append(os.path.relpath(entry.path, base))
+    return sorted(found)
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(
+        Path(e.path) for e in os.scandir(folder)
+        if e.is_dir(follow_symlinks=False) and not is_junk(e.name, is_dir=True)
+        and e.name != REJECTED_DIR
+    )
+
+
+def _has_images(folder: Path) -> bool:
+    return any(e.is_file() and not is_junk(e.name) and is_image_name(e.name) for e in os.scandir(folder))
+
+
+def _as_posix(rel: str) -> str:
+    return rel.replace(os.sep, "/")
+
+
+def _segmentation_folders(src: Path, options: LayoutOptions) -> tuple[Path, Path] | None:
+    if options.masks is not None:
+        masks = options.masks if options.masks.is_absolute() else Path.cwd() / options.masks
+        if not masks.is_dir() and (src / options.masks).is_dir():
+            masks = src / options.masks
+        if not masks.is_dir():
+            raise LayoutError(f"--masks {options.masks} is not a folder")
+        images = src / "train" if (src / "train").is_dir() and masks.parent == src else src
+        if (src / "images").is_dir() and masks.parent == src:
+            images = src / "images"
+        return images, masks.resolve()
+    for images_name, masks_name in (("train", "train_masks"), ("images", "masks")):
+        if (src / images_name).is_dir() and (src / masks_name).is_dir():
+            return src / images_name, src / masks_name
+    return None
+
+
+def _discover_segmentation(src: Path, images: Path, masks: Path, options: LayoutOptions, skip: set[Path]) -> Inventory:
+    ignored: list[str] = []
+    image_rels = _walk(images, src, skip | {masks}, ignored)
+    mask_rels = _walk(masks, src, skip, ignored)
+    suffix = options.mask_suffix
+    masks_by_stem: dict[str, str] = {}
+    for rel in mask_rels:
+        stem = Path(rel).stem
+        if suffix and stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+        masks_by_stem[stem] = rel
+    samples, unpaired = [], []
+    for rel in image_rels:
+        mask = masks_by_stem.pop(Path(rel).stem, None)
+        if mask is None:
+            unpaired.append(_as_posix(rel))
+        else:
+            samples.append(Sample(_as_posix(rel), None, _as_posix(mask)))
+    return Inventory(
+        "segmentation",
+        f"segmentation pairs: images in {images}, masks in {masks} (mask suffix {suffix!r})",
+        samples,
+        unlabeled=unpaired,
+        ignored=ignored,
+        missing=sorted(_as_posix(m) for m in masks_by_stem.values()),
+    )
+
+
+def _read_label_csv(path: Path, id_column: str | None, label_column: str | None) -> dict[str, tuple[str, int]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.DictReader(file)
+            columns = reader.fieldnames or []
+            if id_column is None:
+                id_column = "id" if "id" in columns else (columns[0] if columns else None)
+            if label_column is None and len(columns) == 2:
+                label_column = next(c for c in columns if c != id_column)
+            for option, column in (("--id-column", id_column), ("--label-column", label_column)):
+                if column is None or column not in columns:
+                    raise LabelsFileError(
+                        f"{path}: choose the column with {option}; the columns are {', '.join(columns) or 'none'}"
+                    )
+            labels: dict[str, tuple[str, int]] = {}
+            for line, row in enumerate(reader, start=2):
+                key, label = (row.get(id_column) or "").strip(), row.get(label_column)
+                if not key or label is None:
+                    raise LabelsFileError(f"{path} line {line}: missing {id_column!r} or {label_column!r}")
+                label = sanitize_class_name(label, f"{path} line {line}")
+                if key in labels and labels[key][0] != label:
+                    raise LabelsFileError(
+                        f"{path} line {line}: id {key!r} is labeled {label!r} here but "
+                        f"{labels[key][0]!r} on line {labels[key][1]}"
+                    )
+                labels[key] = (label, line)
+            return labels
+    except OSError as exc:
+        raise LabelsFileError(f"Cannot read label file {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise LabelsFileError(f"{path} is not a readable CSV file: {exc}") from None
+
+
+def _discover_csv(src: Path, options: LayoutOptions, skip: set[Path]) -> Inventory:
+    assert options.labels_csv is not None
+    csv_path = options.labels_csv
+    if not csv_path.exists() and (src / csv_path).exists():
+        csv_path = src / csv_path
+    labels = _read_label_csv(csv_path, options.id_column, options.label_column)
+    root = src / "train" if (src / "train").is_dir() else src
+    ignored: list[str] = []
+    samples, unlabeled, seen = [], [], set()
+    for rel in _walk(root, src, skip, ignored):
+        name = os.path.basename(rel)
+        stem = os.path.splitext(name)[0]
+        key = name if name in labels else stem if stem in labels else None
+        if key is None:
+            unlabeled.append(_as_posix(rel))
+            continue
+        if key in seen:
+            raise LabelsFileError(f"{csv_path}: id {key!r} matches more than one file (another is {rel})")
+        seen.add(key)
+        samples.append(Sample(_as_posix(rel), labels[key][0]))
+    return Inventory(
+        "csv-labels",
+        f"labels from {csv_path} for images in {root}",
+        samples,
+        unlabeled=unlabeled,
+        ignored=ignored,
+        missing=sorted(set(labels) - seen),
+    )
+
+
+def _class_folders(src: Path, root: Path, skip: set[Path]) -> Inventory:
+    ignored: list[str] = []
+    samples, unlabeled = [], []
+    for folder in _subdirs(root):
+        if folder in skip:
+            continue
+        if UNLABELED_FOLDER.match(folder.name):
+            unlabeled += [_as_posix(r) for r in _walk(folder, src, skip, ignored)]
+            continue
+        label = sanitize_class_name(folder.name, str(folder))
+        samples += [Sample(_as_posix(rel), label) for rel in _walk(folder, src, skip, ignored)]
+    # Loose images beside the class folders carry no label.
+    unlabeled += [
+        _as_posix(os.path.relpath(e.path, src)) for e in os.scandir(root)
+        if e.is_file() and not is_junk(e.name) and is_image_name(e.name)
+    ]
+    return Inventory("class-folders", f"class folders in {root}", samples, unlabeled=sorted(unlabeled), ignored=ignored)
+
+
+def _filename_labels(src: Path, root: Path, parser: LabelParser, skip: set[Path]) -> Inventory:
+    ignored: list[str] = []
+    samples, unlabeled = [], []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=False) or is_junk(entry.name) or not is_image_name(entry.name):
+            if not entry.is_dir(follow_symlinks=False):
+                ignored.append(os.path.relpath(entry.path, src))
+            continue
+        rel = _as_posix(os.path.relpath(entry.path, src))
+        raw = parser(entry.name)
+        if raw is None:
+            unlabeled.append(rel)
+        else:
+            samples.append(Sample(rel, sanitize_class_name(raw, rel)))
+    return Inventory("filename-labels", f"Kaggle flat layout, labels from file names in {root}", samples, unlabeled=unlabeled, ignored=ignored)
+
+
+def _count_unlabeled_siblings(src: Path, root: Path, inventory: Inventory, skip: set[Path]) -> None:
+    """Kaggle's ``test1/`` beside ``train/``: left where it is, but counted."""
+    if root == src:
+        return
+    for folder in _subdirs(src):
+        if folder != root and folder not in skip:
+            inventory.unlabeled += [_as_posix(r) for r in _walk(folder, src, skip, inventory.ignored)]
+
+
+def discover(src: Path, options: LayoutOptions, skip: set[Path] = frozenset()) -> Inventory:
+    """Work out the layout of ``src`` and list its samples.
+
+    Args:
+        src: the raw dataset folder.
+        options: label sources given on the command line.
+        skip: folders never to scan (the output folder when it lies inside ``src``).
+
+    Raises:
+        LayoutError: the folder does not exist, is already split, or holds no images.
+        LabelsFileError, UnsafeLabelError: a label source is unusable.
+    """
+    if not src.is_dir():
+        raise LayoutError(f"{src} is not a folder")
+    skip = set(skip) | {src / REJECTED_DIR}
+    seg = _segmentation_folders(src, options)
+    if seg is not None:
+        return _discover_segmentation(src, seg[0], seg[1], options, skip)
+    if options.labels_csv is not None:
+        return _discover_csv(src, options, skip)
+    root = src / "PetImages" if (src / "PetImages").is_dir() else src
+    splits_with_classes = [
+        d.name for d in _subdirs(root)
+        if canonical_split_name(d.name) in ("train", "valid", "test") and _subdirs(d) and not _has_images(d)
+    ]
+    if len({canonical_split_name(n) for n in splits_with_classes} & {"train", "valid"}) == 2:
+        raise LayoutError(
+            f"{src} is already split ({', '.join(sorted(splits_with_classes))} hold class folders). "
+            f"Use it as it is: prep stats {src}"
+        )
+    if (root / "train").is_dir():
+        root = root / "train"
+    if _has_images(root):
+        parser = options.label_parser
+        if parser is None:
+            from prep.split.label_parsers import prefix_label
+
+            parser = prefix_label
+        inventory = _filename_labels(src, root, parser, skip)
+    elif _subdirs(root):
+        inventory = _class_folders(src, root, skip)
+    else:
+        raise LayoutError(f"No images found in {root}")
+    _count_unlabeled_siblings(src, root, inventory, skip)
+    if not inventory.samples:
+        raise LayoutError(
+            f"Found {len(inventory.unlabeled)} images in {root} but none with a label "
+            f"({inventory.description}). Try --label-pattern, --labels or class folders."
+        )
+    return inventory

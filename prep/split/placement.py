@@ -1,0 +1,200 @@
+"""Placing files as a journal says, finishing an interrupted run, and undoing it.
+
+Each placement is one atomic step, so after a kill every file is either where it was or
+where it belongs. ``place`` and ``undo`` look before they act and can be run again any
+number of times; neither ever overwrites or deletes a file that is not its own copy.
+"""
+
+from __future__ import annotations
+
+import errno
+import filecmp
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from prep.errors import JournalError
+from prep.split.journal import Entry, Journal
+
+log = logging.getLogger(__name__)
+
+MODES = ("move", "link", "copy", "symlink")
+TMP_PREFIX = ".prep-partial-"
+
+Advance = Callable[[int], None]
+
+
+@dataclass
+class PlacementResult:
+    placed: int = 0
+    already_placed: int = 0
+    copied_instead_of_linked: int = 0
+
+
+def _same_content(a: str, b: str) -> bool:
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def _copy_atomically(src: str, dst: str) -> None:
+    tmp = os.path.join(os.path.dirname(dst), TMP_PREFIX + os.path.basename(dst))
+    shutil.copy2(src, tmp)
+    if os.path.lexists(dst):  # never overwrite: someone created it while we copied
+        os.unlink(tmp)
+        raise FileExistsError(errno.EEXIST, "target exists", dst)
+    os.rename(tmp, dst)
+
+
+def _move(src: str, dst: str) -> None:
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        # Across filesystems: copy, then remove the original. A kill in between leaves
+        # two identical files, which the next run or an undo resolves.
+        _copy_atomically(src, dst)
+        os.unlink(src)
+
+
+def _finish_interrupted(entry: Entry, src: str, dst: str) -> bool:
+    """True when the entry is already placed; resolves a half-done cross-device move."""
+    src_there, dst_there = os.path.lexists(src), os.path.lexists(dst)
+    if dst_there and not src_there:
+        return True
+    if src_there and not dst_there:
+        return False
+    if src_there and dst_there:
+        if _same_content(src, dst):
+            os.unlink(src)
+            return True
+        raise JournalError(f"Both {src} and {dst} exist with different content; resolve by hand.")
+    raise JournalError(f"{entry.src} is neither at {src} nor at {dst}; it was moved by something else.")
+
+
+def place(journal: Journal, advance: Advance = lambda n: None, resuming: bool = False) -> PlacementResult:
+    """Put every journal entry in place.
+
+    Args:
+        journal: the saved plan.
+        advance: progress callback, called with the number of files handled.
+        resuming: look at each file first (after an interrupted run) instead of acting.
+
+    Raises:
+        JournalError: the disk disagrees with the journal in a way that risks data.
+    """
+    result = PlacementResult()
+    src_root, out_root = Path(journal.src_root), Path(journal.out_root)
+    mode = journal.mode
+    batch = 0
+    for entry in journal.entries:
+        src, dst = str(src_root / entry.src), str(out_root / entry.dst)
+        batch += 1
+        if batch == 512:
+            advance(batch)
+            batch = 0
+        if src == dst:
+            continue
+        if resuming:
+            if mode == "move":
+                if _finish_interrupted(entry, src, dst):
+                    result.already_placed += 1
+                    continue
+            else:
+                stale = os.path.join(os.path.dirname(dst), TMP_PREFIX + os.path.basename(dst))
+                if os.path.lexists(stale):
+                    os.unlink(stale)  # our own partial copy; the original is untouched
+                if os.path.lexists(dst):
+                    result.already_placed += 1
+                    continue
+        if mode == "move":
+            _move(src, dst)
+        elif mode == "copy":
+            _copy_atomically(src, dst)
+        elif mode == "symlink":
+            os.symlink(src, dst)
+        else:
+            try:
+                os.link(src, dst)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                _copy_atomically(src, dst)
+                result.copied_instead_of_linked += 1
+        result.placed += 1
+    advance(batch)
+    return result
+
+
+def _is_own_copy(mode: str, src: str, dst: str) -> bool:
+    if mode == "symlink":
+        return os.path.islink(dst) and os.readlink(dst) == src
+    if not os.path.exists(src):
+        return False
+    if mode == "link" and os.path.samefile(src, dst):
+        return True
+    return _same_content(src, dst)
+
+
+def unplace(journal: Journal, advance: Advance = lambda n: None) -> int:
+    """Reverse every placement; return how many files were put back or removed.
+
+    Moved files go back to where they were; links and copies are removed only after
+    checking that they still are the original's link or an identical copy.
+
+    Raises:
+        JournalError: a file is missing from both places, or a copy was changed.
+    """
+    src_root, out_root = Path(journal.src_root), Path(journal.out_root)
+    undone = 0
+    batch = 0
+    for entry in journal.entries:
+        batch += 1
+        if batch == 512:
+            advance(batch)
+            batch = 0
+        src, dst = str(src_root / entry.src), str(out_root / entry.dst)
+        if src == dst:
+            continue
+        src_there, dst_there = os.path.lexists(src), os.path.lexists(dst)
+        if journal.mode == "move":
+            if src_there and dst_there:
+                if not _same_content(src, dst):
+                    raise JournalError(f"Both {src} and {dst} exist with different content; resolve by hand.")
+                os.unlink(dst)
+            elif dst_there:
+                os.makedirs(os.path.dirname(src), exist_ok=True)
+                _move(dst, src)
+            elif not src_there:
+                raise JournalError(f"{entry.src} is neither at {src} nor at {dst}; it was moved by something else.")
+            else:
+                continue
+            undone += 1
+        else:
+            stale = os.path.join(os.path.dirname(dst), TMP_PREFIX + os.path.basename(dst))
+            if os.path.lexists(stale):
+                os.unlink(stale)
+            if not dst_there:
+                continue
+            if not _is_own_copy(journal.mode, src, dst):
+                raise JournalError(
+                    f"{dst} is no longer an unchanged {journal.mode} of {src}; not removing it."
+                )
+            os.unlink(dst)
+            undone += 1
+    advance(batch)
+    return undone
+
+
+def remove_empty_dirs(folders: list[Path]) -> list[Path]:
+    """Remove each folder that is empty, deepest first; return the ones removed."""
+    removed = []
+    for folder in sorted(set(folders), key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+            removed.append(folder)
+        except OSError:
+            pass  # not empty, or already gone: leave it
+    return removed

@@ -1,0 +1,265 @@
+"""Turning an inventory of samples into a journal's worth of placements.
+
+Checks every file, sets aside the bad ones, keeps groups and duplicates together, asks the
+chosen splitter for a split per group, and names every destination without clashes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prep.errors import TargetExistsError, UsageError
+from prep.plugins import label_parsers, splitters
+from prep.progress import NO_PROGRESS, Progress
+from prep.split.checks import DEFAULT_MAX_PIXELS, Reason, Verify, probe_paths
+from prep.split.duplicates import find_duplicates
+from prep.split.journal import Entry
+from prep.split.layouts import REJECTED_DIR, Inventory, LayoutOptions, Sample, is_junk
+from prep.split.label_parsers import regex_label_parser
+from prep.split.splitters import SplitRequest, SplitSize, Unit
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """Everything ``prep split`` can be told. The defaults are the CLI's defaults."""
+
+    valid: SplitSize = SplitSize(0.2, False)  # fraction per class, or a total count
+    test: SplitSize = SplitSize(0.0, False)  # no test split unless asked for
+    seed: int = 42
+    mode: str = "move"  # move | link | copy | symlink
+    out: Path | None = None  # None: split in place, inside the source folder
+    splitter: str = "stratified"
+    label_parser: str = "prefix"
+    label_pattern: str | None = None  # regex with one group; overrides label_parser
+    group_pattern: str | None = None  # regex; files whose match is equal stay together
+    labels_csv: Path | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+    masks: Path | None = None
+    mask_suffix: str = "_mask"
+    dedupe: bool = False  # set aside all but one copy of identical files
+    verify: Verify = Verify.quick
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1, compare=False)
+
+    def decisive(self) -> dict[str, Any]:
+        """The options that decide the plan, as recorded in the journal.
+
+        A re-run resumes an interrupted split only when these are equal.
+        """
+        return {
+            "valid": self.valid.describe(), "test": self.test.describe(), "seed": self.seed,
+            "mode": self.mode, "splitter": self.splitter, "label_parser": self.label_parser,
+            "label_pattern": self.label_pattern, "group_pattern": self.group_pattern,
+            "labels_csv": str(self.labels_csv) if self.labels_csv else None,
+            "id_column": self.id_column, "label_column": self.label_column,
+            "masks": str(self.masks) if self.masks else None, "mask_suffix": self.mask_suffix,
+            "dedupe": self.dedupe, "verify": self.verify.value, "max_pixels": self.max_pixels,
+        }
+
+    def layout_options(self) -> LayoutOptions:
+        parser = (
+            regex_label_parser(self.label_pattern) if self.label_pattern
+            else label_parsers().get(self.label_parser)
+        )
+        return LayoutOptions(parser, self.labels_csv, self.id_column, self.label_column, self.masks, self.mask_suffix)
+
+
+@dataclass
+class Plan:
+    """The placements, and what the report says about them."""
+
+    entries: list[Entry]
+    counts: dict[str, dict[str, int]]  # split -> class -> samples
+    rejected: list[dict[str, str]]
+    duplicate_groups: int = 0
+    duplicate_files: int = 0  # files beyond the first of each group
+    conflicting_duplicates: int = 0  # groups whose copies carry different labels
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _group_key_function(pattern: str | None):
+    if pattern is None:
+        return lambda rel: rel
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(f"--group-pattern {pattern!r} is not a valid regex: {exc}") from None
+
+    def key(rel: str) -> str:
+        match = compiled.search(os.path.basename(rel))
+        if not match:
+            return rel
+        return "group:" + (match.group(1) if compiled.groups else match.group(0))
+
+    return key
+
+
+class _Destinations:
+    """Hands out destination paths, renaming only on a clash, deterministically."""
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+
+    def claim(self, folder: str, rel: str) -> str:
+        candidate = f"{folder}/{os.path.basename(rel)}"
+        if candidate in self.taken:
+            # Same name from two source folders: keep the path in the name.
+            candidate = f"{folder}/{rel.replace('/', '__')}"
+        stem, ext = os.path.splitext(candidate)
+        number = 1
+        while candidate in self.taken:
+            candidate = f"{stem}-{number}{ext}"
+            number += 1
+        self.taken.add(candidate)
+        return candidate
+
+
+def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress: Progress = NO_PROGRESS) -> Plan:
+    """Check the files and decide where each goes.
+
+    Raises:
+        UsageError, UnknownNameError: a bad option or an unknown splitter.
+        TooFewSamplesError: a class cannot give every split a sample.
+    """
+    splitter = splitters().get(options.splitter)
+    samples = inventory.samples
+    paths = [str(src / s.rel) for s in samples]
+    mask_paths = [str(src / s.mask_rel) for s in samples if s.mask_rel]
+    with progress.task("Checking images", len(paths) + len(mask_paths)) as advance:
+        probes = probe_paths(paths + mask_paths, options.verify, options.max_pixels, options.workers, advance)
+    image_probes = probes[: len(paths)]
+    mask_probe = {s.mask_rel: p for s, p in zip((s for s in samples if s.mask_rel), probes[len(paths):])}
+
+    destinations = _Destinations()
+    entries: list[Entry] = []
+    rejected: list[dict[str, str]] = []
+
+    def reject(rel: str, size: int, reason: str, detail: str, label: str | None) -> None:
+        folder = f"{REJECTED_DIR}/{reason}"
+        entries.append(Entry(rel, destinations.claim(folder, rel), folder, label, size))
+        rejected.append({"file": rel, "reason": reason, "detail": detail})
+
+    good: list[int] = []
+    for index, (sample, probe) in enumerate(zip(samples, image_probes)):
+        bad_mask = mask_probe[sample.mask_rel] if sample.mask_rel else None
+        if probe.reason is None and (bad_mask is None or bad_mask.reason is None):
+            good.append(index)
+            continue
+        if probe.reason is not None:
+            reject(sample.rel, probe.size, probe.reason, probe.detail, sample.label)
+            if sample.mask_rel:
+                reject(sample.mask_rel, bad_mask.size, Reason.PARTNER_REJECTED, f"its image {sample.rel} is {probe.reason}", None)
+        else:
+            reject(sample.mask_rel, bad_mask.size, bad_mask.reason, bad_mask.detail, None)
+            reject(sample.rel, probe.size, Reason.PARTNER_REJECTED, f"its mask {sample.mask_rel} is {bad_mask.reason}", sample.label)
+
+    groups, digests = find_duplicates([paths[i] for i in good], [image_probes[i] for i in good])
+    plan_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    plan = Plan(entries, plan_counts, rejected, duplicate_groups=len(groups))
+    union = _UnionFind(len(samples))
+    for group in groups:
+        members = [good[i] for i in group]
+        plan.duplicate_files += len(members) - 1
+        if len({samples[m].label for m in members}) > 1:
+            plan.conflicting_duplicates += 1
+        for extra in members[1:]:
+            if options.dedupe:
+                sample = samples[extra]
+                reject(sample.rel, image_probes[extra].size, Reason.DUPLICATE, f"same bytes as {samples[members[0]].rel}", sample.label)
+                if sample.mask_rel:
+                    reject(sample.mask_rel, mask_probe[sample.mask_rel].size, Reason.PARTNER_REJECTED, f"its image {sample.rel} is a duplicate", None)
+            else:
+                union.union(members[0], extra)
+    if options.dedupe:
+        set_aside = {good[i] for g in groups for i in g[1:]}
+        good = [i for i in good if i not in set_aside]
+    digest_of = {good_index: digests[i] for i, good_index in enumerate(good) if i in digests}
+
+    group_key = _group_key_function(options.group_pattern)
+    first_with_key: dict[str, int] = {}
+    for index in good:
+        key = group_key(samples[index].rel)
+        if key in first_with_key:
+            union.union(first_with_key[key], index)
+        else:
+            first_with_key[key] = index
+
+    members_of: dict[int, list[int]] = defaultdict(list)
+    for index in good:
+        members_of[union.find(index)].append(index)
+    roots = sorted(members_of, key=lambda r: samples[members_of[r][0]].rel)
+    units = []
+    for root in roots:
+        labels = Counter(samples[i].label for i in members_of[root])
+        majority = min(labels.items(), key=lambda kv: (-kv[1], kv[0] or ""))[0]
+        units.append(Unit(samples[members_of[root][0]].rel, majority, len(members_of[root])))
+    request = SplitRequest(options.valid, options.test)
+    assigned = splitter(units, request, options.seed) if units else []
+
+    split_of = {i: split for root, split in zip(roots, assigned) for i in members_of[root]}
+    for index in sorted(good, key=lambda i: samples[i].rel):
+        sample = samples[index]
+        split = split_of[index]
+        _add_sample(entries, destinations, sample, split, image_probes[index].size, digest_of.get(index), mask_probe)
+        plan_counts[split][sample.label or ""] += 1
+    plan.counts = {s: dict(c) for s, c in plan_counts.items()}
+    return plan
+
+
+def _add_sample(entries, destinations, sample: Sample, split: str, size: int, digest, mask_probe) -> None:
+    if sample.mask_rel is None:
+        entries.append(Entry(sample.rel, destinations.claim(f"{split}/{sample.label}", sample.rel), split, sample.label, size, digest))
+        return
+    image_dst = destinations.claim(f"{split}/images", sample.rel)
+    entries.append(Entry(sample.rel, image_dst, split, None, size, digest))
+    entries.append(Entry(sample.mask_rel, destinations.claim(f"{split}/masks", sample.mask_rel), split, None, mask_probe[sample.mask_rel].size))
+
+
+def check_targets(src: Path, out: Path, entries: list[Entry]) -> None:
+    """Refuse to overwrite anything, or to pour files into a split folder that has others.
+
+    Raises:
+        TargetExistsError: naming the first files in the way.
+    """
+    sources = {os.path.normpath(src / e.src) for e in entries}
+    in_the_way = [
+        str(out / e.dst) for e in entries
+        if os.path.normpath(out / e.dst) not in sources and os.path.lexists(out / e.dst)
+    ]
+    if in_the_way:
+        shown = ", ".join(in_the_way[:3]) + (f" and {len(in_the_way) - 3} more" if len(in_the_way) > 3 else "")
+        raise TargetExistsError(f"Would overwrite {shown}. Nothing was moved. Choose another --out or move them away.")
+    for split in sorted({e.dst.split("/", 1)[0] for e in entries} - {REJECTED_DIR}):
+        folder = out / split
+        if not folder.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if not is_junk(d, is_dir=True)]
+            foreign = [f for f in filenames if not is_junk(f) and os.path.join(dirpath, f) not in sources]
+            if foreign:
+                raise TargetExistsError(
+                    f"{folder} already holds files that are not part of this split "
+                    f"(such as {os.path.join(dirpath, foreign[0])}). Nothing was moved. "
+                    f"Choose another --out, or run prep split --undo if they come from an earlier split."
+                )
