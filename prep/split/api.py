@@ -170,10 +170,11 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
         return _continue(journal, src, out, options, dry_run, progress, started)
     inventory = discover(src, options.layout_options(), skip={out} if out != src else set())
     plan = build_plan(src, inventory, options, progress)
-    check_targets(src, out, plan.entries)
+    check_targets(src, out, plan.entries, inventory)
     info = (_inventory_info(inventory), _plan_info(plan))
     if dry_run:
         return _report(src, out, *info, options, "dry-run", None, started)
+    out_is_new = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
         if Journal.find(out) is not None:
@@ -181,7 +182,7 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
         journal = Journal(
             prep_version=__version__, status=Status.IN_PROGRESS, src_root=str(src), out_root=str(out),
             mode=options.mode, seed=options.seed, options=options.decisive(), layout=inventory.layout,
-            created_dirs=_created_dirs(out, plan), entries=plan.entries,
+            created_dirs=(["."] if out_is_new else []) + _created_dirs(out, plan), entries=plan.entries,
         )
         report = _report(src, out, *info, options, "done", journal.path, started)
         journal.report = report.to_dict()
@@ -236,7 +237,8 @@ def undo_split(out: Path, progress: Progress = NO_PROGRESS) -> UndoReport:
             journal.save()
         with progress.task("Restoring files", len(journal.entries)) as advance:
             restored = unplace(journal, advance)
-        created = [out / rel for rel in journal.created_dirs]
-        remove_empty_dirs(created)
+        remove_empty_dirs([out / rel for rel in journal.created_dirs if rel != "."])
         journal.path.unlink()
+        if "." in journal.created_dirs:
+            remove_empty_dirs([out])
     return UndoReport(str(out), restored, round(time.perf_counter() - started, 3))

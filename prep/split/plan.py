@@ -236,13 +236,22 @@ def _add_sample(entries, destinations, sample: Sample, split: str, size: int, di
     entries.append(Entry(sample.mask_rel, destinations.claim(f"{split}/masks", sample.mask_rel), split, None, mask_probe[sample.mask_rel].size))
 
 
-def check_targets(src: Path, out: Path, entries: list[Entry]) -> None:
+def check_targets(src: Path, out: Path, entries: list[Entry], inventory: Inventory) -> None:
     """Refuse to overwrite anything, or to pour files into a split folder that has others.
+
+    Files of the source itself (when splitting in place) do not count as others.
 
     Raises:
         TargetExistsError: naming the first files in the way.
     """
     sources = {os.path.normpath(src / e.src) for e in entries}
+    # Other files may share a folder with the sources (Kaggle's unlabeled images in
+    # train/), but a split folder elsewhere that holds anything is someone else's.
+    source_folders = {os.path.dirname(p) for p in sources}
+    known = sources | {
+        path for rel in inventory.unlabeled + inventory.ignored
+        if os.path.dirname(path := os.path.normpath(src / rel)) in source_folders
+    }
     in_the_way = [
         str(out / e.dst) for e in entries
         if os.path.normpath(out / e.dst) not in sources and os.path.lexists(out / e.dst)
@@ -256,7 +265,7 @@ def check_targets(src: Path, out: Path, entries: list[Entry]) -> None:
             continue
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = [d for d in dirnames if not is_junk(d, is_dir=True)]
-            foreign = [f for f in filenames if not is_junk(f) and os.path.join(dirpath, f) not in sources]
+            foreign = [f for f in filenames if not is_junk(f) and os.path.join(dirpath, f) not in known]
             if foreign:
                 raise TargetExistsError(
                     f"{folder} already holds files that are not part of this split "
