@@ -11,7 +11,7 @@ from rich.console import Console
 
 from prep.progress import Advance
 
-stdout = Console(highlight=False)
+stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False)
 
 

@@ -21,7 +21,7 @@ def render_split_report(report: SplitReport, verbose: bool = False) -> None:
     stdout.print(f"Layout: {report.layout} ({report.description}); mode {report.mode}, seed {report.seed}")
     splits = [s for s in ("train", "valid", "test") if s in report.splits]
     classes = sorted({c for counts in report.splits.values() for c in counts})
-    table = Table(title="Samples per split and class")
+    table = Table(title="Samples per split and class", min_width=40)
     table.add_column("class")
     for split in splits:
         table.add_column(split, justify="right")

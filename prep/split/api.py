@@ -107,26 +107,26 @@ def _plan_info(plan: Plan) -> dict[str, Any]:
     }
 
 
+def _ancestors(rel_paths: set[str]) -> set[str]:
+    """Every folder above the given relative paths, up to (not including) the root."""
+    folders: set[str] = set()
+    for rel in rel_paths:
+        folder = os.path.dirname(rel)
+        while folder and folder not in folders:
+            folders.add(folder)
+            folder = os.path.dirname(folder)
+    return folders
+
+
 def _created_dirs(out: Path, plan: Plan) -> list[str]:
     """Folders the placements need that do not exist yet, parents first, relative to out."""
-    needed: set[Path] = set()
-    for entry in plan.entries:
-        folder = (out / entry.dst).parent
-        while folder != out and folder not in needed:
-            needed.add(folder)
-            folder = folder.parent
-    missing = [p for p in needed if not p.exists()]
-    return [str(p.relative_to(out)) for p in sorted(missing, key=lambda p: (len(p.parts), str(p)))]
+    needed = _ancestors({e.dst for e in plan.entries})
+    missing = [rel for rel in needed if not (out / rel).exists()]
+    return sorted(missing, key=lambda rel: (rel.count("/"), rel))
 
 
 def _emptied_source_dirs(src: Path, journal: Journal) -> list[Path]:
-    folders: set[Path] = set()
-    for entry in journal.entries:
-        folder = (src / entry.src).parent
-        while folder != src and src in folder.parents and folder not in folders:
-            folders.add(folder)
-            folder = folder.parent
-    return sorted(folders)
+    return [src / rel for rel in _ancestors({e.src for e in journal.entries})]
 
 
 def _finish(journal: Journal, progress: Progress, resuming: bool) -> int:

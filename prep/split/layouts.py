@@ -238,17 +238,22 @@ def _class_folders(src: Path, root: Path, skip: set[Path]) -> Inventory:
 def _filename_labels(src: Path, root: Path, parser: LabelParser, skip: set[Path]) -> Inventory:
     ignored: list[str] = []
     samples, unlabeled = [], []
+    prefix = "" if root == src else _as_posix(os.path.relpath(root, src)) + "/"
+    safe_labels: dict[str, str] = {}  # a label is checked once, not once per file
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_dir(follow_symlinks=False) or is_junk(entry.name) or not is_image_name(entry.name):
             if not entry.is_dir(follow_symlinks=False):
-                ignored.append(os.path.relpath(entry.path, src))
+                ignored.append(prefix + entry.name)
             continue
-        rel = _as_posix(os.path.relpath(entry.path, src))
+        rel = prefix + entry.name
         raw = parser(entry.name)
         if raw is None:
             unlabeled.append(rel)
-        else:
-            samples.append(Sample(rel, sanitize_class_name(raw, rel)))
+            continue
+        label = safe_labels.get(raw)
+        if label is None:
+            label = safe_labels[raw] = sanitize_class_name(raw, rel)
+        samples.append(Sample(rel, label))
     return Inventory("filename-labels", f"Kaggle flat layout, labels from file names in {root}", samples, unlabeled=unlabeled, ignored=ignored)
 
 

@@ -144,8 +144,9 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     """
     splitter = splitters().get(options.splitter)
     samples = inventory.samples
-    paths = [str(src / s.rel) for s in samples]
-    mask_paths = [str(src / s.mask_rel) for s in samples if s.mask_rel]
+    root = f"{src}{os.sep}"
+    paths = [root + s.rel for s in samples]
+    mask_paths = [root + s.mask_rel for s in samples if s.mask_rel]
     with progress.task("Checking images", len(paths) + len(mask_paths)) as advance:
         probes = probe_paths(paths + mask_paths, options.verify, options.max_pixels, options.workers, advance)
     image_probes = probes[: len(paths)]
@@ -211,9 +212,13 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     roots = sorted(members_of, key=lambda r: samples[members_of[r][0]].rel)
     units = []
     for root in roots:
-        labels = Counter(samples[i].label for i in members_of[root])
+        members = members_of[root]
+        if len(members) == 1:  # the common case, kept cheap
+            units.append(Unit(samples[root].rel, samples[root].label, 1))
+            continue
+        labels = Counter(samples[i].label for i in members)
         majority = min(labels.items(), key=lambda kv: (-kv[1], kv[0] or ""))[0]
-        units.append(Unit(samples[members_of[root][0]].rel, majority, len(members_of[root])))
+        units.append(Unit(samples[members[0]].rel, majority, len(members)))
     request = SplitRequest(options.valid, options.test)
     assigned = splitter(units, request, options.seed) if units else []
 
@@ -244,18 +249,27 @@ def check_targets(src: Path, out: Path, entries: list[Entry], inventory: Invento
     Raises:
         TargetExistsError: naming the first files in the way.
     """
-    sources = {os.path.normpath(src / e.src) for e in entries}
+    src_root, out_root = f"{src}{os.sep}", f"{out}{os.sep}"
+    sources = {src_root + e.src for e in entries}
     # Other files may share a folder with the sources (Kaggle's unlabeled images in
     # train/), but a split folder elsewhere that holds anything is someone else's.
     source_folders = {os.path.dirname(p) for p in sources}
     known = sources | {
         path for rel in inventory.unlabeled + inventory.ignored
-        if os.path.dirname(path := os.path.normpath(src / rel)) in source_folders
+        if os.path.dirname(path := src_root + rel) in source_folders
     }
-    in_the_way = [
-        str(out / e.dst) for e in entries
-        if os.path.normpath(out / e.dst) not in sources and os.path.lexists(out / e.dst)
-    ]
+    # List each destination folder once instead of testing every file: a folder that
+    # does not exist yet holds nothing in the way.
+    by_folder: dict[str, list[str]] = defaultdict(list)
+    for e in entries:
+        by_folder[os.path.dirname(out_root + e.dst)].append(out_root + e.dst)
+    in_the_way = []
+    for folder, targets in by_folder.items():
+        try:
+            present = set(os.listdir(folder))
+        except FileNotFoundError:
+            continue
+        in_the_way += [t for t in targets if os.path.basename(t) in present and t not in sources]
     if in_the_way:
         shown = ", ".join(in_the_way[:3]) + (f" and {len(in_the_way) - 3} more" if len(in_the_way) > 3 else "")
         raise TargetExistsError(f"Would overwrite {shown}. Nothing was moved. Choose another --out or move them away.")

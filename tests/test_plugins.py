@@ -1,0 +1,184 @@
+"""The plugin manager, through the real entry-point machinery (a dist-info on sys.path)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from prep import hookspecs
+from prep.errors import PluginError, UnknownNameError
+from prep.plugins import create_plugin_host, label_parsers, reset_plugin_host, splitters
+from prep.registry import Registry
+from prep.split.api import split_dataset
+from prep.split.plan import SplitOptions
+
+from conftest import jpeg_bytes, write
+
+GOOD_PLUGIN = '''
+from prep.hookspecs import hookimpl
+
+@hookimpl
+def register_label_parsers(register):
+    register("suffix", lambda name: name.rsplit(".", 1)[0].rsplit("-", 1)[-1])
+
+@hookimpl
+def register_splitters(register):
+    register("everything-valid-but-one", lambda units, request, seed: ["train"] + ["valid"] * (len(units) - 1))
+
+@hookimpl
+def register_commands(app):
+    @app.command("hello")
+    def hello(name: str = "world"):
+        print(f"hello {name}")
+'''
+
+
+def install_fake_plugin(site: Path, name: str, source: str, version: str = "1.0") -> None:
+    """Write a module plus a dist-info that declares it in the ``prep`` entry-point group."""
+    site.mkdir(exist_ok=True)
+    (site / f"{name}.py").write_text(textwrap.dedent(source))
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[prep]\n{name} = {name}\n")
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for name in [m for m in sys.modules if m.startswith(("goodplugin", "brokenplugin", "raisingplugin", "badsig"))]:
+        del sys.modules[name]
+    reset_plugin_host()
+
+
+def test_registry_lists_with_wildcards_and_suggests_names():
+    registry: Registry[int] = Registry("thing")
+    registry.register("resnet18", 1, plugin="a")
+    registry.register("resnet50", 2, plugin="a")
+    registry.register("vit", 3, plugin="b")
+    assert registry.names("resnet*") == ["resnet18", "resnet50"]
+    with pytest.raises(UnknownNameError, match="Did you mean 'resnet18'"):
+        registry.get("resnet19")
+
+
+def test_registry_warns_when_a_name_is_replaced(caplog):
+    registry: Registry[int] = Registry("thing")
+    registry.register("x", 1, plugin="builtin")
+    registry.register("x", 2, plugin="third")
+    assert registry.get("x") == 2 and registry.registration("x").plugin == "third"
+    assert "replaces the one from plugin 'builtin'" in caplog.text
+
+
+def test_register_label_parsers_from_an_installed_plugin(site: Path, tmp_path: Path):
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
+    reset_plugin_host()
+    assert "suffix" in label_parsers() and "prefix" in label_parsers()
+    root = tmp_path / "data"
+    for i in range(4):
+        write(root / f"{i}-red.jpg", jpeg_bytes(i))
+        write(root / f"{i}-blue.jpg", jpeg_bytes(10 + i))
+    report = split_dataset(root, SplitOptions(label_parser="suffix"), dry_run=True)
+    assert set(report.splits["train"]) == {"red", "blue"}
+
+
+def test_register_splitters_from_an_installed_plugin(site: Path, tmp_path: Path):
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
+    reset_plugin_host()
+    assert splitters().registration("everything-valid-but-one").plugin == "goodplugin"
+    root = tmp_path / "data"
+    for i in range(3):
+        write(root / f"cat.{i}.jpg", jpeg_bytes(i))
+    report = split_dataset(root, SplitOptions(splitter="everything-valid-but-one"), dry_run=True)
+    assert report.splits == {"train": {"cat": 1}, "valid": {"cat": 2}}
+
+
+def test_register_commands_adds_a_cli_command(site: Path):
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
+    env = dict(os.environ, PYTHONPATH=str(site))
+    done = subprocess.run([sys.executable, "-m", "prep", "hello", "--name", "plugin"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "hello plugin"
+
+
+BROKEN_IMPORT = "raise ImportError('needs a package that is not installed')\n"
+RAISING = '''
+from prep.hookspecs import hookimpl
+
+@hookimpl
+def register_label_parsers(register):
+    raise RuntimeError("bug in plugin")
+'''
+BAD_SIGNATURE = '''
+from prep.hookspecs import hookimpl
+
+@hookimpl
+def register_label_parsers(register, not_a_hook_argument):
+    pass
+'''
+
+
+def test_broken_plugins_are_isolated_and_named(site: Path):
+    install_fake_plugin(site, "brokenplugin", BROKEN_IMPORT, "0.3")
+    install_fake_plugin(site, "raisingplugin", RAISING, "2.1")
+    install_fake_plugin(site, "badsig", BAD_SIGNATURE)
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
+    host = create_plugin_host()
+    registry = host.fill_registry("register_label_parsers", "label parser")
+    assert "suffix" in registry and "prefix" in registry  # the rest keeps working
+    failures = {f.plugin: f for f in host.failures}
+    assert set(failures) == {"brokenplugin", "raisingplugin", "badsig"}
+    assert failures["brokenplugin"].version == "brokenplugin 0.3" and "not installed" in failures["brokenplugin"].error
+    assert failures["raisingplugin"].stage == "register_label_parsers" and "bug in plugin" in failures["raisingplugin"].error
+    assert failures["badsig"].stage == "load"
+
+
+def test_broken_plugin_never_locks_users_out_of_the_cli(site: Path):
+    install_fake_plugin(site, "brokenplugin", BROKEN_IMPORT, "0.3")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    done = subprocess.run([sys.executable, "-m", "prep", "--help"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "split" in done.stdout
+    assert "brokenplugin" in done.stderr and "0.3" in done.stderr
+
+
+def test_strict_mode_turns_plugin_failures_into_errors(site: Path, monkeypatch: pytest.MonkeyPatch):
+    install_fake_plugin(site, "brokenplugin", BROKEN_IMPORT)
+    monkeypatch.setenv("PREP_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="brokenplugin"):
+        create_plugin_host()
+    env = dict(os.environ, PYTHONPATH=str(site), PREP_STRICT_PLUGINS="1")
+    done = subprocess.run([sys.executable, "-m", "prep", "--help"], capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and "brokenplugin" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_prep_load_plugins_chooses_which_load(site: Path, monkeypatch: pytest.MonkeyPatch):
+    install_fake_plugin(site, "brokenplugin", BROKEN_IMPORT)
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
+    monkeypatch.setenv("PREP_LOAD_PLUGINS", "goodplugin")
+    host = create_plugin_host()
+    assert host.failures == [] and host.manager.has_plugin("goodplugin")
+    monkeypatch.setenv("PREP_LOAD_PLUGINS", "")
+    host = create_plugin_host()
+    assert not host.manager.has_plugin("goodplugin")
+    assert host.manager.has_plugin("prep.split.label_parsers")  # built-ins always load
+
+
+def test_every_hook_has_a_test_and_a_documented_section():
+    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "prep_spec")]
+    assert hooks, "no hookspecs found"
+    this_file = Path(__file__).read_text()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for hook in hooks:
+        assert f"def test_{hook}" in this_file, f"hook {hook} has no test named test_{hook}..."
+        assert f"### `{hook}" in readme, f"hook {hook} has no section in README.md"
+        assert inspect.getdoc(getattr(hookspecs, hook)), f"hook {hook} has no docstring"
