@@ -17,7 +17,7 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new, never half.
 
     The data goes to a temporary file beside ``path``, is flushed to disk, and is then
@@ -26,13 +26,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as file:
         file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
+        if durable:
+            file.flush()
+            os.fsync(file.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, value: Any, *, indent: int | None = None) -> None:
+def atomic_write_json(path: Path, value: Any, *, indent: int | None = None, durable: bool = True) -> None:
     """``atomic_write_bytes`` of ``value`` as UTF-8 JSON."""
     text = json.dumps(value, indent=indent, ensure_ascii=False, separators=None if indent else (",", ":"))
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)

@@ -127,3 +127,13 @@ def test_segmentation_sample_then_split(tmp_path: Path):
     valid_cars = {p.name.split("_")[0] for p in (out / "valid" / "images").iterdir()}
     train_cars = {p.name.split("_")[0] for p in (out / "train" / "images").iterdir()}
     assert valid_cars and not valid_cars & train_cars
+
+
+def test_quiet_prints_nothing_and_verbose_lists_every_rejected_file(flat_dataset: Path):
+    (flat_dataset / "train" / "cat.broken.jpg").write_bytes(b"")
+    (flat_dataset / "train" / "dog.broken.jpg").write_bytes(b"not an image")
+    quiet = runner.invoke(app, ["--quiet", "split", str(flat_dataset), "--dry-run"])
+    assert quiet.exit_code == 0 and quiet.output == ""
+    verbose = runner.invoke(app, ["--verbose", "split", str(flat_dataset), "--dry-run"])
+    assert "empty: train/cat.broken.jpg" in verbose.stdout
+    assert "undecodable: train/dog.broken.jpg" in verbose.stdout

@@ -231,3 +231,38 @@ def test_odd_file_names_survive(tmp_path: Path):
 def test_undo_without_journal_is_an_error(tmp_path: Path):
     with pytest.raises(JournalError, match="nothing to undo"):
         undo_split(tmp_path)
+
+
+def test_link_across_filesystems_falls_back_to_copy_and_says_so(tmp_path: Path, flat_dataset: Path, monkeypatch: pytest.MonkeyPatch):
+    import errno
+    import os
+
+    def no_cross_device_links(src, dst, *args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_cross_device_links)
+    before = snapshot(flat_dataset)
+    report = split_dataset(flat_dataset, SplitOptions(mode="link", out=tmp_path / "other"))
+    assert report.copied_instead_of_linked == 40
+    placed = next((tmp_path / "other" / "train" / "cat").iterdir())
+    assert placed.stat().st_nlink == 1  # a real copy
+    assert snapshot(flat_dataset) == before
+    undo_split(tmp_path / "other")
+    assert snapshot(flat_dataset) == before
+
+
+def test_interrupted_copy_is_finished_by_rerun_and_removed_by_undo(tmp_path: Path, flat_dataset: Path):
+    out = tmp_path / "out"
+    split_dataset(flat_dataset, SplitOptions(mode="copy", out=out))
+    placed = snapshot(out)
+    journal = Journal.load(out / JOURNAL_NAME)
+    victim = next(e for e in journal.entries if e.split == "train")
+    original = (flat_dataset / victim.src).read_bytes()
+    (out / victim.dst).write_bytes(original[: len(original) // 3])  # as if killed mid-copy
+    journal.status = Status.IN_PROGRESS
+    journal.save()
+    assert split_dataset(flat_dataset, SplitOptions(mode="copy", out=out)).status == "resumed"
+    assert snapshot(out) == placed
+    (out / victim.dst).write_bytes(original[:100])
+    undo_split(out)
+    assert not out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -19,6 +20,16 @@ from prep.split.placement import place, remove_empty_dirs, unplace
 from prep.split.plan import Plan, SplitOptions, build_plan, check_targets
 
 EXAMPLE_MOVES = 5
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _phase(name: str) -> Iterator[None]:
+    """Log how long a phase took (shown with prep --verbose)."""
+    began = time.perf_counter()
+    yield
+    log.debug("%s: %.3fs", name, time.perf_counter() - began)
 
 
 @dataclass
@@ -138,7 +149,7 @@ def _finish(journal: Journal, progress: Progress, resuming: bool) -> int:
     if journal.mode == "move":
         remove_empty_dirs(_emptied_source_dirs(Path(journal.src_root), journal))
     journal.status = Status.DONE
-    journal.save()
+    journal.save(durable=False)
     return result.copied_instead_of_linked
 
 
@@ -168,9 +179,12 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
     journal = Journal.find(out) if out.is_dir() else None
     if journal is not None:
         return _continue(journal, src, out, options, dry_run, progress, started)
-    inventory = discover(src, options.layout_options(), skip={out} if out != src else set())
-    plan = build_plan(src, inventory, options, progress)
-    check_targets(src, out, plan.entries, inventory)
+    with _phase("discover"):
+        inventory = discover(src, options.layout_options(), skip={out} if out != src else set())
+    with _phase("plan"):
+        plan = build_plan(src, inventory, options, progress)
+    with _phase("check targets"):
+        check_targets(src, out, plan.entries)
     info = (_inventory_info(inventory), _plan_info(plan))
     if dry_run:
         return _report(src, out, *info, options, "dry-run", None, started)
@@ -186,8 +200,10 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
         )
         report = _report(src, out, *info, options, "done", journal.path, started)
         journal.report = report.to_dict()
-        journal.save()
-        copied = _finish(journal, progress, resuming=False)
+        with _phase("write journal"):
+            journal.save()
+        with _phase("place"):
+            copied = _finish(journal, progress, resuming=False)
     report.copied_instead_of_linked = copied
     report.seconds = round(time.perf_counter() - started, 3)
     return report

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from prep.errors import JournalError
 from prep.fsutil import atomic_write_json
@@ -29,9 +29,10 @@ class Status:
     UNDOING = "undoing"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One file's placement. ``src`` is relative to the source root, ``dst`` to the output."""
+class Entry(NamedTuple):
+    """One file's placement. ``src`` is relative to the source root, ``dst`` to the output.
+
+    Stored in the journal as a plain list, in field order."""
 
     src: str
     dst: str
@@ -40,8 +41,6 @@ class Entry:
     size: int
     digest: str | None = None  # BLAKE2b, only where duplicate detection needed it
 
-    def row(self) -> list[Any]:
-        return [self.src, self.dst, self.split, self.label, self.size, self.digest]
 
 
 @dataclass
@@ -63,13 +62,19 @@ class Journal:
     def path(self) -> Path:
         return Path(self.out_root) / JOURNAL_NAME
 
-    def save(self) -> None:
-        """Write the journal atomically (see ``prep.fsutil.atomic_write_json``)."""
+    def save(self, durable: bool = True) -> None:
+        """Write the journal atomically (see ``prep.fsutil.atomic_write_json``).
+
+        Args:
+            durable: flush to disk before returning. Needed before files move; a status
+                change after they moved may skip it, since losing it to a power cut only
+                makes the next run look, find everything in place, and record it again.
+        """
         # Built by hand: dataclasses.asdict deep-copies every entry, seconds for 100k files.
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["format"] = JOURNAL_FORMAT
-        data["entries"] = [e.row() for e in self.entries]
-        atomic_write_json(self.path, data)
+        data["entries"] = self.entries  # NamedTuples serialise as JSON lists
+        atomic_write_json(self.path, data, durable=durable)
 
     @classmethod
     def load(cls, path: Path) -> "Journal":

@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from prep.errors import LabelsFileError, LayoutError
 from prep.split.checks import is_image_name
@@ -37,8 +38,7 @@ def is_junk(name: str, is_dir: bool = False) -> bool:
     return lowered in (JUNK_DIRS if is_dir else JUNK_FILES)
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
     """One labeled image (and its mask, for segmentation), relative to the source root."""
 
     rel: str

@@ -22,7 +22,6 @@ from prep.split.journal import Entry, Journal
 log = logging.getLogger(__name__)
 
 MODES = ("move", "link", "copy", "symlink")
-TMP_PREFIX = ".prep-partial-"
 
 Advance = Callable[[int], None]
 
@@ -38,13 +37,25 @@ def _same_content(a: str, b: str) -> bool:
     return filecmp.cmp(a, b, shallow=False)
 
 
-def _copy_atomically(src: str, dst: str) -> None:
-    tmp = os.path.join(os.path.dirname(dst), TMP_PREFIX + os.path.basename(dst))
-    shutil.copy2(src, tmp)
-    if os.path.lexists(dst):  # never overwrite: someone created it while we copied
-        os.unlink(tmp)
-        raise FileExistsError(errno.EEXIST, "target exists", dst)
-    os.rename(tmp, dst)
+def copy_new_file(src: str, dst: str) -> None:
+    """Copy ``src`` to a new file ``dst``; fails if ``dst`` exists, so it never overwrites.
+
+    The copy is made in the kernel (sendfile) without a temporary name. A kill during the
+    copy leaves ``dst`` shorter than the journal's size for it, which ``place`` and
+    ``unplace`` recognise as their own unfinished copy.
+    """
+    with open(src, "rb") as source, open(dst, "xb") as target:
+        size = os.fstat(source.fileno()).st_size
+        offset = 0
+        try:
+            while offset < size:
+                sent = os.sendfile(target.fileno(), source.fileno(), offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+        except OSError:  # a filesystem without sendfile: plain reads and writes
+            source.seek(offset)
+            shutil.copyfileobj(source, target)
 
 
 def _move(src: str, dst: str) -> None:
@@ -54,9 +65,21 @@ def _move(src: str, dst: str) -> None:
         if exc.errno != errno.EXDEV:
             raise
         # Across filesystems: copy, then remove the original. A kill in between leaves
-        # two identical files, which the next run or an undo resolves.
-        _copy_atomically(src, dst)
+        # the original plus a full or partial copy, which the next run or an undo resolves.
+        copy_new_file(src, dst)
         os.unlink(src)
+
+
+def _is_partial_copy(entry: Entry, src: str, dst: str) -> bool:
+    """Our own interrupted copy: shorter than the journal's size, and a prefix of the
+    original (an edited file is not, and is never removed)."""
+    if os.path.islink(dst) or not os.path.exists(src):
+        return False
+    size = os.path.getsize(dst)
+    if size >= entry.size:
+        return False
+    with open(src, "rb") as original, open(dst, "rb") as copy:
+        return original.read(size) == copy.read()
 
 
 def _finish_interrupted(entry: Entry, src: str, dst: str) -> bool:
@@ -70,6 +93,9 @@ def _finish_interrupted(entry: Entry, src: str, dst: str) -> bool:
         if _same_content(src, dst):
             os.unlink(src)
             return True
+        if _is_partial_copy(entry, src, dst):
+            os.unlink(dst)
+            return False
         raise JournalError(f"Both {src} and {dst} exist with different content; resolve by hand.")
     raise JournalError(f"{entry.src} is neither at {src} nor at {dst}; it was moved by something else.")
 
@@ -103,17 +129,15 @@ def place(journal: Journal, advance: Advance = lambda n: None, resuming: bool = 
                 if _finish_interrupted(entry, src, dst):
                     result.already_placed += 1
                     continue
-            else:
-                stale = os.path.join(os.path.dirname(dst), TMP_PREFIX + os.path.basename(dst))
-                if os.path.lexists(stale):
-                    os.unlink(stale)  # our own partial copy; the original is untouched
-                if os.path.lexists(dst):
+            elif os.path.lexists(dst):
+                if mode == "symlink" or not _is_partial_copy(entry, src, dst):
                     result.already_placed += 1
                     continue
+                os.unlink(dst)  # our own interrupted copy; the original is untouched
         if mode == "move":
             _move(src, dst)
         elif mode == "copy":
-            _copy_atomically(src, dst)
+            copy_new_file(src, dst)
         elif mode == "symlink":
             os.symlink(src, dst)
         else:
@@ -122,7 +146,7 @@ def place(journal: Journal, advance: Advance = lambda n: None, resuming: bool = 
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                     raise
-                _copy_atomically(src, dst)
+                copy_new_file(src, dst)
                 result.copied_instead_of_linked += 1
         result.placed += 1
     advance(batch)
@@ -162,7 +186,7 @@ def unplace(journal: Journal, advance: Advance = lambda n: None) -> int:
         src_there, dst_there = os.path.lexists(src), os.path.lexists(dst)
         if journal.mode == "move":
             if src_there and dst_there:
-                if not _same_content(src, dst):
+                if not (_same_content(src, dst) or _is_partial_copy(entry, src, dst)):
                     raise JournalError(f"Both {src} and {dst} exist with different content; resolve by hand.")
                 os.unlink(dst)
             elif dst_there:
@@ -174,12 +198,9 @@ def unplace(journal: Journal, advance: Advance = lambda n: None) -> int:
                 continue
             undone += 1
         else:
-            stale = os.path.join(os.path.dirname(dst), TMP_PREFIX + os.path.basename(dst))
-            if os.path.lexists(stale):
-                os.unlink(stale)
             if not dst_there:
                 continue
-            if not _is_own_copy(journal.mode, src, dst):
+            if not (_is_own_copy(journal.mode, src, dst) or (journal.mode != "symlink" and _is_partial_copy(entry, src, dst))):
                 raise JournalError(
                     f"{dst} is no longer an unchanged {journal.mode} of {src}; not removing it."
                 )

@@ -6,8 +6,10 @@ chosen splitter for a split per group, and names every destination without clash
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ from prep.split.journal import Entry
 from prep.split.layouts import REJECTED_DIR, Inventory, LayoutOptions, Sample, is_junk
 from prep.split.label_parsers import regex_label_parser
 from prep.split.splitters import SplitRequest, SplitSize, Unit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class _Destinations:
         self.taken: set[str] = set()
 
     def claim(self, folder: str, rel: str) -> str:
-        candidate = f"{folder}/{os.path.basename(rel)}"
+        candidate = f"{folder}/{rel[rel.rfind('/') + 1:]}"
         if candidate in self.taken:
             # Same name from two source folders: keep the path in the name.
             candidate = f"{folder}/{rel.replace('/', '__')}"
@@ -147,8 +151,10 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     root = f"{src}{os.sep}"
     paths = [root + s.rel for s in samples]
     mask_paths = [root + s.mask_rel for s in samples if s.mask_rel]
+    began = time.perf_counter()
     with progress.task("Checking images", len(paths) + len(mask_paths)) as advance:
         probes = probe_paths(paths + mask_paths, options.verify, options.max_pixels, options.workers, advance)
+    log.debug("check images: %.3fs", time.perf_counter() - began)
     image_probes = probes[: len(paths)]
     mask_probe = {s.mask_rel: p for s, p in zip((s for s in samples if s.mask_rel), probes[len(paths):])}
 
@@ -241,7 +247,7 @@ def _add_sample(entries, destinations, sample: Sample, split: str, size: int, di
     entries.append(Entry(sample.mask_rel, destinations.claim(f"{split}/masks", sample.mask_rel), split, None, mask_probe[sample.mask_rel].size))
 
 
-def check_targets(src: Path, out: Path, entries: list[Entry], inventory: Inventory) -> None:
+def check_targets(src: Path, out: Path, entries: list[Entry]) -> None:
     """Refuse to overwrite anything, or to pour files into a split folder that has others.
 
     Files of the source itself (when splitting in place) do not count as others.
@@ -250,36 +256,37 @@ def check_targets(src: Path, out: Path, entries: list[Entry], inventory: Invento
         TargetExistsError: naming the first files in the way.
     """
     src_root, out_root = f"{src}{os.sep}", f"{out}{os.sep}"
-    sources = {src_root + e.src for e in entries}
-    # Other files may share a folder with the sources (Kaggle's unlabeled images in
-    # train/), but a split folder elsewhere that holds anything is someone else's.
-    source_folders = {os.path.dirname(p) for p in sources}
-    known = sources | {
-        path for rel in inventory.unlabeled + inventory.ignored
-        if os.path.dirname(path := src_root + rel) in source_folders
-    }
+    sources_in: dict[str, set[str]] = defaultdict(set)  # folder -> source file names
+    for e in entries:
+        folder, _, name = (src_root + e.src).rpartition(os.sep)
+        sources_in[folder].add(name)
     # List each destination folder once instead of testing every file: a folder that
     # does not exist yet holds nothing in the way.
-    by_folder: dict[str, list[str]] = defaultdict(list)
+    targets_in: dict[str, list[str]] = defaultdict(list)
     for e in entries:
-        by_folder[os.path.dirname(out_root + e.dst)].append(out_root + e.dst)
+        folder, _, name = (out_root + e.dst).rpartition(os.sep)
+        targets_in[folder].append(name)
     in_the_way = []
-    for folder, targets in by_folder.items():
+    for folder, names in targets_in.items():
         try:
-            present = set(os.listdir(folder))
+            present = set(os.listdir(folder)) - sources_in.get(folder, set())
         except FileNotFoundError:
             continue
-        in_the_way += [t for t in targets if os.path.basename(t) in present and t not in sources]
+        in_the_way += [os.path.join(folder, n) for n in names if n in present]
     if in_the_way:
         shown = ", ".join(in_the_way[:3]) + (f" and {len(in_the_way) - 3} more" if len(in_the_way) > 3 else "")
         raise TargetExistsError(f"Would overwrite {shown}. Nothing was moved. Choose another --out or move them away.")
+    # Other files may share a folder with the sources (Kaggle's unlabeled images in
+    # train/), but a split folder elsewhere that holds anything is someone else's.
     for split in sorted({e.dst.split("/", 1)[0] for e in entries} - {REJECTED_DIR}):
         folder = out / split
         if not folder.is_dir():
             continue
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = [d for d in dirnames if not is_junk(d, is_dir=True)]
-            foreign = [f for f in filenames if not is_junk(f) and os.path.join(dirpath, f) not in known]
+            if dirpath in sources_in:
+                continue
+            foreign = sorted(f for f in filenames if not is_junk(f))
             if foreign:
                 raise TargetExistsError(
                     f"{folder} already holds files that are not part of this split "
