@@ -13,7 +13,7 @@ from prep import __version__
 from prep.cli import app
 from prep.workspace import remembered_dataset, resolve_dataset
 
-from conftest import snapshot
+from conftest import jpeg_bytes, snapshot
 
 runner = CliRunner()
 
@@ -137,3 +137,12 @@ def test_quiet_prints_nothing_and_verbose_lists_every_rejected_file(flat_dataset
     verbose = runner.invoke(app, ["--verbose", "split", str(flat_dataset), "--dry-run"])
     assert "empty: train/cat.broken.jpg" in verbose.stdout
     assert "undecodable: train/dog.broken.jpg" in verbose.stdout
+
+
+def test_too_small_class_is_a_message_not_a_crash(flat_dataset: Path):
+    (flat_dataset / "train" / "bird.0.jpg").write_bytes(jpeg_bytes(777))
+    before = snapshot(flat_dataset)
+    result = runner.invoke(app, ["split", str(flat_dataset)])
+    assert result.exit_code == 1
+    assert "'bird' (1)" in result.output and "Traceback" not in result.output
+    assert snapshot(flat_dataset) == before

@@ -103,3 +103,37 @@ def test_sizes_parse_fraction_and_count():
 def test_counts_larger_than_dataset_are_refused():
     with pytest.raises(UsageError, match="only 20"):
         stratified_split(units_from([10, 10]), SplitRequest(SplitSize(15, True), SplitSize(5, True)), 0)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    class_sizes=st.lists(st.integers(3, 12), min_size=1, max_size=3),
+    valid=st.floats(0.1, 0.4),
+    test=st.one_of(st.just(0.0), st.floats(0.1, 0.3)),
+    seed=st.integers(0, 100),
+)
+def test_real_split_keeps_every_file_once_in_proportion(class_sizes, valid, test, seed):
+    """The same properties, on a real folder split in place."""
+    import tempfile
+    from collections import Counter as Multiset
+    from pathlib import Path
+
+    from conftest import jpeg_bytes, snapshot, write
+    from prep.split.api import split_dataset
+    from prep.split.journal import JOURNAL_NAME
+    from prep.split.plan import SplitOptions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        for c, n in enumerate(class_sizes):
+            for i in range(n):
+                write(root / "train" / f"c{c}.{i}.jpg", jpeg_bytes(c * 100 + i, size=(8, 8)))
+        before = Multiset(snapshot(root).values())
+        split_dataset(root, SplitOptions(valid=SplitSize(valid, False), test=SplitSize(test, False), seed=seed))
+        after = {k: v for k, v in snapshot(root).items() if k != JOURNAL_NAME}
+        assert Multiset(after.values()) == before  # every file exactly once
+        placed = Multiset((k.split("/")[0], k.split("/")[1]) for k in after)
+        for c, n in enumerate(class_sizes):
+            assert sum(placed[(s, f"c{c}")] for s in ("train", "valid", "test")) == n
+            assert abs(placed[("valid", f"c{c}")] - n * valid) < 1 + 1e-9
+            assert abs(placed[("test", f"c{c}")] - n * test) < 1 + 1e-9
