@@ -14,6 +14,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
+    from prep.augment.presets import Preset
     from prep.split.label_parsers import LabelParser
     from prep.split.splitters import Splitter
 
@@ -40,6 +41,28 @@ def register_splitters(register: Callable[[str, "Splitter"], None]) -> None:
     groups (files that must stay together), the requested split sizes and the seed, and
     returns one split name per group; it must give the same answer for the same seed.
     Users pick one with ``prep split --splitter NAME``.
+    """
+
+
+@hookspec
+def register_augmentation_presets(register: Callable[[str, "Preset"], None]) -> None:
+    """Register named augmentation presets.
+
+    Call ``register(name, preset)``. A preset is ``preset(image_size, train, task)`` and
+    returns a list of albumentations transforms: the train pipeline when ``train`` is true,
+    else the eval one; ``task`` is ``"classification"`` or ``"segmentation"`` (masks follow
+    geometric transforms). Users pick one with ``--preset NAME``; prep wraps it in a seeded
+    ``albumentations.Compose``.
+    """
+
+
+@hookspec
+def register_collate_fns(register: Callable[[str, Callable], None]) -> None:
+    """Register functions that turn a list of samples into a batch.
+
+    Call ``register(name, collate_fn)``. ``collate_fn(samples)`` receives what the dataset
+    returns for each index and returns the batch; trainers and loaders choose one by name.
+    Built-in: ``uint8-channels-last``, ``segmentation``, ``targets-as-list``.
     """
 
 

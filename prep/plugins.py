@@ -36,6 +36,8 @@ ENTRY_POINT_GROUP = "prep"
 DEFAULT_PLUGINS = (
     "prep.split.label_parsers",
     "prep.split.splitters",
+    "prep.augment.presets",
+    "prep.data.collate_plugin",
 )
 
 
@@ -157,6 +159,8 @@ def reset_plugin_host() -> None:
     plugin_host.cache_clear()
     label_parsers.cache_clear()
     splitters.cache_clear()
+    augmentation_presets.cache_clear()
+    collate_fns.cache_clear()
 
 
 @cache
@@ -169,3 +173,15 @@ def label_parsers() -> Registry:
 def splitters() -> Registry:
     """Every registered splitter, by name."""
     return plugin_host().fill_registry("register_splitters", "splitter")
+
+
+@cache
+def augmentation_presets() -> Registry:
+    """Every registered augmentation preset, by name."""
+    return plugin_host().fill_registry("register_augmentation_presets", "augmentation preset")
+
+
+@cache
+def collate_fns() -> Registry:
+    """Every registered collate function, by name."""
+    return plugin_host().fill_registry("register_collate_fns", "collate function")

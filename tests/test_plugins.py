@@ -34,6 +34,15 @@ def register_splitters(register):
     register("everything-valid-but-one", lambda units, request, seed: ["train"] + ["valid"] * (len(units) - 1))
 
 @hookimpl
+def register_augmentation_presets(register):
+    import albumentations as A
+    register("flip-only", lambda size, train, task: [A.Resize(size, size), A.HorizontalFlip(p=1.0 if train else 0.0)])
+
+@hookimpl
+def register_collate_fns(register):
+    register("count-only", lambda samples: len(samples))
+
+@hookimpl
 def register_commands(app):
     @app.command("hello")
     def hello(name: str = "world"):
@@ -101,6 +110,31 @@ def test_register_splitters_from_an_installed_plugin(site: Path, tmp_path: Path)
         write(root / f"cat.{i}.jpg", jpeg_bytes(i))
     report = split_dataset(root, SplitOptions(splitter="everything-valid-but-one"), dry_run=True)
     assert report.splits == {"train": {"cat": 1}, "valid": {"cat": 2}}
+
+
+def test_register_augmentation_presets_from_an_installed_plugin(site: Path):
+    import numpy as np
+
+    from prep.augment.presets import build_pipeline
+
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
+    reset_plugin_host()
+    image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    flipped = build_pipeline("flip-only", 8, train=True)(image=image)["image"]
+    np.testing.assert_array_equal(flipped, image[:, ::-1])
+    assert "medium" in __import__("prep.plugins", fromlist=["x"]).augmentation_presets()
+
+
+def test_register_collate_fns_from_an_installed_plugin(site: Path, tmp_path: Path):
+    from prep.data.datasets import ClassificationDataset
+    from prep.data.loader import create_loader
+
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
+    reset_plugin_host()
+    for i in range(5):
+        write(tmp_path / "d" / "train" / "a" / f"{i}.jpg", jpeg_bytes(i))
+    loader = create_loader(ClassificationDataset(tmp_path / "d"), 2, train=False, collate="count-only", workers=0)
+    assert list(loader) == [2, 2, 1]
 
 
 def test_register_commands_adds_a_cli_command(site: Path):

@@ -1,0 +1,1 @@
+"""Augmentation pipelines (albumentations): named presets, user files, previews."""

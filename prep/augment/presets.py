@@ -1,0 +1,114 @@
+"""Named augmentation presets, and building a pipeline from a name or a file.
+
+Also a built-in plugin: it registers ``none``, ``light``, ``medium`` and ``heavy``. Each
+preset builds a train or an eval pipeline for a task (``classification`` or
+``segmentation``). Eval pipelines only resize the short side to ``size / 0.875`` and take
+the centre ``size x size`` crop. Geometric transforms move masks with the image using
+nearest-neighbour interpolation (albumentations' default for masks), so a mask never gains
+a value it did not have; colour transforms touch the image only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from prep.errors import UsageError
+from prep.hookspecs import hookimpl
+
+TASKS = ("classification", "segmentation")
+# A preset: (image_size, train, task) -> list of albumentations transforms.
+Preset = Callable[[int, bool, str], list]
+
+
+def eval_transforms(size: int) -> list:
+    import albumentations as A
+
+    return [A.SmallestMaxSize(max_size=round(size / 0.875)), A.CenterCrop(height=size, width=size)]
+
+
+def _crop(size: int, task: str, smallest: float) -> list:
+    import albumentations as A
+
+    # Segmentation keeps more of the image: tiny crops lose the objects being outlined.
+    low = max(smallest, 0.35) if task == "segmentation" else smallest
+    return [A.RandomResizedCrop(size=(size, size), scale=(low, 1.0)), A.HorizontalFlip(p=0.5)]
+
+
+def none_preset(size: int, train: bool, task: str) -> list:
+    """No augmentation: train sees what eval sees."""
+    return eval_transforms(size)
+
+
+def light_preset(size: int, train: bool, task: str) -> list:
+    """Random resized crop and horizontal flip: the standard fine-tuning recipe."""
+    return _crop(size, task, 0.25) if train else eval_transforms(size)
+
+
+def medium_preset(size: int, train: bool, task: str) -> list:
+    """Light, plus colour jitter and a small rotation/scale."""
+    import albumentations as A
+
+    if not train:
+        return eval_transforms(size)
+    return _crop(size, task, 0.15) + [
+        A.Affine(rotate=(-15, 15), scale=(0.9, 1.1), p=0.5),
+        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05, p=0.8),
+    ]
+
+
+def heavy_preset(size: int, train: bool, task: str) -> list:
+    """Medium, plus cut-out holes, blur or noise, and occasional grayscale."""
+    import albumentations as A
+
+    if not train:
+        return eval_transforms(size)
+    return medium_preset(size, train, task) + [
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.03, 0.1))], p=0.3),
+        A.ToGray(p=0.1),
+        # fill_mask=None leaves masks as they are under the holes.
+        A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.05, 0.2), hole_width_range=(0.05, 0.2), p=0.5),
+    ]
+
+
+def build_pipeline(preset: str, image_size: int, *, train: bool, task: str = "classification", seed: int | None = None):
+    """An ``albumentations.Compose`` from a preset name or a saved pipeline file.
+
+    Args:
+        preset: a registered preset name, or a path to an albumentations ``.yaml``,
+            ``.yml`` or ``.json`` file written by ``albumentations.save``.
+        image_size: output side in pixels (ignored by pipeline files).
+        train: the train pipeline, or the eval one (resize and centre crop).
+        task: ``classification`` or ``segmentation``.
+        seed: makes the random choices repeat; the same seed gives the same augmentations.
+
+    Raises:
+        UsageError: unknown task, or a pipeline file that albumentations cannot read.
+        UnknownNameError: unknown preset name.
+    """
+    import albumentations as A
+
+    from prep.plugins import augmentation_presets
+
+    if task not in TASKS:
+        raise UsageError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    path = Path(preset)
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        if not train:
+            return A.Compose(eval_transforms(image_size), seed=seed)
+        try:
+            loaded = A.load(str(path), data_format="json" if path.suffix.lower() == ".json" else "yaml")
+        except Exception as exc:  # albumentations raises many kinds for a bad file
+            raise UsageError(f"Cannot load the augmentation pipeline {path}: {exc}") from None
+        loaded.set_random_seed(seed)
+        return loaded
+    transforms = augmentation_presets().get(preset)(image_size, train, task)
+    return A.Compose(transforms, seed=seed)
+
+
+@hookimpl
+def register_augmentation_presets(register: Callable[[str, Preset], None]) -> None:
+    register("none", none_preset)
+    register("light", light_preset)
+    register("medium", medium_preset)
+    register("heavy", heavy_preset)

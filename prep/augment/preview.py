@@ -1,0 +1,81 @@
+"""A picture of what training will see: sample images, each with augmented versions."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from prep.augment.presets import build_pipeline
+from prep.data.splits import classification_samples, class_names, find_split_dirs, is_segmentation, segmentation_pairs
+from prep.fsutil import atomic_write_bytes
+from prep.images import load_rgb
+
+MASK_COLOUR = np.array([255, 40, 40], dtype=np.float32)
+
+
+def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Tint the pixels whose mask is non-zero."""
+    out = image.astype(np.float32)
+    hit = mask > 0
+    out[hit] = 0.55 * out[hit] + 0.45 * MASK_COLOUR
+    return out.astype(np.uint8)
+
+
+def render_preview(
+    root: Path,
+    out: Path,
+    *,
+    preset: str = "medium",
+    images: int = 4,
+    versions: int = 5,
+    image_size: int = 160,
+    split: str = "train",
+    seed: int = 0,
+) -> Path:
+    """Draw a grid PNG: one row per sample image, the eval view first, then augmented views.
+
+    Segmentation masks are overlaid in red, after the same augmentation as their image.
+
+    Returns:
+        The path written.
+    """
+    from PIL import Image, ImageDraw
+
+    from prep.data.datasets import load_mask
+
+    segmentation = is_segmentation(root)
+    task = "segmentation" if segmentation else "classification"
+    folder = find_split_dirs(root)[split]
+    if segmentation:
+        pairs = segmentation_pairs(folder)[0]
+        chosen = random.Random(seed).sample(pairs, min(images, len(pairs)))
+        rows = [(load_rgb(i), load_mask(m), i.name) for i, m in chosen]
+    else:
+        samples = classification_samples(folder, class_names(find_split_dirs(root)["train"]))
+        chosen = random.Random(seed).sample(samples, min(images, len(samples)))
+        rows = [(load_rgb(p), None, f"{p.parent.name}/{p.name}") for p, _ in chosen]
+    train_pipeline = build_pipeline(preset, image_size, train=True, task=task, seed=seed)
+    eval_pipeline = build_pipeline(preset, image_size, train=False, task=task)
+    pad, label_h = 6, 18
+    width = pad + (versions + 1) * (image_size + pad)
+    height = label_h + pad + len(rows) * (image_size + label_h + pad)
+    canvas = Image.new("RGB", (width, height), (245, 245, 245))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 3), f"preset {preset}: eval view, then {versions} augmented views", fill=(0, 0, 0))
+    for r, (pixels, mask, name) in enumerate(rows):
+        top = label_h + pad + r * (image_size + label_h + pad)
+        draw.text((pad, top), name, fill=(0, 0, 0))
+        for c in range(versions + 1):
+            pipeline = eval_pipeline if c == 0 else train_pipeline
+            result = pipeline(image=pixels, mask=mask) if mask is not None else pipeline(image=pixels)
+            tile = result["image"] if mask is None else _overlay(result["image"], result["mask"])
+            canvas.paste(Image.fromarray(tile), (pad + c * (image_size + pad), top + label_h))
+    import io
+
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, buffer.getvalue(), durable=False)
+    return out

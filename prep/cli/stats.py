@@ -1,0 +1,41 @@
+"""``prep stats``: exact per-channel mean/std and a dataset audit, written to stats.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from prep.cli import output
+
+
+def stats_command(
+    data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding processes (default: all cores)."),
+    fast: bool = typer.Option(False, "--fast", help="Decode JPEGs at half scale: several times faster, approximate."),
+    sample: Optional[int] = typer.Option(None, "--sample", min=1, help="Use this many random train images (approximate)."),
+    seed: int = typer.Option(0, "--seed", help="Chooses the --sample subset."),
+    mask_classes: Optional[int] = typer.Option(None, "--mask-classes", min=1, help="Segmentation: number of classes, to flag out-of-range mask values."),
+    as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
+) -> None:
+    """Exact mean/std over the train split, sizes, classes, bad files and a mask audit.
+
+    Writes DATA/stats.json, where training finds the normalisation constants.
+    """
+    from prep.stats.dataset_stats import compute_dataset_stats, write_stats
+    from prep.workspace import resolve_dataset
+
+    root = resolve_dataset(data)
+    stats = compute_dataset_stats(
+        root, workers=workers, fast=fast, sample=sample, seed=seed, mask_classes=mask_classes,
+        progress=output.RichProgress(),
+    )
+    path = write_stats(root, stats)
+    if as_json:
+        output.stdout.print_json(json.dumps(stats))
+    elif output.Verbosity.level >= 0:
+        from prep.cli.stats_report import render_stats
+
+        render_stats(stats, path)

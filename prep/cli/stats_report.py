@@ -1,0 +1,52 @@
+"""Drawing dataset statistics as rich tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from prep.cli.output import stdout
+
+
+def render_stats(stats: dict[str, Any], path: Path) -> None:
+    kind = "exact" if stats["exact"] else "[yellow]approximate[/] (" + ("--fast half-scale decode" if stats["fast"] else f"--sample {stats['sample']}") + ")"
+    table = Table(title=f"Normalisation over {stats['images']} train images ({stats['pixels']:,} pixels), {kind}")
+    table.add_column("")
+    for channel in ("R", "G", "B"):
+        table.add_column(channel, justify="right")
+    table.add_row("mean", *(f"{v:.6f}" for v in stats["mean"]))
+    table.add_row("std", *(f"{v:.6f}" for v in stats["std"]))
+    stdout.print(table)
+    splits = stats["splits"]
+    if "classes" in stats:
+        counts = Table(title="Images per split and class")
+        counts.add_column("class")
+        for split in splits:
+            counts.add_column(split, justify="right")
+        counts.add_column("train share", justify="right")
+        for name in stats["classes"]:
+            counts.add_row(name, *(str(splits[s].get(name, 0)) for s in splits), f"{stats['class_balance']['shares'][name]:.1%}")
+        stdout.print(counts)
+        ratio = stats["class_balance"]["max_over_min"]
+        if ratio and ratio > 1.5:
+            stdout.print(f"[yellow]Imbalanced: the largest class has {ratio:.1f}x the images of the smallest[/]")
+    else:
+        stdout.print("Images per split: " + ", ".join(f"{s} {n}" for s, n in splits.items()))
+    sizes = stats["sizes"]
+    if sizes["width"]:
+        stdout.print(
+            "Sizes (train): width {min}-{max} (median {median:.0f}), ".format(**sizes["width"])
+            + "height {min}-{max} (median {median:.0f})".format(**sizes["height"])
+        )
+    stdout.print("Modes: " + ", ".join(f"{m} {n}" for m, n in stats["modes"].items())
+                 + "; formats: " + ", ".join(f"{f} {n}" for f, n in stats["formats"].items()))
+    for failure in stats["failed"]:
+        stdout.print(f"[red]Could not decode[/] {failure['file']}: {failure['reason']}")
+    masks = stats.get("masks")
+    if masks:
+        stdout.print(f"Masks: {masks['masks']} read, values {masks['values'][:20]}")
+        for line in masks["advice"]:
+            stdout.print(f"[yellow]{line}[/]")
+    stdout.print(f"Written to {path} ({stats['seconds']:.2f}s)")

@@ -1,0 +1,1 @@
+"""Reading a split dataset: its folders, datasets, collate functions and loaders."""

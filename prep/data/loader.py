@@ -1,0 +1,102 @@
+"""``create_loader``: a DataLoader set up the way prep's trainers want it.
+
+Workers default to the core count and persist across epochs; memory is pinned only when
+batches go to CUDA; every worker seeds Python, NumPy, torch and the augmentation pipeline
+from the loader's seed, so ``--seed`` repeats the augmentations. Corrupt images are
+dropped from their batch and reported once each, by file name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from prep.plugins import collate_fns
+
+log = logging.getLogger(__name__)
+
+
+class _SeedWorker:
+    """worker_init_fn: a picklable callable, so it also works with spawned workers."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self, worker_id: int) -> None:
+        seed = self.seed + worker_id
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        info = torch.utils.data.get_worker_info()
+        transform = getattr(info.dataset, "transform", None) if info else None
+        if hasattr(transform, "set_random_seed"):
+            transform.set_random_seed(seed)
+
+
+class ReportingLoader:
+    """Iterates a DataLoader and reports each skipped (corrupt) file once."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader) -> None:
+        self.loader = loader
+        self.skipped: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            for corrupt in getattr(batch, "skipped", ()):
+                if corrupt.path not in self.skipped:
+                    self.skipped[corrupt.path] = corrupt.reason
+                    log.warning("Skipped an unreadable image: %s (%s)", corrupt.path, corrupt.reason)
+            yield batch
+
+
+def create_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    collate: str = "uint8-channels-last",
+    workers: int | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    drop_last: bool = False,
+) -> ReportingLoader:
+    """A loader over ``dataset``.
+
+    Args:
+        dataset: returns samples that the named collate function understands.
+        batch_size: samples per batch.
+        train: shuffle (with a generator seeded from ``seed``).
+        collate: a registered collate function name.
+        workers: worker processes; default: all cores; 0 loads in the main process.
+        seed: seeds the shuffle and every worker's random state.
+        device: where batches will go; memory is pinned only for CUDA.
+        drop_last: drop a last, smaller batch.
+
+    Raises:
+        UnknownNameError: unknown collate function.
+    """
+    workers = os.cpu_count() or 1 if workers is None else workers
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        num_workers=workers,
+        collate_fn=collate_fns().get(collate),
+        pin_memory=torch.device(device).type == "cuda" if device is not None else False,
+        persistent_workers=workers > 0,
+        worker_init_fn=_SeedWorker(seed),
+        generator=generator,
+        drop_last=drop_last,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    return ReportingLoader(loader)

@@ -1,0 +1,86 @@
+"""Finding the splits, classes and samples of a dataset that ``prep split`` made.
+
+A classification dataset is ``ROOT/<split>/<class>/<image>``; a segmentation dataset is
+``ROOT/<split>/images/<image>`` with ``ROOT/<split>/masks/<mask>``. Split folders named
+``val`` or ``validation`` are read as ``valid``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prep.errors import DatasetNotFoundError
+from prep.split.checks import is_image_name
+from prep.split.layouts import REJECTED_DIR, is_junk
+from prep.split.splitters import canonical_split_name
+
+
+def find_split_dirs(root: Path) -> dict[str, Path]:
+    """Canonical split name -> folder, for the splits present under ``root``.
+
+    Raises:
+        DatasetNotFoundError: there is no train split.
+    """
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"{root} is not a folder")
+    found = {}
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_dir() and not is_junk(entry.name, is_dir=True) and entry.name != REJECTED_DIR:
+            name = canonical_split_name(entry.name)
+            if name in ("train", "valid", "test"):
+                found.setdefault(name, Path(entry.path))
+    if "train" not in found:
+        raise DatasetNotFoundError(f"{root} has no train/ folder; run prep split on it first.")
+    return found
+
+
+def is_segmentation(root: Path) -> bool:
+    """True when the train split holds ``images/`` and ``masks/`` folders."""
+    train = find_split_dirs(root)["train"]
+    return (train / "images").is_dir() and (train / "masks").is_dir()
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        Path(e.path) for e in os.scandir(folder)
+        if e.is_file() and not is_junk(e.name) and is_image_name(e.name)
+    )
+
+
+def class_names(split_dir: Path) -> list[str]:
+    """The class folders of a split, sorted: their order is the class index."""
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not is_junk(e.name, is_dir=True))
+
+
+def classification_samples(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(image, class index) for every image of a split, in a stable order.
+
+    Raises:
+        DatasetNotFoundError: the split has a class that ``classes`` lacks.
+    """
+    index = {name: i for i, name in enumerate(classes)}
+    samples = []
+    for name in class_names(split_dir):
+        if name not in index:
+            raise DatasetNotFoundError(
+                f"{split_dir / name} is a class that the train split does not have ({', '.join(classes)})"
+            )
+        samples += [(path, index[name]) for path in _images_in(split_dir / name)]
+    return samples
+
+
+def segmentation_pairs(split_dir: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """(image, mask) pairs of a split matched by name (a ``_mask`` suffix is allowed), and
+    the images that have no mask."""
+    masks = {}
+    for mask in _images_in(split_dir / "masks"):
+        masks[mask.stem.removesuffix("_mask")] = mask
+    pairs, unpaired = [], []
+    for image in _images_in(split_dir / "images"):
+        mask = masks.get(image.stem)
+        if mask is None:
+            unpaired.append(image)
+        else:
+            pairs.append((image, mask))
+    return pairs, unpaired

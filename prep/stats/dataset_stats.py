@@ -1,0 +1,178 @@
+"""``compute_dataset_stats``: the function behind ``prep stats``, and stats.json.
+
+``DATA/stats.json`` schema (``format`` is ``prep-stats/1``):
+
+* ``mean``, ``std``: three floats each, RGB, values in [0, 1], over every train pixel;
+* ``exact``: false when ``fast`` or ``sample`` made them approximate;
+* ``fast``, ``sample``: the options used; ``images``, ``pixels``: what was decoded;
+* ``splits``: split -> class -> images (classification) or split -> images;
+* ``classes``, ``class_balance`` (class -> share of train, and ``max_over_min``);
+* ``sizes``: ``width`` and ``height`` each with ``min``, ``median``, ``max`` and a
+  ``histogram`` (``edges``, ``counts``), from the train images' headers;
+* ``modes``, ``formats``: image counts by Pillow mode and file format;
+* ``failed``: train images that could not be decoded, each ``{file, reason}``;
+* ``masks`` (segmentation only): see ``prep.stats.masks.audit``;
+* ``prep_version``, ``created``, ``seconds``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from prep import __version__
+from prep.data.splits import class_names, classification_samples, find_split_dirs, is_segmentation, segmentation_pairs
+from prep.fsutil import atomic_write_json
+from prep.images import ImageDecodeError, load_rgb
+from prep.progress import NO_PROGRESS, Progress
+from prep.stats.channels import PixelSummary
+from prep.stats.masks import MaskSummary, audit, summarize_masks
+
+STATS_FILE = "stats.json"
+STATS_FORMAT = "prep-stats/1"
+CHUNK = 32
+
+
+def summarize_images(paths: list[str], fast: bool) -> PixelSummary:
+    """Decode each image exactly as training does and add up its pixels (a worker's job)."""
+    from PIL import Image
+
+    summary = PixelSummary()
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                mode, fmt = image.mode, image.format
+            # --fast: a half-scale DCT decode; the short side is halved at most once.
+            pixels = load_rgb(path, min_side=max(1, min(width, height) // 2) if fast else None)
+        except (ImageDecodeError, OSError, ValueError) as exc:
+            summary.failed.append({"file": path, "reason": str(exc)})
+            continue
+        summary.add_pixels(pixels)
+        summary.widths.append(width)
+        summary.heights.append(height)
+        summary.modes[mode] += 1
+        summary.formats[fmt] += 1
+    return summary
+
+
+def _parallel(job: Callable, paths: list[str], workers: int, advance, *args) -> list:
+    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
+    if workers <= 1 or len(chunks) <= 1:
+        results = []
+        for chunk in chunks:
+            results.append(job(chunk, *args))
+            advance(len(chunk))
+        return results
+    results = []
+    # fork: workers start in milliseconds and only read files.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        for chunk, result in zip(chunks, pool.map(job, chunks, *([a] * len(chunks) for a in args))):
+            results.append(result)
+            advance(len(chunk))
+    return results
+
+
+def _size_summary(values: list[int]) -> dict[str, Any]:
+    if not values:
+        return {}
+    counts, edges = np.histogram(values, bins=10)
+    return {
+        "min": int(min(values)), "median": float(np.median(values)), "max": int(max(values)),
+        "histogram": {"edges": [round(float(e), 1) for e in edges], "counts": [int(c) for c in counts]},
+    }
+
+
+def compute_dataset_stats(
+    root: Path,
+    *,
+    workers: int | None = None,
+    fast: bool = False,
+    sample: int | None = None,
+    seed: int = 0,
+    mask_classes: int | None = None,
+    progress: Progress = NO_PROGRESS,
+) -> dict[str, Any]:
+    """Statistics of a split dataset; mean and std come from the train split only.
+
+    Args:
+        root: a dataset made by ``prep split`` (``train/`` and optionally ``valid/``, ``test/``).
+        workers: processes decoding images (default: all cores).
+        fast: decode JPEGs at half scale; mean and std become approximate.
+        sample: decode only this many randomly chosen train images (approximate).
+        seed: chooses the sample.
+        mask_classes: for segmentation, the number of classes, to flag out-of-range values.
+        progress: receives progress updates.
+
+    Returns:
+        The stats.json content (see the module docstring).
+
+    Raises:
+        DatasetNotFoundError: no train split.
+    """
+    started = time.perf_counter()
+    workers = workers or os.cpu_count() or 1
+    splits = find_split_dirs(root)
+    segmentation = is_segmentation(root)
+    stats: dict[str, Any] = {"format": STATS_FORMAT, "prep_version": __version__, "dataset": str(root)}
+    mask_paths: list[str] = []
+    unpaired: list[Path] = []
+    if segmentation:
+        per_split = {}
+        for name, folder in splits.items():
+            pairs, missing = segmentation_pairs(folder)
+            per_split[name] = len(pairs)
+            mask_paths += [str(m) for _, m in pairs]
+            unpaired += missing
+            if name == "train":
+                train_images = [str(i) for i, _ in pairs] + [str(i) for i in missing]
+        stats["splits"] = per_split
+    else:
+        classes = class_names(splits["train"])
+        counts = {}
+        for name, folder in splits.items():
+            samples = classification_samples(folder, classes)
+            counts[name] = {c: 0 for c in classes}
+            for _, index in samples:
+                counts[name][classes[index]] += 1
+            if name == "train":
+                train_images = [str(p) for p, _ in samples]
+        stats["splits"] = counts
+        stats["classes"] = classes
+        train_total = sum(counts["train"].values()) or 1
+        shares = {c: n / train_total for c, n in counts["train"].items()}
+        nonzero = [n for n in counts["train"].values() if n]
+        stats["class_balance"] = {"shares": shares, "max_over_min": max(nonzero) / min(nonzero) if nonzero else None}
+    if sample is not None and sample < len(train_images):
+        train_images = sorted(random.Random(seed).sample(sorted(train_images), sample))
+    with progress.task("Reading train images", len(train_images)) as advance:
+        parts = _parallel(summarize_images, train_images, workers, advance, fast)
+    pixels = sum(parts, PixelSummary())
+    mean, std = pixels.mean_std()
+    stats.update(
+        mean=mean, std=std, exact=not fast and sample is None, fast=fast, sample=sample,
+        images=pixels.images, pixels=pixels.pixels,
+        sizes={"width": _size_summary(pixels.widths), "height": _size_summary(pixels.heights)},
+        modes=dict(pixels.modes), formats=dict(pixels.formats), failed=pixels.failed,
+    )
+    if segmentation:
+        with progress.task("Reading masks", len(mask_paths)) as advance:
+            mask_parts = _parallel(summarize_masks, mask_paths, workers, advance)
+        stats["masks"] = audit(sum(mask_parts, MaskSummary()), mask_classes, unpaired)
+    stats["created"] = time.time()
+    stats["seconds"] = round(time.perf_counter() - started, 3)
+    return stats
+
+
+def write_stats(root: Path, stats: dict[str, Any]) -> Path:
+    """Write ``root/stats.json`` atomically; return its path."""
+    path = root / STATS_FILE
+    atomic_write_json(path, stats, indent=2)
+    return path

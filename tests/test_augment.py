@@ -1,0 +1,103 @@
+"""Augmentation presets, pipeline files and previews."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from prep.augment.presets import build_pipeline
+from prep.cli import app
+from prep.errors import UnknownNameError, UsageError
+
+runner = CliRunner()
+PRESETS = ["none", "light", "medium", "heavy"]
+
+
+def picture(seed: int = 0, size=(96, 128)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_repeat_with_a_seed_and_give_the_requested_size(preset: str):
+    image = picture()
+    first = [build_pipeline(preset, 64, train=True, seed=7)(image=image)["image"] for _ in range(1)]
+    again = [build_pipeline(preset, 64, train=True, seed=7)(image=image)["image"] for _ in range(1)]
+    np.testing.assert_array_equal(first[0], again[0])
+    assert first[0].shape == (64, 64, 3) and first[0].dtype == np.uint8
+
+
+def test_different_seeds_give_different_augmentations():
+    image = picture()
+    a = build_pipeline("heavy", 64, train=True, seed=1)(image=image)["image"]
+    b = build_pipeline("heavy", 64, train=True, seed=2)(image=image)["image"]
+    assert not np.array_equal(a, b)
+
+
+def test_eval_pipeline_only_resizes_and_centre_crops():
+    image = picture(size=(100, 200))
+    out = build_pipeline("heavy", 64, train=False)(image=image)["image"]
+    assert out.shape == (64, 64, 3)
+    again = build_pipeline("heavy", 64, train=False, seed=5)(image=image)["image"]
+    np.testing.assert_array_equal(out, again)  # no randomness at all
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_segmentation_masks_keep_exactly_their_class_values(preset: str):
+    rng = np.random.default_rng(3)
+    mask = np.zeros((96, 128), dtype=np.uint8)
+    mask[10:50, 20:90] = 1
+    mask[60:90, 40:70] = 2
+    pipeline = build_pipeline(preset, 64, train=True, task="segmentation", seed=0)
+    for _ in range(20):
+        out = pipeline(image=picture(int(rng.integers(100))), mask=mask)
+        assert out["mask"].shape == (64, 64)
+        assert set(np.unique(out["mask"])) <= {0, 1, 2}
+
+
+def test_user_pipeline_files_in_yaml_and_json(tmp_path: Path):
+    import albumentations as A
+
+    custom = A.Compose([A.RandomCrop(height=32, width=32), A.VerticalFlip(p=1.0)])
+    for fmt in ("yaml", "json"):
+        path = tmp_path / f"mine.{fmt}"
+        A.save(custom, str(path), data_format=fmt)
+        pipeline = build_pipeline(str(path), 64, train=True, seed=3)
+        assert pipeline(image=picture())["image"].shape == (32, 32, 3)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("transform: {__class_fullname__: NoSuchTransform}\n")
+    with pytest.raises(UsageError, match="broken.yaml"):
+        build_pipeline(str(broken), 64, train=True)
+
+
+def test_unknown_preset_and_task():
+    with pytest.raises(UnknownNameError, match="Did you mean 'medium'"):
+        build_pipeline("meduim", 64, train=True)
+    with pytest.raises(UsageError, match="task"):
+        build_pipeline("light", 64, train=True, task="detection")
+
+
+def test_cli_preview_png(flat_dataset: Path, tmp_path: Path):
+    assert runner.invoke(app, ["split", str(flat_dataset)]).exit_code == 0
+    out = tmp_path / "preview.png"
+    result = runner.invoke(app, ["augment", "--preset", "heavy", "--out", str(out), "--images", "3", "--versions", "4", "--size", "48"])
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+        assert image.size == (6 + 5 * (48 + 6), 18 + 6 + 3 * (48 + 18 + 6))
+
+
+def test_cli_preview_overlays_segmentation_masks(tmp_path: Path):
+    data = tmp_path / "carvana"
+    assert runner.invoke(app, ["sample", str(data), "--n", "4", "--kind", "segmentation"]).exit_code == 0
+    assert runner.invoke(app, ["split", str(data), "--group-pattern", "^([^_]+)_"]).exit_code == 0
+    out = tmp_path / "seg.png"
+    result = runner.invoke(app, ["augment", str(data), "--out", str(out), "--images", "2", "--versions", "2", "--size", "64"])
+    assert result.exit_code == 0, result.output
+    pixels = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    # The red tint of the overlay is there: many pixels with red well above green and blue.
+    reddish = (pixels[..., 0] > pixels[..., 1] + 40) & (pixels[..., 0] > pixels[..., 2] + 40)
+    assert reddish.sum() > 500
