@@ -20,6 +20,7 @@ EXIF orientation.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,18 +47,26 @@ def _pil_to_rgb_array(image) -> np.ndarray:
     return np.asarray(image)
 
 
-def _reduction_factor(width: int, height: int, min_side: int | None) -> int:
+def _reduction_factor(width: int, height: int, min_side: int | None, max_reduction: int = 8) -> int:
     """The largest JPEG DCT scale (1, 2, 4, 8) that keeps the short side >= min_side."""
     if not min_side:
         return 1
     short = min(width, height)
     for factor in (8, 4, 2):
-        if short // factor >= min_side:
+        if factor <= max_reduction and short // factor >= min_side:
             return factor
     return 1
 
 
 _CV2_REDUCED = {2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4", 8: "IMREAD_REDUCED_COLOR_8"}
+
+
+class DecodedImage(NamedTuple):
+    pixels: np.ndarray  # H x W x 3 uint8, RGB, upright
+    width: int  # as stored in the file, before orientation or reduction
+    height: int
+    mode: str  # Pillow's mode of the file (RGB, L, P, CMYK, I;16 ...)
+    format: str | None  # JPEG, PNG ...
 
 
 def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> np.ndarray:
@@ -72,11 +81,21 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> np.ndarray
     Raises:
         ImageDecodeError: the file is missing, truncated or not an image, with the reason.
     """
+    return decode_image(path, min_side).pixels
+
+
+def decode_image(path: str | os.PathLike, min_side: int | None = None, max_reduction: int = 8) -> DecodedImage:
+    """``load_rgb``, plus what the file's header says (one open for both).
+
+    ``max_reduction`` caps the DCT scale-down (2 decodes at exactly half scale when the
+    image is large enough); the other arguments and errors are as for ``load_rgb``.
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            factor = _reduction_factor(*image.size, min_side)
+            header = (*image.size, image.mode, image.format)
+            factor = _reduction_factor(*image.size, min_side, max_reduction)
             if image.format == "JPEG" and image.mode in ("RGB", "L"):
                 import cv2
 
@@ -84,11 +103,11 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> np.ndarray
                 pixels = cv2.imread(os.fspath(path), flag)
                 if pixels is None:
                     raise ImageDecodeError(f"{path}: OpenCV could not decode this JPEG")
-                return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+                return DecodedImage(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB), *header)
             if factor > 1 and image.format == "JPEG":
                 image.draft(image.mode, (image.size[0] // factor, image.size[1] // factor))
             image.load()
-            return _pil_to_rgb_array(image)
+            return DecodedImage(_pil_to_rgb_array(image), *header)
     except ImageDecodeError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

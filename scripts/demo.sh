@@ -10,11 +10,11 @@ if [ ! -d dogsandcats ]; then
     prep sample dogsandcats --n 500
 fi
 prep split dogsandcats
-# The next steps of the flow find the dataset through data/.prep/workspace.json:
-for step in stats "train --plugin resnet-finetune"; do
-    if prep ${step%% *} --help >/dev/null 2>&1; then
-        prep $step
-    else
-        echo "prep $step is not built yet; the dataset is ready in data/dogsandcats"
-    fi
-done
+# The next steps find the dataset through data/.prep/workspace.json: no arguments needed.
+prep stats
+prep augment --preset medium --out preview.png
+if prep train --help >/dev/null 2>&1; then
+    prep train --plugin resnet-finetune
+else
+    echo "prep train is not built yet; the dataset and its stats are ready in data/dogsandcats"
+fi

@@ -30,7 +30,7 @@ import numpy as np
 from prep import __version__
 from prep.data.splits import class_names, classification_samples, find_split_dirs, is_segmentation, segmentation_pairs
 from prep.fsutil import atomic_write_json
-from prep.images import ImageDecodeError, load_rgb
+from prep.images import ImageDecodeError, decode_image
 from prep.progress import NO_PROGRESS, Progress
 from prep.stats.channels import PixelSummary
 from prep.stats.masks import MaskSummary, audit, summarize_masks
@@ -42,24 +42,19 @@ CHUNK = 32
 
 def summarize_images(paths: list[str], fast: bool) -> PixelSummary:
     """Decode each image exactly as training does and add up its pixels (a worker's job)."""
-    from PIL import Image
-
     summary = PixelSummary()
     for path in paths:
         try:
-            with Image.open(path) as image:
-                width, height = image.size
-                mode, fmt = image.mode, image.format
-            # --fast: a half-scale DCT decode; the short side is halved at most once.
-            pixels = load_rgb(path, min_side=max(1, min(width, height) // 2) if fast else None)
+            # --fast: a half-scale DCT decode of JPEGs (other formats decode fully).
+            image = decode_image(path, min_side=1 if fast else None, max_reduction=2)
         except (ImageDecodeError, OSError, ValueError) as exc:
             summary.failed.append({"file": path, "reason": str(exc)})
             continue
-        summary.add_pixels(pixels)
-        summary.widths.append(width)
-        summary.heights.append(height)
-        summary.modes[mode] += 1
-        summary.formats[fmt] += 1
+        summary.add_pixels(image.pixels)
+        summary.widths.append(image.width)
+        summary.heights.append(image.height)
+        summary.modes[image.mode] += 1
+        summary.formats[image.format] += 1
     return summary
 
 
@@ -119,6 +114,8 @@ def compute_dataset_stats(
     """
     started = time.perf_counter()
     workers = workers or os.cpu_count() or 1
+    import cv2  # noqa: F401 - imported once here, inherited by the forked workers
+    import PIL.Image  # noqa: F401
     splits = find_split_dirs(root)
     segmentation = is_segmentation(root)
     stats: dict[str, Any] = {"format": STATS_FORMAT, "prep_version": __version__, "dataset": str(root)}
