@@ -7,12 +7,27 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-from rich.console import Console
-
 from prep.progress import Advance
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False)
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich.console costs 25 ms of every
+    start-up, and quiet commands never print."""
+
+    def __init__(self, **options) -> None:
+        self._options = options
+        self._console = None
+
+    def __getattr__(self, name: str):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+stdout = _LazyConsole(highlight=False, soft_wrap=True)
+stderr = _LazyConsole(stderr=True, highlight=False)
 
 
 class Verbosity:
@@ -22,10 +37,10 @@ class Verbosity:
 def configure(verbose: bool, quiet: bool) -> None:
     """Apply the global --verbose/--quiet options to messages and logging."""
     Verbosity.level = 1 if verbose else -1 if quiet else 0
-    from rich.logging import RichHandler
-
-    handler = RichHandler(console=stderr, show_time=False, show_path=False)
-    logging.basicConfig(handlers=[handler], format="%(message)s", force=True)
+    # A plain handler: rich's logging handler would import rich on every start-up.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logging.basicConfig(handlers=[handler], force=True)
     logging.getLogger("prep").setLevel(
         logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
     )

@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from prep import __version__
 from prep.errors import JournalError, TargetExistsError
@@ -118,26 +118,26 @@ def _plan_info(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _ancestors(rel_paths: set[str]) -> set[str]:
+def _ancestors(rel_paths: Iterable[str]) -> set[str]:
     """Every folder above the given relative paths, up to (not including) the root."""
+    # Thousands of files share a handful of folders: collect those first.
     folders: set[str] = set()
-    for rel in rel_paths:
-        folder = os.path.dirname(rel)
-        while folder and folder not in folders:
-            folders.add(folder)
-            folder = os.path.dirname(folder)
+    for parent in {rel.rpartition("/")[0] for rel in rel_paths}:
+        while parent and parent not in folders:
+            folders.add(parent)
+            parent = parent.rpartition("/")[0]
     return folders
 
 
 def _created_dirs(out: Path, plan: Plan) -> list[str]:
     """Folders the placements need that do not exist yet, parents first, relative to out."""
-    needed = _ancestors({e.dst for e in plan.entries})
+    needed = _ancestors(e.dst for e in plan.entries)
     missing = [rel for rel in needed if not (out / rel).exists()]
     return sorted(missing, key=lambda rel: (rel.count("/"), rel))
 
 
 def _emptied_source_dirs(src: Path, journal: Journal) -> list[Path]:
-    return [src / rel for rel in _ancestors({e.src for e in journal.entries})]
+    return [src / rel for rel in _ancestors(e.src for e in journal.entries)]
 
 
 def _finish(journal: Journal, progress: Progress, resuming: bool) -> int:

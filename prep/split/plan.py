@@ -130,11 +130,11 @@ class _Destinations:
         if candidate in self.taken:
             # Same name from two source folders: keep the path in the name.
             candidate = f"{folder}/{rel.replace('/', '__')}"
-        stem, ext = os.path.splitext(candidate)
-        number = 1
-        while candidate in self.taken:
-            candidate = f"{stem}-{number}{ext}"
-            number += 1
+            stem, ext = os.path.splitext(candidate)
+            number = 1
+            while candidate in self.taken:
+                candidate = f"{stem}-{number}{ext}"
+                number += 1
         self.taken.add(candidate)
         return candidate
 
