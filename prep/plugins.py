@@ -155,33 +155,32 @@ def plugin_host() -> PluginHost:
 
 
 def reset_plugin_host() -> None:
-    """Forget the process-wide host (tests use this after changing the environment)."""
+    """Forget the process-wide host and registries (tests use this after changing the
+    environment)."""
     plugin_host.cache_clear()
-    label_parsers.cache_clear()
-    splitters.cache_clear()
-    augmentation_presets.cache_clear()
-    collate_fns.cache_clear()
+    _registry.cache_clear()
 
 
 @cache
+def _registry(hook_name: str, kind: str) -> Registry:
+    return plugin_host().fill_registry(hook_name, kind)
+
+
 def label_parsers() -> Registry:
     """Every registered label parser, by name."""
-    return plugin_host().fill_registry("register_label_parsers", "label parser")
+    return _registry("register_label_parsers", "label parser")
 
 
-@cache
 def splitters() -> Registry:
     """Every registered splitter, by name."""
-    return plugin_host().fill_registry("register_splitters", "splitter")
+    return _registry("register_splitters", "splitter")
 
 
-@cache
 def augmentation_presets() -> Registry:
     """Every registered augmentation preset, by name."""
-    return plugin_host().fill_registry("register_augmentation_presets", "augmentation preset")
+    return _registry("register_augmentation_presets", "augmentation preset")
 
 
-@cache
 def collate_fns() -> Registry:
     """Every registered collate function, by name."""
-    return plugin_host().fill_registry("register_collate_fns", "collate function")
+    return _registry("register_collate_fns", "collate function")

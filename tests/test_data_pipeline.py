@@ -149,3 +149,22 @@ def test_segmentation_dataset_pairs_images_and_masks(tmp_path: Path):
     batch = next(iter(create_loader(dataset, 3, train=False, collate="segmentation", workers=0)))
     assert batch.inputs.shape == (3, 16, 16, 3) and batch.targets.shape == (3, 16, 16)
     assert set(batch.targets.unique().tolist()) <= {0, 1}  # 0/255 masks read as class ids
+
+
+def test_truncated_and_bomb_jpegs_fail_loudly(tmp_path: Path):
+    from prep.images import ImageDecodeError
+
+    big = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(big).save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])  # no end marker: must not come out grey
+    with pytest.raises(ImageDecodeError, match="cut.jpg"):
+        load_rgb(path)
+    header_only = bytearray(data)
+    sof = header_only.find(b"\xff\xc0")
+    header_only[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") * 2  # claims 60000 x 60000
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(bytes(header_only))
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        load_rgb(bomb)

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -54,13 +54,12 @@ class SplitReport:
     journal: str | None
     copied_instead_of_linked: int = 0
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         by_reason: dict[str, int] = {}
         for item in self.rejected:
             by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
-        data = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        data = dict(self.__dict__)
         data["totals"] = {s: sum(c.values()) for s, c in self.splits.items()}
         data["rejected_by_reason"] = by_reason
         return data
@@ -90,11 +89,11 @@ def _exclusive(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _report(src: Path, out: Path, inventory_info: dict[str, Any], plan_info: dict[str, Any], options: SplitOptions, status: str, journal: Path | None, started: float, **extra: Any) -> SplitReport:
+def _report(src: Path, out: Path, inventory_info: dict[str, Any], plan_info: dict[str, Any], options: SplitOptions, status: str, journal: Path | None, started: float) -> SplitReport:
     return SplitReport(
         source=str(src), out=str(out), mode=options.mode, seed=options.seed, status=status,
         journal=str(journal) if journal else None, seconds=round(time.perf_counter() - started, 3),
-        **inventory_info, **plan_info, **extra,
+        **inventory_info, **plan_info,
     )
 
 
@@ -244,10 +243,10 @@ def undo_split(out: Path, progress: Progress = NO_PROGRESS) -> UndoReport:
     """
     started = time.perf_counter()
     out = out.expanduser().resolve()
-    journal = Journal.find(out) if out.is_dir() else None
-    if journal is None:
+    if not (out / JOURNAL_NAME).exists():
         raise JournalError(f"No split journal ({JOURNAL_NAME}) in {out}; there is nothing to undo.")
     with _exclusive(out):
+        journal = Journal.load(out / JOURNAL_NAME)  # read under the lock: it is the truth
         if journal.status != Status.UNDOING:
             journal.status = Status.UNDOING
             journal.save()

@@ -21,6 +21,8 @@ import struct
 import zlib
 from typing import Callable, NamedTuple
 
+from prep.jpeg_header import ends_with_eoi, jpeg_frame_header
+
 HEAD_BYTES = 4096
 TAIL_BYTES = 32
 FIRST_READ_BYTES = 64 * 1024
@@ -92,25 +94,9 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
 def _jpeg_size(head: bytes) -> tuple[int, int] | None:
-    """Walk the JPEG marker segments to the frame header (SOFn) and read its size."""
-    i, end = 2, len(head) - 9
-    while i < end:
-        if head[i] != 0xFF:
-            return None
-        marker = head[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            i += 2
-        elif marker in _SOF_MARKERS:
-            return (head[i + 7] << 8) | head[i + 8], (head[i + 5] << 8) | head[i + 6]
-        else:
-            i += 2 + ((head[i + 2] << 8) | head[i + 3])
-    return None
+    header = jpeg_frame_header(head)
+    return (header.width, header.height) if header else None
 
 
 def image_size(fmt: str, head: bytes) -> tuple[int, int] | None:
@@ -144,7 +130,7 @@ def image_size(fmt: str, head: bytes) -> tuple[int, int] | None:
 
 def _looks_truncated(fmt: str, head: bytes, tail: bytes, size: int) -> bool:
     if fmt == "JPEG":
-        return b"\xff\xd9" not in tail
+        return not ends_with_eoi(tail)
     if fmt == "PNG":
         return b"IEND" not in tail
     if fmt == "GIF":

@@ -29,7 +29,6 @@ Advance = Callable[[int], None]
 @dataclass
 class PlacementResult:
     placed: int = 0
-    already_placed: int = 0
     copied_instead_of_linked: int = 0
 
 
@@ -127,11 +126,9 @@ def place(journal: Journal, advance: Advance = lambda n: None, resuming: bool = 
         if resuming:
             if mode == "move":
                 if _finish_interrupted(entry, src, dst):
-                    result.already_placed += 1
                     continue
             elif os.path.lexists(dst):
                 if mode == "symlink" or not _is_partial_copy(entry, src, dst):
-                    result.already_placed += 1
                     continue
                 os.unlink(dst)  # our own interrupted copy; the original is untouched
         if mode == "move":
