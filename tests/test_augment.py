@@ -58,6 +58,7 @@ def test_segmentation_masks_keep_exactly_their_class_values(preset: str):
         assert set(np.unique(out["mask"])) <= {0, 1, 2}
 
 
+@pytest.mark.filterwarnings("ignore:Transform NoSuchTransform has no 'p' parameter")
 def test_user_pipeline_files_in_yaml_and_json(tmp_path: Path):
     import albumentations as A
 
