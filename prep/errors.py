@@ -21,6 +21,10 @@ class DatasetNotFoundError(PrepError):
     """No dataset was given and none could be found from the working directory."""
 
 
+class StatsNotFoundError(PrepError):
+    """A dataset has no usable stats.json."""
+
+
 class LayoutError(PrepError):
     """The source folder's layout is not one that prep split understands."""
 

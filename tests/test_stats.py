@@ -171,3 +171,20 @@ def test_cli_stats_after_split_needs_no_argument(flat_dataset: Path):
 def test_cli_stats_without_a_dataset_is_a_clear_error():
     result = runner.invoke(app, ["stats"])
     assert result.exit_code == 1 and "run prep split first" in result.output
+
+
+def test_trainers_read_mean_and_std_back(tmp_path: Path):
+    from prep.errors import StatsNotFoundError
+    from prep.stats.dataset_stats import read_mean_std, write_stats
+
+    root = tmp_path / "d"
+    for i in range(3):
+        write(root / "train" / "x" / f"{i}.jpg", jpeg_bytes(i))
+    with pytest.raises(StatsNotFoundError, match="prep stats"):
+        read_mean_std(root)
+    stats = compute_dataset_stats(root, workers=1)
+    write_stats(root, stats)
+    assert read_mean_std(root) == (stats["mean"], stats["std"])
+    (root / "stats.json").write_text('{"mean": [0.5, 0.5], "std": [1, 1, 1]}')
+    with pytest.raises(StatsNotFoundError, match="not usable"):
+        read_mean_std(root)

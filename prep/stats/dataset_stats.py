@@ -29,6 +29,7 @@ import numpy as np
 
 from prep import __version__
 from prep.data.splits import class_names, classification_samples, find_split_dirs, is_segmentation, segmentation_pairs
+from prep.errors import StatsNotFoundError
 from prep.fsutil import atomic_write_json
 from prep.images import ImageDecodeError, decode_image
 from prep.progress import NO_PROGRESS, Progress
@@ -173,3 +174,24 @@ def write_stats(root: Path, stats: dict[str, Any]) -> Path:
     path = root / STATS_FILE
     atomic_write_json(path, stats, indent=2)
     return path
+
+
+def read_mean_std(root: Path) -> tuple[list[float], list[float]]:
+    """The normalisation constants that ``prep stats`` wrote for ``root`` (for trainers).
+
+    Raises:
+        StatsNotFoundError: there is no usable stats.json; the message says to run prep stats.
+    """
+    import json
+
+    path = root / STATS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        mean, std = data["mean"], data["std"]
+        if len(mean) != 3 or len(std) != 3 or not all(float(s) > 0 for s in std):
+            raise ValueError("mean and std must be three numbers each, std positive")
+        return [float(m) for m in mean], [float(s) for s in std]
+    except FileNotFoundError:
+        raise StatsNotFoundError(f"{path} does not exist; run: prep stats {root}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StatsNotFoundError(f"{path} is not usable ({exc}); run prep stats {root} again") from None
