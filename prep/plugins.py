@@ -102,6 +102,24 @@ class PluginHost:
         return registry
 
 
+def describe_plugins(host: PluginHost) -> dict[str, Any]:
+    """What ``prep plugins`` shows: every plugin with its version and hooks, and failures."""
+    plugins = []
+    for name, plugin in sorted(host.manager.list_name_plugin()):
+        callers = host.manager.get_hookcallers(plugin) or []
+        plugins.append({
+            "name": name,
+            "version": host.versions.get(name, "unknown version"),
+            "builtin": name in DEFAULT_PLUGINS,
+            "hooks": sorted(caller.name for caller in callers),
+        })
+    failures = [
+        {"name": f.plugin, "version": f.version, "stage": f.stage, "error": f.error}
+        for f in host.failures
+    ]
+    return {"plugins": plugins, "failures": failures}
+
+
 def strict_mode() -> bool:
     return os.environ.get("PREP_STRICT_PLUGINS", "") not in ("", "0", "false", "no")
 

@@ -216,3 +216,19 @@ def test_every_hook_has_a_test_and_a_documented_section():
         assert f"def test_{hook}" in this_file, f"hook {hook} has no test named test_{hook}..."
         assert f"### `{hook}" in readme, f"hook {hook} has no section in README.md"
         assert inspect.getdoc(getattr(hookspecs, hook)), f"hook {hook} has no docstring"
+
+
+def test_prep_plugins_lists_versions_hooks_and_failures(site: Path):
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN, "1.2")
+    install_fake_plugin(site, "brokenplugin", BROKEN_IMPORT, "0.3")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    done = subprocess.run([sys.executable, "-m", "prep", "plugins", "--json"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    by_name = {p["name"]: p for p in listed["plugins"]}
+    assert by_name["goodplugin"]["version"] == "goodplugin 1.2"
+    assert "register_label_parsers" in by_name["goodplugin"]["hooks"] and not by_name["goodplugin"]["builtin"]
+    assert by_name["prep.split.splitters"]["builtin"] and by_name["prep.split.splitters"]["hooks"] == ["register_splitters"]
+    assert listed["failures"] == [{"name": "brokenplugin", "version": "brokenplugin 0.3", "stage": "load", "error": "ImportError: needs a package that is not installed"}]
+    table = CliRunner().invoke(__import__("prep.cli", fromlist=["app"]).app, ["plugins"])
+    assert table.exit_code == 0 and "prep.augment.presets" in table.stdout

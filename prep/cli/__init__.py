@@ -51,13 +51,14 @@ def root(
 
 
 def _register_commands() -> None:
-    from prep.cli import augment, sample, split, stats
+    from prep.cli import augment, plugins, sample, split, stats
     from prep.plugins import plugin_host
 
     app.command("split")(split.split_command)
     app.command("stats")(stats.stats_command)
     app.command("augment")(augment.augment_command)
     app.command("sample")(sample.sample_command)
+    app.command("plugins")(plugins.plugins_command)
     try:
         plugin_host().call_each("register_commands", lambda plugin: {"app": app})
     except PrepError as exc:  # strict plugin mode: the CLI must still explain itself
