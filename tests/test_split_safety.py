@@ -266,3 +266,19 @@ def test_interrupted_copy_is_finished_by_rerun_and_removed_by_undo(tmp_path: Pat
     (out / victim.dst).write_bytes(original[:100])
     undo_split(out)
     assert not out.exists()
+
+
+def test_journal_records_the_hash_of_each_file_that_needed_one(flat_dataset: Path):
+    import hashlib
+
+    train = flat_dataset / "train"
+    for i in range(3):
+        write(train / f"cat.copy{i}.jpg", (train / "cat.1.jpg").read_bytes())
+    write(train / "dog.copy.jpg", (train / "dog.2.jpg").read_bytes())
+    split_dataset(flat_dataset, SplitOptions(dedupe=True))
+    journal = Journal.load(flat_dataset / JOURNAL_NAME)
+    hashed = [e for e in journal.entries if e.digest]
+    assert {Path(e.src).name for e in hashed} == {"cat.1.jpg", "dog.2.jpg"}  # the kept copies
+    for entry in hashed:
+        data = (flat_dataset / entry.dst).read_bytes()
+        assert entry.digest == hashlib.blake2b(data, digest_size=16).hexdigest()

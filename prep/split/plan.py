@@ -182,6 +182,7 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
             reject(sample.rel, probe.size, Reason.PARTNER_REJECTED, f"its mask {sample.mask_rel} is {bad_mask.reason}", sample.label)
 
     groups, digests = find_duplicates([paths[i] for i in good], [image_probes[i] for i in good])
+    digest_of = {good[i]: digest for i, digest in digests.items()}  # by sample index
     plan_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     plan = Plan(entries, plan_counts, rejected, duplicate_groups=len(groups))
     union = _UnionFind(len(samples))
@@ -201,7 +202,6 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     if options.dedupe:
         set_aside = {good[i] for g in groups for i in g[1:]}
         good = [i for i in good if i not in set_aside]
-    digest_of = {good_index: digests[i] for i, good_index in enumerate(good) if i in digests}
 
     group_key = _group_key_function(options.group_pattern)
     first_with_key: dict[str, int] = {}
