@@ -18,7 +18,7 @@ from typing import Any
 from prep.errors import TargetExistsError, UsageError
 from prep.plugins import label_parsers, splitters
 from prep.progress import NO_PROGRESS, Progress
-from prep.split.checks import DEFAULT_MAX_PIXELS, Reason, Verify, probe_paths
+from prep.split.checks import DEFAULT_MAX_PIXELS, Probe, Reason, Verify, probe_paths
 from prep.split.duplicates import find_duplicates
 from prep.split.journal import Entry
 from prep.split.layouts import REJECTED_DIR, Inventory, LayoutOptions, Sample, is_junk
@@ -139,6 +139,54 @@ class _Destinations:
         return candidate
 
 
+class _PlanBuilder:
+    """The state shared by the steps of ``build_plan``: entries, names and counts so far."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+        self.destinations = _Destinations()
+        self.entries: list[Entry] = []
+        self.rejected: list[dict[str, str]] = []
+
+    def reject(self, rel: str, size: int, reason: str, detail: str, label: str | None) -> None:
+        folder = f"{REJECTED_DIR}/{reason}"
+        self.entries.append(Entry(rel, self.destinations.claim(folder, rel), folder, label, size))
+        self.rejected.append({"file": rel, "reason": reason, "detail": detail})
+
+    def set_aside_bad(self, image_probes: list[Probe], mask_probe: dict[str, Probe]) -> list[int]:
+        """Reject every sample whose image or mask failed its check; return the good ones."""
+        good: list[int] = []
+        for index, (sample, probe) in enumerate(zip(self.samples, image_probes)):
+            mask = mask_probe[sample.mask_rel] if sample.mask_rel else None
+            if probe.reason is None and (mask is None or mask.reason is None):
+                good.append(index)
+            elif probe.reason is not None:
+                self.reject(sample.rel, probe.size, probe.reason, probe.detail, sample.label)
+                if mask is not None:
+                    self.reject(sample.mask_rel, mask.size, Reason.PARTNER_REJECTED, f"its image {sample.rel} is {probe.reason}", None)
+            else:
+                self.reject(sample.mask_rel, mask.size, mask.reason, mask.detail, None)
+                self.reject(sample.rel, probe.size, Reason.PARTNER_REJECTED, f"its mask {sample.mask_rel} is {mask.reason}", sample.label)
+        return good
+
+    def units(self, good: list[int], union: _UnionFind) -> tuple[list[int], dict[int, list[int]], list[Unit]]:
+        """Group the good samples by their union-find root, one splitter unit per group."""
+        members_of: dict[int, list[int]] = defaultdict(list)
+        for index in good:
+            members_of[union.find(index)].append(index)
+        roots = sorted(members_of, key=lambda r: self.samples[members_of[r][0]].rel)
+        units = []
+        for root in roots:
+            members = members_of[root]
+            if len(members) == 1:  # the common case, kept cheap
+                units.append(Unit(self.samples[root].rel, self.samples[root].label, 1))
+                continue
+            labels = Counter(self.samples[i].label for i in members)
+            majority = min(labels.items(), key=lambda kv: (-kv[1], kv[0] or ""))[0]
+            units.append(Unit(self.samples[members[0]].rel, majority, len(members)))
+        return roots, members_of, units
+
+
 def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress: Progress = NO_PROGRESS) -> Plan:
     """Check the files and decide where each goes.
 
@@ -150,59 +198,40 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     samples = inventory.samples
     root = f"{src}{os.sep}"
     paths = [root + s.rel for s in samples]
-    mask_paths = [root + s.mask_rel for s in samples if s.mask_rel]
+    with_masks = [s for s in samples if s.mask_rel]
     began = time.perf_counter()
-    with progress.task("Checking images", len(paths) + len(mask_paths)) as advance:
-        probes = probe_paths(paths + mask_paths, options.verify, options.max_pixels, options.workers, advance)
+    with progress.task("Checking images", len(paths) + len(with_masks)) as advance:
+        probes = probe_paths(paths + [root + s.mask_rel for s in with_masks], options.verify, options.max_pixels, options.workers, advance)
     log.debug("check images: %.3fs", time.perf_counter() - began)
     image_probes = probes[: len(paths)]
-    mask_probe = {s.mask_rel: p for s, p in zip((s for s in samples if s.mask_rel), probes[len(paths):])}
+    mask_probe = {s.mask_rel: p for s, p in zip(with_masks, probes[len(paths):])}
 
-    destinations = _Destinations()
-    entries: list[Entry] = []
-    rejected: list[dict[str, str]] = []
+    builder = _PlanBuilder(samples)
+    good = builder.set_aside_bad(image_probes, mask_probe)
+    plan = Plan(builder.entries, {}, builder.rejected)
 
-    def reject(rel: str, size: int, reason: str, detail: str, label: str | None) -> None:
-        folder = f"{REJECTED_DIR}/{reason}"
-        entries.append(Entry(rel, destinations.claim(folder, rel), folder, label, size))
-        rejected.append({"file": rel, "reason": reason, "detail": detail})
-
-    good: list[int] = []
-    for index, (sample, probe) in enumerate(zip(samples, image_probes)):
-        bad_mask = mask_probe[sample.mask_rel] if sample.mask_rel else None
-        if probe.reason is None and (bad_mask is None or bad_mask.reason is None):
-            good.append(index)
-            continue
-        if probe.reason is not None:
-            reject(sample.rel, probe.size, probe.reason, probe.detail, sample.label)
-            if sample.mask_rel:
-                reject(sample.mask_rel, bad_mask.size, Reason.PARTNER_REJECTED, f"its image {sample.rel} is {probe.reason}", None)
-        else:
-            reject(sample.mask_rel, bad_mask.size, bad_mask.reason, bad_mask.detail, None)
-            reject(sample.rel, probe.size, Reason.PARTNER_REJECTED, f"its mask {sample.mask_rel} is {bad_mask.reason}", sample.label)
-
+    # Identical files stay together (or, with --dedupe, all but the first are set aside).
     groups, digests = find_duplicates([paths[i] for i in good], [image_probes[i] for i in good])
     digest_of = {good[i]: digest for i, digest in digests.items()}  # by sample index
-    plan_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    plan = Plan(entries, plan_counts, rejected, duplicate_groups=len(groups))
+    plan.duplicate_groups = len(groups)
     union = _UnionFind(len(samples))
+    set_aside: set[int] = set()
     for group in groups:
         members = [good[i] for i in group]
         plan.duplicate_files += len(members) - 1
-        if len({samples[m].label for m in members}) > 1:
-            plan.conflicting_duplicates += 1
+        plan.conflicting_duplicates += int(len({samples[m].label for m in members}) > 1)
         for extra in members[1:]:
-            if options.dedupe:
-                sample = samples[extra]
-                reject(sample.rel, image_probes[extra].size, Reason.DUPLICATE, f"same bytes as {samples[members[0]].rel}", sample.label)
-                if sample.mask_rel:
-                    reject(sample.mask_rel, mask_probe[sample.mask_rel].size, Reason.PARTNER_REJECTED, f"its image {sample.rel} is a duplicate", None)
-            else:
+            if not options.dedupe:
                 union.union(members[0], extra)
-    if options.dedupe:
-        set_aside = {good[i] for g in groups for i in g[1:]}
-        good = [i for i in good if i not in set_aside]
+                continue
+            sample = samples[extra]
+            set_aside.add(extra)
+            builder.reject(sample.rel, image_probes[extra].size, Reason.DUPLICATE, f"same bytes as {samples[members[0]].rel}", sample.label)
+            if sample.mask_rel:
+                builder.reject(sample.mask_rel, mask_probe[sample.mask_rel].size, Reason.PARTNER_REJECTED, f"its image {sample.rel} is a duplicate", None)
+    good = [i for i in good if i not in set_aside]
 
+    # Files whose --group-pattern match is equal stay together too.
     group_key = _group_key_function(options.group_pattern)
     first_with_key: dict[str, int] = {}
     for index in good:
@@ -212,29 +241,16 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
         else:
             first_with_key[key] = index
 
-    members_of: dict[int, list[int]] = defaultdict(list)
-    for index in good:
-        members_of[union.find(index)].append(index)
-    roots = sorted(members_of, key=lambda r: samples[members_of[r][0]].rel)
-    units = []
-    for root in roots:
-        members = members_of[root]
-        if len(members) == 1:  # the common case, kept cheap
-            units.append(Unit(samples[root].rel, samples[root].label, 1))
-            continue
-        labels = Counter(samples[i].label for i in members)
-        majority = min(labels.items(), key=lambda kv: (-kv[1], kv[0] or ""))[0]
-        units.append(Unit(samples[members[0]].rel, majority, len(members)))
-    request = SplitRequest(options.valid, options.test)
-    assigned = splitter(units, request, options.seed) if units else []
-
+    roots, members_of, units = builder.units(good, union)
+    assigned = splitter(units, SplitRequest(options.valid, options.test), options.seed) if units else []
     split_of = {i: split for root, split in zip(roots, assigned) for i in members_of[root]}
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for index in sorted(good, key=lambda i: samples[i].rel):
         sample = samples[index]
         split = split_of[index]
-        _add_sample(entries, destinations, sample, split, image_probes[index].size, digest_of.get(index), mask_probe)
-        plan_counts[split][sample.label or ""] += 1
-    plan.counts = {s: dict(c) for s, c in plan_counts.items()}
+        _add_sample(builder.entries, builder.destinations, sample, split, image_probes[index].size, digest_of.get(index), mask_probe)
+        counts[split][sample.label or ""] += 1
+    plan.counts = {s: dict(c) for s, c in counts.items()}
     return plan
 
 
