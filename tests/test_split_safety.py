@@ -282,3 +282,16 @@ def test_journal_records_the_hash_of_each_file_that_needed_one(flat_dataset: Pat
     for entry in hashed:
         data = (flat_dataset / entry.dst).read_bytes()
         assert entry.digest == hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def test_half_written_journal_is_cleaned_up(flat_dataset: Path):
+    from prep.split.journal import JOURNAL_TEMP_NAME
+
+    before = snapshot(flat_dataset)
+    (flat_dataset / JOURNAL_TEMP_NAME).write_bytes(b"")  # as left by a kill during the save
+    with pytest.raises(JournalError, match="nothing to undo"):
+        undo_split(flat_dataset)
+    assert snapshot(flat_dataset) == before
+    (flat_dataset / JOURNAL_TEMP_NAME).write_bytes(b"{")
+    split_dataset(flat_dataset)
+    assert not (flat_dataset / JOURNAL_TEMP_NAME).exists()

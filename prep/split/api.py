@@ -192,6 +192,7 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
     with _exclusive(out):
         if Journal.find(out) is not None:
             raise JournalError(f"Another prep split started on {out} meanwhile; run this again.")
+        Journal.discard_stale_temp(out)
         journal = Journal(
             prep_version=__version__, status=Status.IN_PROGRESS, src_root=str(src), out_root=str(out),
             mode=options.mode, seed=options.seed, options=options.decisive(), layout=inventory.layout,
@@ -244,6 +245,9 @@ def undo_split(out: Path, progress: Progress = NO_PROGRESS) -> UndoReport:
     started = time.perf_counter()
     out = out.expanduser().resolve()
     if not (out / JOURNAL_NAME).exists():
+        if out.is_dir():
+            with _exclusive(out):  # a run killed while writing its first journal moved nothing
+                Journal.discard_stale_temp(out)
         raise JournalError(f"No split journal ({JOURNAL_NAME}) in {out}; there is nothing to undo.")
     with _exclusive(out):
         journal = Journal.load(out / JOURNAL_NAME)  # read under the lock: it is the truth
@@ -254,6 +258,7 @@ def undo_split(out: Path, progress: Progress = NO_PROGRESS) -> UndoReport:
             restored = unplace(journal, advance)
         remove_empty_dirs([out / rel for rel in journal.created_dirs if rel != "."])
         journal.path.unlink()
+        Journal.discard_stale_temp(out)
         if "." in journal.created_dirs:
             remove_empty_dirs([out])
     return UndoReport(str(out), restored, round(time.perf_counter() - started, 3))

@@ -20,6 +20,9 @@ from prep.errors import JournalError
 from prep.fsutil import atomic_write_json
 
 JOURNAL_NAME = "split-journal.json"
+# One fixed name, written only under the lock on the output folder: a kill during a save
+# leaves at most this file, which the next save reuses and ``discard_stale_temp`` removes.
+JOURNAL_TEMP_NAME = ".split-journal.json.tmp"
 JOURNAL_FORMAT = "prep-split-journal/1"
 
 
@@ -74,7 +77,7 @@ class Journal:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["format"] = JOURNAL_FORMAT
         data["entries"] = self.entries  # NamedTuples serialise as JSON lists
-        atomic_write_json(self.path, data, durable=durable)
+        atomic_write_json(self.path, data, durable=durable, tmp=self.path.with_name(JOURNAL_TEMP_NAME))
 
     @classmethod
     def load(cls, path: Path) -> "Journal":
@@ -93,6 +96,14 @@ class Journal:
             raise
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise JournalError(f"Cannot read split journal {path}: {exc}") from None
+
+    @staticmethod
+    def discard_stale_temp(out_root: Path) -> None:
+        """Remove a half-written journal left by a process killed while saving one."""
+        try:
+            (out_root / JOURNAL_TEMP_NAME).unlink()
+        except FileNotFoundError:
+            pass
 
     @classmethod
     def find(cls, out_root: Path) -> "Journal | None":
