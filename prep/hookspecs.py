@@ -67,6 +67,17 @@ def register_collate_fns(register: Callable[[str, Callable], None]) -> None:
 
 
 @hookspec
+def register_lr_lambdas(register: Callable[[str, Callable], None]) -> None:
+    """Register learning-rate curves for ``--scheduler lambda:NAME``.
+
+    Call ``register(name, factory)``. ``factory(epochs)`` receives the number of scheduled
+    epochs and returns ``f(epoch) -> factor``, the multiple of the base learning rate for
+    that epoch, as torch's ``LambdaLR`` expects. It is stepped once per epoch, after any
+    warmup.
+    """
+
+
+@hookspec
 def register_commands(app: "typer.Typer") -> None:
     """Add commands to the ``prep`` command line.
 

@@ -202,3 +202,8 @@ def augmentation_presets() -> Registry:
 def collate_fns() -> Registry:
     """Every registered collate function, by name."""
     return _registry("register_collate_fns", "collate function")
+
+
+def lr_lambdas() -> Registry:
+    """Every registered learning-rate lambda factory, by name."""
+    return _registry("register_lr_lambdas", "LR lambda")

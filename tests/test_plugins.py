@@ -39,6 +39,10 @@ def register_augmentation_presets(register):
     register("flip-only", lambda size, train, task: [A.Resize(size, size), A.HorizontalFlip(p=1.0 if train else 0.0)])
 
 @hookimpl
+def register_lr_lambdas(register):
+    register("halve-at-half", lambda epochs: (lambda epoch: 0.5 if epoch >= epochs // 2 else 1.0))
+
+@hookimpl
 def register_collate_fns(register):
     register("count-only", lambda samples: len(samples))
 
@@ -135,6 +139,28 @@ def test_register_collate_fns_from_an_installed_plugin(site: Path, tmp_path: Pat
         write(tmp_path / "d" / "train" / "a" / f"{i}.jpg", jpeg_bytes(i))
     loader = create_loader(ClassificationDataset(tmp_path / "d"), 2, train=False, collate="count-only", workers=0)
     assert list(loader) == [2, 2, 1]
+
+
+def test_register_lr_lambdas_from_an_installed_plugin(site: Path):
+    import torch
+
+    from prep.engine.schedulers import LRSchedule, ScheduleConfig
+    from prep.plugins import lr_lambdas
+
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
+    reset_plugin_host()
+    registry = lr_lambdas()
+    assert registry.names() == ["halve-at-half"]
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = LRSchedule(optimizer, ScheduleConfig(name="lambda:halve-at-half", epochs=4), {n: registry.get(n) for n in registry.names()})
+    seen = []
+    for _ in range(4):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.after_batch()
+        schedule.after_epoch()
+    assert seen == [1.0, 1.0, 0.5, 0.5]
 
 
 def test_register_commands_adds_a_cli_command(site: Path):
