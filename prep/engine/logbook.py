@@ -1,0 +1,67 @@
+"""Where a run's numbers go: metrics.jsonl and metrics.csv always, TensorBoard when installed.
+
+One record per epoch (a flat dict of numbers and strings). The JSON Lines file is appended
+and flushed after every epoch, so a killed run keeps what it measured; the CSV is rewritten
+each time, so that a column that appears later (a metric first logged in epoch 3) still
+gets a header.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from prep.fsutil import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+class MetricsLog:
+    """Appends epoch records to ``run_dir/metrics.jsonl`` and ``metrics.csv``."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+        self.run_dir = run_dir
+        self.records: list[dict[str, Any]] = []
+        self.jsonl = run_dir / "metrics.jsonl"
+        self.csv = run_dir / "metrics.csv"
+        if self.jsonl.exists():  # a resumed run continues its log
+            self.records = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        self._writer = self._tensorboard_writer() if tensorboard else None
+
+    def _tensorboard_writer(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return None
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Log one epoch's record (must hold an ``epoch`` key)."""
+        self.records = [r for r in self.records if r.get("epoch") != record["epoch"]] + [record]
+        with self.jsonl.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+            file.flush()
+        self._write_csv()
+        if self._writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    self._writer.add_scalar(key, value, record["epoch"])
+            self._writer.flush()
+
+    def _write_csv(self) -> None:
+        columns: list[str] = []
+        for record in self.records:
+            columns += [k for k in record if k not in columns and not isinstance(record[k], (list, dict))]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.records)
+        atomic_write_bytes(self.csv, buffer.getvalue().encode(), durable=False)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

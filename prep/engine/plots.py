@@ -1,0 +1,56 @@
+"""Pictures of a run: learning curves and the confusion matrix, as PNG (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Loss and accuracy per epoch, train against valid, side by side."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [r["epoch"] for r in records]
+    for axis, metric in zip(axes, ("loss", "acc")):
+        for split in ("train", "valid"):
+            key = f"{split}_{metric}"
+            points = [(e, r[key]) for e, r in zip(epochs, records) if r.get(key) is not None]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=split)
+        axis.set_xlabel("epoch")
+        axis.set_title("loss" if metric == "loss" else "accuracy")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path) -> Path:
+    """The confusion matrix with counts in each cell, rows true classes, columns predictions."""
+    plt = _pyplot()
+    size = max(4.0, 0.6 * len(classes) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(len(classes)), labels=classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), labels=classes)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    peak = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            axis.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
