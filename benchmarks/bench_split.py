@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from glob import glob
 from pathlib import Path
 
 

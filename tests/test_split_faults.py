@@ -8,7 +8,6 @@ are checked, and every original file must exist exactly once throughout.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal

@@ -11,7 +11,6 @@ a process killed mid-save leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import io
-import os
 import random
 from pathlib import Path
 from typing import Any
