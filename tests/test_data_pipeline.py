@@ -168,3 +168,39 @@ def test_truncated_and_bomb_jpegs_fail_loudly(tmp_path: Path):
     bomb.write_bytes(bytes(header_only))
     with pytest.raises(ImageDecodeError, match="decompression bomb"):
         load_rgb(bomb)
+
+
+def test_order_and_augmentation_depend_only_on_seed_and_epoch(split_dataset: Path):
+    """What an exact resume needs: a new loader, set to epoch 1, replays epoch 1."""
+
+    def epoch_batches(loader, epoch):
+        loader.set_epoch(epoch)
+        return [(b.inputs.clone(), b.targets.clone()) for b in loader]
+
+    def make():
+        dataset = ClassificationDataset(split_dataset, "train", transform=build_pipeline("heavy", 24, train=True, seed=3))
+        return create_loader(dataset, 5, train=True, workers=2, seed=3)
+
+    straight = make()
+    first, second = epoch_batches(straight, 0), epoch_batches(straight, 1)
+    resumed = epoch_batches(make(), 1)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(second, resumed))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, second))  # epochs differ
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    epoch_batches(make(), 0)
+    assert torch.equal(torch.rand(1), before)  # loading leaves torch's global RNG alone
+
+
+def test_plain_datasets_get_plain_indexes():
+    class Plain(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            assert isinstance(index, int)
+            return torch.zeros((2, 2, 3), dtype=torch.uint8), index
+
+    batches = list(create_loader(Plain(), 2, train=True, workers=0))
+    assert sorted(t for b in batches for t in b.targets.tolist()) == [0, 1, 2, 3]

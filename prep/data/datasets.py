@@ -21,6 +21,17 @@ from prep.images import ImageDecodeError, load_rgb
 from prep.split.splitters import canonical_split_name
 
 
+def _key(key) -> tuple[int, int | None]:
+    """A dataset key is an index, or ``(index, sample_seed)`` from ``SeededSampler``."""
+    return (key[0], key[1]) if isinstance(key, tuple) else (key, None)
+
+
+def _transform(transform: Any, seed: int | None, **targets):
+    if seed is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)  # the same sample, epoch and seed: the same result
+    return transform(**targets)
+
+
 class CorruptSample(NamedTuple):
     """Stands in for a sample whose file could not be read."""
 
@@ -49,6 +60,8 @@ class ClassificationDataset(torch.utils.data.Dataset):
             least this long (pass the training size when it is at most half the source).
     """
 
+    accepts_sample_seeds = True  # see prep.data.sampling
+
     def __init__(self, root: Path, split: str = "train", transform: Any = None, classes: list[str] | None = None, decode_min_side: int | None = None) -> None:
         self.root = Path(root)
         self.classes = classes or class_names(find_split_dirs(self.root)["train"])
@@ -60,14 +73,15 @@ class ClassificationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key):
+        index, seed = _key(key)
         path, target = self.samples[index]
         try:
             pixels = load_rgb(path, self.decode_min_side)
         except ImageDecodeError as exc:
             return CorruptSample(str(path), str(exc))
         if self.transform is not None:
-            pixels = self.transform(image=pixels)["image"]
+            pixels = _transform(self.transform, seed, image=pixels)["image"]
         return torch.from_numpy(np.ascontiguousarray(pixels)), target
 
 
@@ -89,6 +103,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
     Images without a mask are left out. Arguments as for ``ClassificationDataset``.
     """
 
+    accepts_sample_seeds = True  # see prep.data.sampling
+
     def __init__(self, root: Path, split: str = "train", transform: Any = None, decode_min_side: int | None = None) -> None:
         self.root = Path(root)
         self.samples, self.unpaired = segmentation_pairs(_split_folder(self.root, split))
@@ -98,7 +114,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key):
+        index, seed = _key(key)
         image_path, mask_path = self.samples[index]
         try:
             pixels = load_rgb(image_path, self.decode_min_side)
@@ -110,6 +127,6 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
             mask = cv2.resize(mask.astype(np.uint8), pixels.shape[1::-1], interpolation=cv2.INTER_NEAREST).astype(np.int64)
         if self.transform is not None:
-            out = self.transform(image=pixels, mask=mask)
+            out = _transform(self.transform, seed, image=pixels, mask=mask)
             pixels, mask = out["image"], out["mask"]
         return torch.from_numpy(np.ascontiguousarray(pixels)), torch.from_numpy(np.ascontiguousarray(mask))

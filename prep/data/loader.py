@@ -1,8 +1,9 @@
 """``create_loader``: a DataLoader set up the way prep's trainers want it.
 
 Workers default to the core count and persist across epochs; memory is pinned only when
-batches go to CUDA; every worker seeds Python, NumPy, torch and the augmentation pipeline
-from the loader's seed, so ``--seed`` repeats the augmentations. Corrupt images are
+batches go to CUDA. The order and every sample's augmentation follow from (seed, epoch,
+index) through ``SeededSampler``, so ``--seed`` repeats them and a resumed run replays the
+epoch it stopped before; each worker also seeds Python, NumPy and torch. Corrupt images are
 dropped from their batch and reported once each, by file name.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from prep.data.sampling import SeededSampler
 from prep.plugins import collate_fns
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,14 @@ class _SeedWorker:
 class ReportingLoader:
     """Iterates a DataLoader and reports each skipped (corrupt) file once."""
 
-    def __init__(self, loader: torch.utils.data.DataLoader) -> None:
+    def __init__(self, loader: torch.utils.data.DataLoader, sampler: SeededSampler) -> None:
         self.loader = loader
+        self.sampler = sampler
         self.skipped: dict[str, str] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order and augmentations come next (see SeededSampler)."""
+        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -73,7 +80,7 @@ def create_loader(
     Args:
         dataset: returns samples that the named collate function understands.
         batch_size: samples per batch.
-        train: shuffle (with a generator seeded from ``seed``).
+        train: shuffle, in an order that depends only on ``seed`` and the epoch.
         collate: a registered collate function name.
         workers: worker processes; default: all cores; 0 loads in the main process.
         seed: seeds the shuffle and every worker's random state.
@@ -84,12 +91,16 @@ def create_loader(
         UnknownNameError: unknown collate function.
     """
     workers = os.cpu_count() or 1 if workers is None else workers
+    # prep's datasets take (index, sample_seed) keys; any other dataset gets plain indexes.
+    sampler = SeededSampler(len(dataset), seed=seed, shuffle=train, with_seeds=getattr(dataset, "accepts_sample_seeds", False))
+    # The loader's own generator only draws the workers' base seed; giving it one keeps
+    # torch's global random state untouched by loading, as an exact resume needs.
     generator = torch.Generator()
     generator.manual_seed(seed)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=collate_fns().get(collate),
         pin_memory=torch.device(device).type == "cuda" if device is not None else False,
@@ -99,4 +110,4 @@ def create_loader(
         drop_last=drop_last,
         prefetch_factor=4 if workers > 0 else None,
     )
-    return ReportingLoader(loader)
+    return ReportingLoader(loader, sampler)

@@ -1,0 +1,44 @@
+"""A sampler whose order and per-sample augmentation seeds depend only on (seed, epoch).
+
+A resumed run must replay exactly what an uninterrupted one would have done. Seeding the
+shuffle once, or each worker's augmentations once, does not allow that: their random state
+runs on from epoch to epoch. This sampler yields ``(index, sample_seed)`` pairs. The order
+is a permutation drawn from ``seed + epoch``, and each sample's seed is derived from
+``(seed, epoch, index)``, so the datasets re-seed their transform for every sample. Call
+``set_epoch`` before each epoch, as with torch's DistributedSampler, which this is ready to
+become: a rank would take every ``world_size``-th pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+class SeededSampler(torch.utils.data.Sampler):
+    """Yields ``(index, sample_seed)`` (or plain indexes when ``with_seeds`` is false, for
+    datasets that do not take seeds); shuffled per epoch when ``shuffle``."""
+
+    def __init__(self, length: int, *, seed: int = 0, shuffle: bool = True, with_seeds: bool = True) -> None:
+        self.length = length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.with_seeds = with_seeds
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int] | int]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.length, generator=generator).tolist() if self.shuffle else range(self.length)
+        # A distinct 63-bit seed per (seed, epoch, index), drawn from the same generator
+        # so that it, too, depends on nothing else.
+        seeds = torch.randint(0, 2**62, (self.length,), generator=generator).tolist()
+        for index in order:
+            yield (index, seeds[index]) if self.with_seeds else index
