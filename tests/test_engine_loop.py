@@ -1,0 +1,136 @@
+"""The shared training loop on CPU, with a tiny CNN on a tiny learnable dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from prep.augment.presets import build_pipeline
+from prep.data.datasets import ClassificationDataset
+from prep.data.loader import create_loader
+from prep.engine.checkpoint import load_checkpoint
+from prep.engine.loop import NonFiniteLossError, TrainConfig, fit
+
+MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory) -> Path:
+    """Warm (red) and cool (blue) noisy squares: learnable in an epoch or two."""
+    root = tmp_path_factory.mktemp("learnable")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("valid", 12)):
+        for label, channel in (("cool", 2), ("warm", 0)):
+            for i in range(n):
+                pixels = rng.integers(0, 120, (20, 20, 3)).astype(np.uint8)
+                pixels[..., channel] = rng.integers(140, 255, (20, 20))
+                path = root / split / label / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(path)
+    return root
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self, classes: int = 2) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Dropout(0.1),
+        )
+        self.head = torch.nn.Linear(8, classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def loaders(root: Path, seed: int = 0):
+    train = ClassificationDataset(root, "train", transform=build_pipeline("light", 16, train=True, seed=seed))
+    valid = ClassificationDataset(root, "valid", transform=build_pipeline("light", 16, train=False))
+    return (create_loader(train, 8, train=True, workers=0, seed=seed),
+            create_loader(valid, 16, train=False, workers=0), train.classes)
+
+
+def run(root: Path, run_dir: Path, config: TrainConfig, model=None, resume=False):
+    torch.manual_seed(config.seed)
+    model = model or TinyNet()
+    train, valid, classes = loaders(root, config.seed)
+    summary = fit(model, train, valid, config, run_dir, classes=classes, mean=MEAN, std=STD, head=model.head, resume=resume)
+    return model, summary
+
+
+def test_two_epochs_learn_and_write_the_run_folder(dataset_root: Path, tmp_path: Path):
+    _, summary = run(dataset_root, tmp_path / "run", TrainConfig(epochs=2, lr=0.05, scheduler="cosine", warmup_epochs=0.5))
+    assert summary["status"] == "completed" and summary["epochs"] == 2
+    assert summary["final_valid_acc"] > 0.8  # chance is 0.5
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "summary.json", "config.json", "curves.png", "confusion.png"} <= names
+    written = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert written["best_valid_acc"] >= written["final_valid_acc"] and written["best"].endswith("best.pt")
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["classes"] == ["cool", "warm"] and state["epoch"] == 2 and state["mean"] == MEAN
+
+
+def test_resume_gives_exactly_the_weights_of_an_uninterrupted_run(dataset_root: Path, tmp_path: Path):
+    config = TrainConfig(epochs=2, lr=0.05, scheduler="step", step_size=1, gamma=0.5, seed=3)
+    straight, _ = run(dataset_root, tmp_path / "straight", config)
+    steps_per_epoch = len(loaders(dataset_root)[0])
+    first, summary = run(dataset_root, tmp_path / "split", TrainConfig(**{**config.__dict__, "max_steps": steps_per_epoch}))
+    assert summary["status"] == "max-steps" and summary["epochs"] == 1
+    resumed, summary = run(dataset_root, tmp_path / "split", config, resume=True)
+    assert summary["epochs"] == 2
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+class NanAfter(TinyNet):
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.calls, self.left = calls, calls
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            self.left -= 1
+            if self.left < 0:
+                return out * float("nan")
+        return out
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(dataset_root: Path, tmp_path: Path):
+    steps_per_epoch = len(loaders(dataset_root)[0])
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        run(dataset_root, tmp_path / "run", TrainConfig(epochs=3, lr=0.01), model=NanAfter(steps_per_epoch + 2))
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_early_stopping_stops(dataset_root: Path, tmp_path: Path):
+    _, summary = run(dataset_root, tmp_path / "run", TrainConfig(epochs=6, lr=0.0, scheduler="none", early_stop_patience=1))
+    assert summary["status"] == "early-stopped" and summary["epochs"] == 3
+
+
+class InterruptAt(TinyNet):
+    def __init__(self, call: int) -> None:
+        super().__init__()
+        self.left = call
+
+    def forward(self, x):
+        if self.training:
+            self.left -= 1
+            if self.left == 0:
+                os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C
+        return super().forward(x)
+
+
+def test_first_ctrl_c_saves_and_returns(dataset_root: Path, tmp_path: Path):
+    _, summary = run(dataset_root, tmp_path / "run", TrainConfig(epochs=3, lr=0.01), model=InterruptAt(3))
+    assert summary["status"] == "interrupted" and summary["steps"] == 3
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3
