@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import typer
 
     from prep.augment.presets import Preset
+    from prep.training import Trainer
     from prep.split.label_parsers import LabelParser
     from prep.split.splitters import Splitter
 
@@ -63,6 +64,16 @@ def register_collate_fns(register: Callable[[str, Callable], None]) -> None:
     Call ``register(name, collate_fn)``. ``collate_fn(samples)`` receives what the dataset
     returns for each index and returns the batch; trainers and loaders choose one by name.
     Built-in: ``uint8-channels-last``, ``segmentation``, ``targets-as-list``.
+    """
+
+
+@hookspec
+def register_trainers(register: Callable[[str, "Trainer"], None]) -> None:
+    """Register trainers for ``prep train --plugin NAME``.
+
+    Call ``register(name, trainer)``. A trainer (see ``prep.training.Trainer``) builds the
+    model for the dataset's classes, says which parameters are the new head, and gives
+    its default recipe; prep's shared engine does the training, checkpoints and logging.
     """
 
 

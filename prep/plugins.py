@@ -207,3 +207,8 @@ def collate_fns() -> Registry:
 def lr_lambdas() -> Registry:
     """Every registered learning-rate lambda factory, by name."""
     return _registry("register_lr_lambdas", "LR lambda")
+
+
+def trainers() -> Registry:
+    """Every registered trainer, by name."""
+    return _registry("register_trainers", "trainer")

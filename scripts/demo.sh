@@ -13,8 +13,5 @@ prep split dogsandcats
 # The next steps find the dataset through data/.prep/workspace.json: no arguments needed.
 prep stats
 prep augment --preset medium --out preview.png
-if prep train --help >/dev/null 2>&1; then
-    prep train --plugin resnet-finetune
-else
-    echo "prep train is not built yet; the dataset and its stats are ready in data/dogsandcats"
-fi
+# Small images and two epochs, so that the demo takes a minute or two on a CPU.
+prep train --plugin resnet-finetune --image-size 96 --epochs 2 --batch-size 32 --optimizer adam --lr 0.002 --scheduler none

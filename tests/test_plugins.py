@@ -39,6 +39,26 @@ def register_augmentation_presets(register):
     register("flip-only", lambda size, train, task: [A.Resize(size, size), A.HorizontalFlip(p=1.0 if train else 0.0)])
 
 @hookimpl
+def register_trainers(register):
+    import torch
+    from prep.engine.loop import TrainConfig
+
+    class Tiny:
+        task = "classification"
+
+        def pretrained(self, options):
+            return False
+
+        def build_model(self, num_classes, options):
+            head = torch.nn.Linear(3, num_classes)
+            return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), head), head
+
+        def recipe(self, options):
+            return TrainConfig(epochs=1, lr=0.1, optimizer="sgd", scheduler="none")
+
+    register("tiny-trainer", Tiny())
+
+@hookimpl
 def register_lr_lambdas(register):
     register("halve-at-half", lambda epochs: (lambda epoch: 0.5 if epoch >= epochs // 2 else 1.0))
 
@@ -161,6 +181,21 @@ def test_register_lr_lambdas_from_an_installed_plugin(site: Path):
         schedule.after_batch()
         schedule.after_epoch()
     assert seen == [1.0, 1.0, 0.5, 0.5]
+
+
+def test_register_trainers_from_an_installed_plugin(site: Path, tmp_path: Path):
+    from prep.training import TrainOptions, train
+
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
+    reset_plugin_host()
+    root = tmp_path / "d"
+    for split, n in (("train", 6), ("valid", 2)):
+        for c in ("a", "b"):
+            for i in range(n):
+                write(root / split / c / f"{i}.jpg", jpeg_bytes(len(split) * 100 + ord(c) * 10 + i))
+    summary = train(root, TrainOptions(plugin="tiny-trainer", image_size=16, batch_size=4, workers=0, run_dir=tmp_path / "run"))
+    assert summary["status"] == "completed" and summary["epochs"] == 1 and summary["classes"] == ["a", "b"]
+    assert (tmp_path / "run" / "last.pt").exists()
 
 
 def test_register_commands_adds_a_cli_command(site: Path):
