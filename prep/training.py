@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+from prep.engine.config import TrainConfig
 
-from prep.engine.loop import TrainConfig
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -43,7 +44,7 @@ class Trainer(Protocol):
 
     task: str  # "classification"
 
-    def build_model(self, num_classes: int, options: TrainOptions) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    def build_model(self, num_classes: int, options: TrainOptions) -> tuple["torch.nn.Module", "torch.nn.Module | None"]:
         """The model for ``num_classes``, and its new head (None when everything is new)."""
 
     def recipe(self, options: TrainOptions) -> TrainConfig:
@@ -85,6 +86,8 @@ def train(root: Path, options: TrainOptions) -> dict[str, Any]:
         UnknownNameError: no such trainer plugin.
         DatasetNotFoundError, PrepError: bad data or options, with the reason.
     """
+    import torch
+
     from prep.augment.presets import build_pipeline
     from prep.data.datasets import ClassificationDataset
     from prep.data.loader import create_loader

@@ -4,16 +4,15 @@
 whose head is ``fc`` or the last layer of ``classifier``. ``--weights imagenet`` uses
 torchvision's pretrained weights (downloaded and cached, for users who are online);
 ``--weights PATH`` loads a local state dict where shapes match, leaving the head new;
-``--weights none`` trains from scratch.
+``--weights none`` trains from scratch. torch is imported only when a model is built, so
+that loading this plugin at start-up stays cheap.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from prep.engine.loop import TrainConfig
+from prep.engine.config import TrainConfig
 from prep.errors import PrepError
 from prep.hookspecs import hookimpl
 from prep.training import TrainOptions
@@ -23,7 +22,9 @@ class WeightsError(PrepError):
     """A weights file does not fit the chosen architecture."""
 
 
-def _head_name(model: torch.nn.Module) -> str:
+def _head_name(model) -> str:
+    import torch
+
     if isinstance(getattr(model, "fc", None), torch.nn.Linear):
         return "fc"
     classifier = getattr(model, "classifier", None)
@@ -32,7 +33,7 @@ def _head_name(model: torch.nn.Module) -> str:
     raise PrepError(f"{type(model).__name__} has no fc or classifier head that resnet-finetune can replace")
 
 
-def load_matching_weights(model: torch.nn.Module, path: Path, head: str) -> int:
+def load_matching_weights(model, path: Path, head: str) -> int:
     """Load every tensor of ``path`` whose name and shape match, except the head's.
 
     Returns:
@@ -41,6 +42,8 @@ def load_matching_weights(model: torch.nn.Module, path: Path, head: str) -> int:
     Raises:
         WeightsError: the file is unreadable, unsafe, or leaves part of the body unloaded.
     """
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -68,6 +71,7 @@ class ResNetFinetune:
         return options.weights == "imagenet"
 
     def build_model(self, num_classes: int, options: TrainOptions):
+        import torch
         import torchvision
 
         weights = "DEFAULT" if options.weights == "imagenet" else None

@@ -1,0 +1,33 @@
+"""A training run's settings, as data: written next to its checkpoints so it can be repeated.
+
+Kept free of torch so that plugins can build one while prep starts up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    """A run's settings; written to the run folder so that it can be repeated."""
+
+    epochs: int = 3
+    max_steps: int | None = None  # stop after this many optimiser steps, whatever the epoch
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 0.05  # never applied to biases and norms
+    momentum: float = 0.9  # sgd and rmsprop
+    scheduler: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_size: int = 7  # step scheduler
+    gamma: float = 0.1  # step, multistep, exponential, plateau
+    accumulate: int = 1  # batches per optimiser step
+    clip_grad_norm: float | None = None
+    label_smoothing: float = 0.0
+    backbone_lr_scale: float = 1.0  # the backbone's lr as a fraction of the head's
+    amp: str = "auto"  # auto (bf16 or fp16 on CUDA, off on CPU) | bf16 | fp16 | off
+    early_stop_patience: int | None = None  # epochs without improvement of valid_acc
+    early_stop_min_delta: float = 0.0
+    seed: int = 0
+    device: str | None = None  # default: cuda when present, else cpu
