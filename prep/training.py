@@ -54,6 +54,11 @@ class Trainer(Protocol):
         """True when the weights were trained on ImageNet (normalise with its constants)."""
 
 
+def options_as_data(options: TrainOptions) -> dict[str, Any]:
+    """The options as plain data (for checkpoints and config files)."""
+    return {f.name: (str(v) if isinstance(v := getattr(options, f.name), Path) else v) for f in fields(TrainOptions)}
+
+
 def _config(trainer: Trainer, options: TrainOptions) -> TrainConfig:
     config = trainer.recipe(options)
     overrides = {f.name: getattr(options, f.name) for f in fields(TrainOptions)}
@@ -106,7 +111,10 @@ def train(root: Path, options: TrainOptions) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     model, head = trainer.build_model(len(train_set.classes), options)
     run_dir = options.run_dir or Path("runs") / f"{options.plugin}-{options.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = fit(model, train_loader, valid_loader, config, run_dir, classes=train_set.classes, mean=mean, std=std, head=head, resume=options.resume)
+    summary = fit(
+        model, train_loader, valid_loader, config, run_dir, classes=train_set.classes, mean=mean, std=std,
+        head=head, resume=options.resume, extra={"options": options_as_data(options)},
+    )
     summary["normalization"] = source
     summary["run_dir"] = str(run_dir)
     return summary

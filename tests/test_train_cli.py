@@ -89,3 +89,52 @@ def test_every_package_is_listed_in_pyproject():
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "prep").rglob("__init__.py")}
     assert found | {"prep_trainers"} == listed
+
+
+@pytest.fixture(scope="module")
+def trained_run(split_sample: Path, tmp_path_factory) -> tuple[Path, dict]:
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    summary = train(split_sample, TrainOptions(epochs=2, image_size=48, batch_size=16, workers=0, lr=0.002, optimizer="adam", scheduler="none", run_dir=run_dir))
+    return run_dir, summary
+
+
+def test_evaluate_reports_acc_and_draws_the_confusion_matrix(split_sample: Path, trained_run, tmp_path: Path):
+    run_dir, summary = trained_run
+    png = tmp_path / "confusion.png"
+    result = runner.invoke(app, ["evaluate", str(run_dir / "last.pt"), str(split_sample), "--split", "val", "--workers", "0", "--out", str(png), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["acc"] == pytest.approx(summary["final_valid_acc"])  # the same model, the same data
+    assert metrics["images"] == 40 and set(metrics["per_class_acc"]) == {"cat", "dog"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_writes_csv_and_a_kaggle_submission(split_sample: Path, trained_run, tmp_path: Path):
+    import csv
+
+    run_dir, _ = trained_run
+    out = tmp_path / "predictions.csv"
+    result = runner.invoke(app, ["predict", str(run_dir / "best.pt"), str(split_sample / "test1"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 25 and {r["label"] for r in rows} <= {"cat", "dog"}
+    assert all(abs(float(r["cat"]) + float(r["dog"]) - 1) < 1e-4 for r in rows)
+    submission = tmp_path / "submission.csv"
+    result = runner.invoke(app, ["predict", str(run_dir / "best.pt"), str(split_sample / "test1"), "--out", str(submission), "--kaggle-submission"])
+    assert result.exit_code == 0, result.output
+    lines = submission.read_text().splitlines()
+    assert lines[0] == "id,label" and len(lines) == 26
+    ids = sorted(int(line.split(",")[0]) for line in lines[1:])
+    assert ids == list(range(1, 26))
+    by_id = {line.split(",")[0]: float(line.split(",")[1]) for line in lines[1:]}
+    by_file = {Path(r["file"]).stem: float(r["dog"]) for r in rows}
+    assert all(abs(by_id[k] - by_file[k]) < 1e-5 for k in by_id)  # label = P(dog)
+
+
+def test_predict_and_evaluate_errors(tmp_path: Path, trained_run):
+    run_dir, _ = trained_run
+    missing = runner.invoke(app, ["predict", str(run_dir / "best.pt"), str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and "neither an image nor a folder" in missing.output
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    foreign = runner.invoke(app, ["evaluate", str(tmp_path / "foreign.pt"), str(tmp_path)])
+    assert foreign.exit_code == 1 and "not a prep checkpoint" in foreign.output

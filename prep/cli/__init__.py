@@ -51,13 +51,15 @@ def root(
 
 
 def _register_commands() -> None:
-    from prep.cli import augment, plugins, sample, split, stats, train
+    from prep.cli import augment, plugins, sample, split, stats, train, use_model
     from prep.plugins import plugin_host
 
     app.command("split")(split.split_command)
     app.command("stats")(stats.stats_command)
     app.command("augment")(augment.augment_command)
     app.command("train")(train.train_command)
+    app.command("evaluate")(use_model.evaluate_command)
+    app.command("predict")(use_model.predict_command)
     app.command("sample")(sample.sample_command)
     app.command("plugins")(plugins.plugins_command)
     try:

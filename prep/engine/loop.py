@@ -124,8 +124,12 @@ def fit(
     std: list[float],
     head: torch.nn.Module | None = None,
     resume: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train, validate every epoch, checkpoint, and return the run's summary.
+
+    ``extra`` (plain data, such as the trainer's options) is stored in every checkpoint and
+    in config.json, so that the model can be rebuilt from a checkpoint alone.
 
     Raises:
         NonFiniteLossError: the loss became NaN or infinite.
@@ -160,7 +164,7 @@ def fit(
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         epoch, step, best, bad_epochs = state["epoch"], state["step"], state["best"], state["bad_epochs"]
-    io.write_json("config.json", {"train": asdict(config), "classes": classes, "mean": mean, "std": std})
+    io.write_json("config.json", {"train": asdict(config), "classes": classes, "mean": mean, "std": std, **(extra or {})})
     log = MetricsLog(run_dir) if io.is_main else None
 
     def checkpoint_state() -> dict[str, Any]:
@@ -168,7 +172,7 @@ def fit(
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None, "rng": capture_rng_state(),
             "epoch": epoch, "step": step, "best": best, "bad_epochs": bad_epochs,
-            "classes": classes, "mean": mean, "std": std, "config": asdict(config),
+            "classes": classes, "mean": mean, "std": std, "config": asdict(config), **(extra or {}),
         }
 
     stopped = "completed"

@@ -1,0 +1,132 @@
+"""Using a trained model: rebuild it from a checkpoint, evaluate it, predict with it."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from prep.errors import PrepError
+from prep.training import TrainOptions
+
+
+def load_model(checkpoint: Path, device: str | None = None):
+    """Rebuild the model a checkpoint was trained as, with its weights, in eval mode.
+
+    Returns:
+        (model, state): the model on ``device``, and the checkpoint's state (classes,
+        mean, std, options ...).
+
+    Raises:
+        CheckpointError: unreadable or unsafe file. PrepError: it lacks the trainer's options.
+    """
+    from prep.engine.checkpoint import load_checkpoint
+    from prep.engine.loop import pick_device
+    from prep.plugins import trainers
+
+    state = load_checkpoint(checkpoint)
+    if "options" not in state:
+        raise PrepError(f"{checkpoint} does not say which trainer made it; it was not written by prep train")
+    known = {f.name for f in fields(TrainOptions)}
+    options = TrainOptions(**{k: v for k, v in state["options"].items() if k in known})
+    options.weights = "none"  # the checkpoint has the weights
+    model, _ = trainers().get(options.plugin).build_model(len(state["classes"]), options)
+    model.load_state_dict(state["model"])
+    model.to(pick_device(device)).eval()
+    return model, state
+
+
+def _eval_transform(state: dict[str, Any]):
+    from prep.augment.presets import build_pipeline
+
+    options = state["options"]
+    return build_pipeline(options["preset"], options["image_size"], train=False)
+
+
+def evaluate_checkpoint(checkpoint: Path, root: Path, split: str = "valid", *, batch_size: int = 64, workers: int | None = None, device: str | None = None, out_png: Path | None = None) -> dict[str, Any]:
+    """Loss, accuracy (``acc``), per-class accuracy and confusion matrix on a split.
+
+    Writes the confusion matrix as PNG to ``out_png`` when given.
+    """
+    from prep.data.datasets import ClassificationDataset
+    from prep.data.loader import create_loader
+    from prep.engine.loop import evaluate, pick_device
+    from prep.engine.plots import plot_confusion
+
+    model, state = load_model(checkpoint, device)
+    # Decoded exactly as in training (including reduced-scale JPEG decoding), or the
+    # figures would drift from the ones the run reported.
+    dataset = ClassificationDataset(root, split, transform=_eval_transform(state), classes=state["classes"], decode_min_side=state["options"]["image_size"])
+    loader = create_loader(dataset, batch_size, train=False, workers=workers, device=pick_device(device))
+    loss, confusion = evaluate(model, loader, state["mean"], state["std"], pick_device(device), len(state["classes"]))
+    metrics = {
+        "split": split, "images": confusion.total, "loss": loss, "acc": confusion.accuracy(),
+        "per_class_acc": dict(zip(state["classes"], confusion.per_class_accuracy())),
+        "confusion": confusion.as_lists(), "classes": state["classes"],
+    }
+    if out_png is not None:
+        metrics["confusion_png"] = str(plot_confusion(confusion.as_lists(), state["classes"], out_png))
+    return metrics
+
+
+def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, device: str | None = None) -> tuple[list[str], list[tuple[Path, list[float]]]]:
+    """Class probabilities for each image file (directories are searched, sorted).
+
+    Returns:
+        (classes, [(path, probabilities in class order)]).
+    """
+    import torch
+
+    from prep.data.collate import to_device_normalized
+    from prep.engine.loop import pick_device
+    from prep.images import load_rgb
+    from prep.split.checks import is_image_name
+
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p.name) and not p.name.startswith("."))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise PrepError(f"{item} is neither an image nor a folder")
+    if not files:
+        raise PrepError("No images to predict")
+    model, state = load_model(checkpoint, device)
+    transform = _eval_transform(state)
+    target = pick_device(device)
+    results: list[tuple[Path, list[float]]] = []
+    with torch.no_grad():
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            size = state["options"]["image_size"]  # decoded as in training
+            images = torch.stack([torch.from_numpy(transform(image=load_rgb(p, size))["image"]) for p in chunk])
+            probabilities = model(to_device_normalized(images, state["mean"], state["std"], target)).float().softmax(dim=1)
+            results += list(zip(chunk, probabilities.cpu().tolist()))
+    return state["classes"], results
+
+
+def write_predictions(path: Path, classes: list[str], results: list[tuple[Path, list[float]]], *, kaggle_submission: bool = False) -> Path:
+    """CSV of ``file,label,<p(class)>...``; or, for Kaggle's dogs-vs-cats, ``id,label`` with
+    label = P(dog) (P of the second class when there is no ``dog``).
+
+    Raises:
+        PrepError: a Kaggle submission for a model that is not two-class.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        if kaggle_submission:
+            if len(classes) != 2:
+                raise PrepError(f"--kaggle-submission needs a two-class model; this one has {len(classes)}")
+            positive = classes.index("dog") if "dog" in classes else 1
+            writer.writerow(["id", "label"])
+            for image, probabilities in results:
+                writer.writerow([image.stem, f"{probabilities[positive]:.6f}"])
+        else:
+            writer.writerow(["file", "label", *classes])
+            for image, probabilities in results:
+                best = max(range(len(classes)), key=probabilities.__getitem__)
+                writer.writerow([str(image), classes[best], *(f"{p:.6f}" for p in probabilities)])
+    return path
