@@ -134,3 +134,12 @@ def test_first_ctrl_c_saves_and_returns(dataset_root: Path, tmp_path: Path):
     _, summary = run(dataset_root, tmp_path / "run", TrainConfig(epochs=3, lr=0.01), model=InterruptAt(3))
     assert summary["status"] == "interrupted" and summary["steps"] == 3
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3
+
+
+def test_resuming_a_run_that_reached_max_steps_trains_no_further(dataset_root: Path, tmp_path: Path):
+    config = TrainConfig(epochs=3, lr=0.01, max_steps=4)
+    _, first = run(dataset_root, tmp_path / "run", config)
+    before = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    model, second = run(dataset_root, tmp_path / "run", config, resume=True)
+    assert first["steps"] == second["steps"] == 4 and second["status"] == "max-steps"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -178,6 +178,9 @@ def fit(
     stopped = "completed"
     with _first_interrupt_stops_gently() as interrupt:
         while epoch < config.epochs and stopped == "completed":
+            if config.max_steps and step >= config.max_steps:  # a resumed run already there
+                stopped = "max-steps"
+                break
             # Everything random in this epoch follows from (seed, epoch): see SeededSampler.
             train_loader.set_epoch(epoch)
             torch.manual_seed(config.seed * 1_000_003 + epoch)
