@@ -4,7 +4,8 @@ A resumed run must replay exactly what an uninterrupted one would have done. See
 shuffle once, or each worker's augmentations once, does not allow that: their random state
 runs on from epoch to epoch. This sampler yields ``(index, sample_seed)`` pairs. The order
 is a permutation drawn from ``seed + epoch``, and each sample's seed is derived from
-``(seed, epoch, index)``, so the datasets re-seed their transform for every sample. Call
+``(seed, epoch, index)``; prep's datasets re-seed their transform from it (once per batch,
+from its first sample, which is as deterministic and far cheaper). Call
 ``set_epoch`` before each epoch, as with torch's DistributedSampler, which this is ready to
 become: a rank would take every ``world_size``-th pair.
 """
