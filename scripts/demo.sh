@@ -13,5 +13,6 @@ prep split dogsandcats
 # The next steps find the dataset through data/.prep/workspace.json: no arguments needed.
 prep stats
 prep augment --preset medium --out preview.png
-# Small images and two epochs, so that the demo takes a minute or two on a CPU.
-prep train --plugin resnet-finetune --image-size 96 --epochs 2 --batch-size 32 --optimizer adam --lr 0.002 --scheduler none
+# The trainer's own recipe (AdamW, cosine with warmup, label smoothing); small images and two
+# epochs, so that the demo takes a minute or two on a CPU.
+prep train --plugin resnet-finetune --image-size 96 --epochs 2 --batch-size 32
