@@ -22,6 +22,7 @@ import zlib
 from typing import Callable, NamedTuple
 
 from prep.jpeg_header import ends_with_eoi, jpeg_frame_header
+from prep.parallel import map_chunks
 
 HEAD_BYTES = 4096
 TAIL_BYTES = 32
@@ -237,28 +238,10 @@ def probe_paths(
     workers: int,
     advance: Callable[[int], None] = lambda n: None,
 ) -> list[Probe]:
-    """Probe many files, in worker processes when there are enough to pay for them.
-
-    Processes, not threads: the probe is many small system calls, and threads fighting
-    over the GIL between them ran several times slower than one thread in measurements.
-    """
+    """Probe many files, in worker processes when there are enough to pay for them."""
     chunk = 64 if verify is Verify.full else 1024
-    parallel = workers > 1 and len(paths) >= (2 * chunk if verify is Verify.full else 8 * chunk)
-    if not parallel:
-        results = []
-        for start in range(0, len(paths), chunk):
-            results += probe_files(paths[start : start + chunk], verify, max_pixels)
-            advance(min(chunk, len(paths) - start))
-        return results
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # fork starts in milliseconds; the workers only read files and touch no shared state.
-    context = multiprocessing.get_context("fork")
-    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    results = []
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for part in pool.map(probe_files, chunks, [verify] * len(chunks), [max_pixels] * len(chunks)):
-            results += part
-            advance(len(part))
-    return results
+    parts = map_chunks(
+        probe_files, paths, verify, max_pixels, chunk_size=chunk, workers=workers,
+        min_items=2 * chunk if verify is Verify.full else 8 * chunk, advance=advance,
+    )
+    return [probe for part in parts for probe in part]

@@ -17,13 +17,11 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import random
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +30,7 @@ from prep.data.splits import class_names, classification_samples, find_split_dir
 from prep.errors import StatsNotFoundError
 from prep.fsutil import atomic_write_json
 from prep.images import ImageDecodeError, decode_image
+from prep.parallel import map_chunks
 from prep.progress import NO_PROGRESS, Progress
 from prep.stats.channels import PixelSummary
 from prep.stats.masks import MaskSummary, audit, summarize_masks
@@ -57,23 +56,6 @@ def summarize_images(paths: list[str], fast: bool) -> PixelSummary:
         summary.modes[image.mode] += 1
         summary.formats[image.format] += 1
     return summary
-
-
-def _parallel(job: Callable, paths: list[str], workers: int, advance, *args) -> list:
-    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    if workers <= 1 or len(chunks) <= 1:
-        results = []
-        for chunk in chunks:
-            results.append(job(chunk, *args))
-            advance(len(chunk))
-        return results
-    results = []
-    # fork: workers start in milliseconds and only read files.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        for chunk, result in zip(chunks, pool.map(job, chunks, *([a] * len(chunks) for a in args))):
-            results.append(result)
-            advance(len(chunk))
-    return results
 
 
 def _size_summary(values: list[int]) -> dict[str, Any]:
@@ -151,7 +133,7 @@ def compute_dataset_stats(
     if sample is not None and sample < len(train_images):
         train_images = sorted(random.Random(seed).sample(sorted(train_images), sample))
     with progress.task("Reading train images", len(train_images)) as advance:
-        parts = _parallel(summarize_images, train_images, workers, advance, fast)
+        parts = map_chunks(summarize_images, train_images, fast, chunk_size=CHUNK, workers=workers, min_items=CHUNK + 1, advance=advance)
     pixels = sum(parts, PixelSummary())
     mean, std = pixels.mean_std()
     stats.update(
@@ -162,7 +144,7 @@ def compute_dataset_stats(
     )
     if segmentation:
         with progress.task("Reading masks", len(mask_paths)) as advance:
-            mask_parts = _parallel(summarize_masks, mask_paths, workers, advance)
+            mask_parts = map_chunks(summarize_masks, mask_paths, chunk_size=CHUNK, workers=workers, min_items=CHUNK + 1, advance=advance)
         stats["masks"] = audit(sum(mask_parts, MaskSummary()), mask_classes, unpaired)
     stats["created"] = time.time()
     stats["seconds"] = round(time.perf_counter() - started, 3)
