@@ -54,12 +54,13 @@ def evaluate_checkpoint(checkpoint: Path, root: Path, split: str = "valid", *, b
     from prep.engine.loop import evaluate, pick_device
     from prep.engine.plots import plot_confusion
 
+    target = pick_device(device)
     model, state = load_model(checkpoint, device)
     # Decoded exactly as in training (including reduced-scale JPEG decoding), or the
     # figures would drift from the ones the run reported.
     dataset = ClassificationDataset(root, split, transform=_eval_transform(state), classes=state["classes"], decode_min_side=state["options"]["image_size"])
-    loader = create_loader(dataset, batch_size, train=False, workers=workers, device=pick_device(device))
-    loss, confusion = evaluate(model, loader, state["mean"], state["std"], pick_device(device), len(state["classes"]))
+    loader = create_loader(dataset, batch_size, train=False, workers=workers, device=target)
+    loss, confusion = evaluate(model, loader, state["mean"], state["std"], target, len(state["classes"]))
     metrics = {
         "split": split, "images": confusion.total, "loss": loss, "acc": confusion.accuracy(),
         "per_class_acc": dict(zip(state["classes"], confusion.per_class_accuracy())),

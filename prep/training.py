@@ -61,10 +61,9 @@ def options_as_data(options: TrainOptions) -> dict[str, Any]:
 
 def _config(trainer: Trainer, options: TrainOptions) -> TrainConfig:
     config = trainer.recipe(options)
-    overrides = {f.name: getattr(options, f.name) for f in fields(TrainOptions)}
     for name in ("epochs", "max_steps", "lr", "optimizer", "scheduler", "seed", "device"):
-        if overrides[name] is not None:
-            setattr(config, name, overrides[name])
+        if getattr(options, name) is not None:
+            setattr(config, name, getattr(options, name))
     return config
 
 

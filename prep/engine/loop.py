@@ -227,7 +227,7 @@ def fit(
                     break
             valid_loss, confusion = evaluate(model, valid_loader, mean, std, device, len(classes))
             valid_acc = confusion.accuracy()
-            if stopped == "completed" or stopped == "max-steps":
+            if stopped != "interrupted":  # an interrupted epoch is replayed on resume
                 epoch += 1
             schedule.after_epoch(valid_loss)
             improved = valid_acc > best + config.early_stop_min_delta
