@@ -55,3 +55,7 @@ class PluginError(PrepError):
 
 class UnknownNameError(PrepError):
     """A name was looked up in a registry that does not hold it."""
+
+
+class RunConfigError(PrepError):
+    """A run's config.yaml cannot be read back to repeat the run."""

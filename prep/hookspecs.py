@@ -1,8 +1,9 @@
 """The hooks that plugins implement. Specifications only: no logic lives here.
 
-Every hook that contributes named things receives a ``register`` callback and returns
-nothing, so prep owns its registries and settles name clashes in one place
-(``prep.registry.Registry``).
+Two kinds of hook. Every hook that contributes named things (``register_*``) receives a
+``register`` callback and returns nothing, so prep owns its registries and settles name
+clashes in one place (``prep.registry.Registry``). Event hooks (``on_*``) are called while
+a training runs, on every plugin that implements them; they return nothing either.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     import typer
 
     from prep.augment.presets import Preset
+    from prep.engine.events import TrainingRun
     from prep.training import Trainer
     from prep.split.label_parsers import LabelParser
     from prep.split.splitters import Splitter
@@ -96,3 +98,32 @@ def register_commands(app: "typer.Typer") -> None:
     a plain function. Raise ``prep.errors.PrepError`` subclasses for problems the user
     can fix; the CLI turns them into a message and an exit code.
     """
+
+
+@hookspec
+def on_train_start(run: "TrainingRun") -> None:
+    """Called once when a training run starts (or resumes), before the first batch.
+
+    ``run`` (``prep.engine.events.TrainingRun``) gives the run folder, the resolved
+    config, the model, the optimiser, the class names, the epoch and step the run starts
+    from, and ``is_main`` (false in the other processes of a torchrun job).
+    """
+
+
+@hookspec
+def on_epoch_end(run: "TrainingRun", metrics: dict) -> None:
+    """Called after every epoch's validation, once its checkpoints are saved.
+
+    ``metrics`` is the record written to ``metrics.jsonl``: ``epoch``, ``step``,
+    ``train_loss``, ``train_acc``, ``valid_loss``, ``valid_acc``, ``lr``,
+    ``images_per_s``, ``per_class_acc`` and ``confusion``. Call
+    ``run.request_stop(reason)`` to end the run after this epoch. An exception is
+    reported with the plugin's name and the run goes on (strict mode stops it).
+    """
+
+
+@hookspec
+def on_train_end(run: "TrainingRun", summary: dict) -> None:
+    """Called once when a run ends for any reason but an error, after ``summary.json``
+    is written. ``summary`` is its content (``status``, best and final metrics, the
+    checkpoint paths)."""

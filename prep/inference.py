@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from prep.errors import PrepError
-from prep.training import TrainOptions
+from prep.training import options_from_data
 
 
 def load_model(checkpoint: Path, device: str | None = None):
@@ -28,8 +27,7 @@ def load_model(checkpoint: Path, device: str | None = None):
     state = load_checkpoint(checkpoint)
     if "options" not in state:
         raise PrepError(f"{checkpoint} does not say which trainer made it; it was not written by prep train")
-    known = {f.name for f in fields(TrainOptions)}
-    options = TrainOptions(**{k: v for k, v in state["options"].items() if k in known})
+    options = options_from_data(state["options"])
     options.weights = "none"  # the checkpoint has the weights
     model, _ = trainers().get(options.plugin).build_model(len(state["classes"]), options)
     model.load_state_dict(state["model"])

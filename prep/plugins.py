@@ -18,7 +18,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import cache, partial
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import pluggy
 
@@ -170,6 +171,18 @@ def create_plugin_host() -> PluginHost:
 def plugin_host() -> PluginHost:
     """The process-wide plugin host, created on first use."""
     return create_plugin_host()
+
+
+@contextmanager
+def temporary_plugin(plugin: object, name: str) -> Iterator[None]:
+    """Register ``plugin`` with the process-wide host while the block runs (the CLI's
+    own listeners of training events, for instance)."""
+    manager = plugin_host().manager
+    manager.register(plugin, name=name)
+    try:
+        yield
+    finally:
+        manager.unregister(plugin)
 
 
 def reset_plugin_host() -> None:

@@ -146,3 +146,9 @@ def test_too_small_class_is_a_message_not_a_crash(flat_dataset: Path):
     assert result.exit_code == 1
     assert "'bird' (1)" in result.output and "Traceback" not in result.output
     assert snapshot(flat_dataset) == before
+
+
+def test_error_messages_keep_square_brackets(tmp_path: Path):
+    """Rich markup must not eat parts of file names such as ``photos[old]``."""
+    result = CliRunner().invoke(app, ["stats", str(tmp_path / "data[old]")])
+    assert result.exit_code == 1 and "data[old]" in result.output

@@ -204,3 +204,23 @@ def test_plain_datasets_get_plain_indexes():
 
     batches = list(create_loader(Plain(), 2, train=True, workers=0))
     assert sorted(t for b in batches for t in b.targets.tolist()) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("length", [10, 11])
+def test_ranks_share_an_epoch_without_overlap(length: int):
+    from prep.data.sampling import SeededSampler
+
+    def shares(pad: bool) -> list[list[int]]:
+        samplers = [SeededSampler(length, seed=3, rank=r, world_size=3, pad=pad, with_seeds=False) for r in range(3)]
+        for sampler in samplers:
+            sampler.set_epoch(2)
+        return [list(s) for s in samplers]
+
+    alone = SeededSampler(length, seed=3, with_seeds=False)
+    alone.set_epoch(2)
+    padded = shares(pad=True)
+    assert len({len(share) for share in padded}) == 1  # as many batches on every rank, as DDP needs
+    assert set(sum(padded, [])) == set(range(length))
+    exact = shares(pad=False)  # evaluation: every image exactly once
+    assert sorted(sum(exact, [])) == list(range(length))
+    assert [i for group in zip(*padded) for i in group][:length] == list(alone)  # the same order, dealt out

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +72,7 @@ def test_two_epochs_learn_and_write_the_run_folder(dataset_root: Path, tmp_path:
     assert summary["status"] == "completed" and summary["epochs"] == 2
     assert summary["final_valid_acc"] > 0.8  # chance is 0.5
     names = {p.name for p in (tmp_path / "run").iterdir()}
-    assert {"last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "summary.json", "config.json", "curves.png", "confusion.png"} <= names
+    assert {"last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "summary.json", "config.yaml", "curves.png", "confusion.png"} <= names
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["best_valid_acc"] >= written["final_valid_acc"] and written["best"].endswith("best.pt")
     state = load_checkpoint(tmp_path / "run" / "last.pt")
@@ -143,3 +145,65 @@ def test_resuming_a_run_that_reached_max_steps_trains_no_further(dataset_root: P
     model, second = run(dataset_root, tmp_path / "run", config, resume=True)
     assert first["steps"] == second["steps"] == 4 and second["status"] == "max-steps"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_freeze_backbone_trains_the_head_first_and_survives_resume(dataset_root: Path, tmp_path: Path):
+    config = TrainConfig(epochs=2, lr=0.05, scheduler="none", freeze_backbone_epochs=1, seed=5)
+    torch.manual_seed(5)
+    initial = TinyNet().state_dict()
+    steps_per_epoch = len(loaders(dataset_root)[0])
+    _, summary = run(dataset_root, tmp_path / "split", TrainConfig(**{**config.__dict__, "max_steps": steps_per_epoch}))
+    after_one = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert after_one["backbone_frozen"] and after_one["epoch"] == 1
+    weights = after_one["model"]
+    assert torch.equal(weights["features.0.weight"], initial["features.0.weight"])  # the conv stayed frozen
+    assert not torch.equal(weights["features.1.weight"], initial["features.1.weight"])  # norms keep learning
+    assert not torch.equal(weights["head.weight"], initial["head.weight"])
+    resumed, _ = run(dataset_root, tmp_path / "split", config, resume=True)
+    assert not torch.equal(resumed.state_dict()["features.0.weight"], initial["features.0.weight"])
+    straight, _ = run(dataset_root, tmp_path / "straight", config)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["backbone_frozen"] for r in records] == [True, False]
+
+
+def test_freezing_needs_a_head(dataset_root: Path, tmp_path: Path):
+    from prep.errors import UsageError
+
+    train, valid, classes = loaders(dataset_root)
+    with pytest.raises(UsageError, match="--freeze-backbone"):
+        fit(TinyNet(), train, valid, TrainConfig(freeze_backbone_epochs=1), tmp_path / "run", classes=classes, mean=MEAN, std=STD)
+
+
+def test_a_run_folder_holding_a_run_is_never_overwritten(dataset_root: Path, tmp_path: Path):
+    from prep.engine.loop import RunExistsError
+
+    run(dataset_root, tmp_path / "run", TrainConfig(epochs=1, lr=0.01))
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(RunExistsError, match="--resume"):
+        run(dataset_root, tmp_path / "run", TrainConfig(epochs=1, lr=0.01))
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+class RecordingProgress:
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, int, list]] = []
+
+    @contextmanager
+    def task(self, description: str, total: int):
+        updates: list = []
+        self.tasks.append((description, total, updates))
+        yield lambda n, status=None: updates.append((n, status))
+
+
+def test_progress_shows_each_epoch_with_live_loss_and_images_per_second(dataset_root: Path, tmp_path: Path):
+    progress = RecordingProgress()
+    train, valid, classes = loaders(dataset_root)
+    model = TinyNet()
+    fit(model, train, valid, TrainConfig(epochs=2, lr=0.01), tmp_path / "run", classes=classes, mean=MEAN, std=STD, head=model.head, progress=progress)
+    names = [(d, t) for d, t, _ in progress.tasks]
+    assert names == [("Epoch 1/2", len(train)), ("Validating", len(valid)), ("Epoch 2/2", len(train)), ("Validating", len(valid))]
+    epoch_updates = progress.tasks[0][2]
+    assert sum(n for n, _ in epoch_updates) == len(train)
+    assert all(re.fullmatch(r"loss \d+\.\d{4} · \d+ img/s", status) for _, status in epoch_updates)

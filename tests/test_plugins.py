@@ -90,7 +90,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
     yield folder
-    for name in [m for m in sys.modules if m.startswith(("goodplugin", "brokenplugin", "raisingplugin", "badsig"))]:
+    for name in [m for m in sys.modules if m.startswith(("goodplugin", "brokenplugin", "raisingplugin", "badsig", "listenerplugin"))]:
         del sys.modules[name]
     reset_plugin_host()
 
@@ -198,6 +198,88 @@ def test_register_trainers_from_an_installed_plugin(site: Path, tmp_path: Path):
     assert (tmp_path / "run" / "last.pt").exists()
 
 
+LISTENER_PLUGIN = '''
+import json
+from prep.hookspecs import hookimpl
+
+EVENTS = []
+
+@hookimpl
+def on_train_start(run):
+    EVENTS.append(("start", run.epoch, run.step, run.classes, run.is_main, type(run.model).__name__))
+
+@hookimpl
+def on_epoch_end(run, metrics):
+    EVENTS.append(("epoch", metrics["epoch"], round(metrics["valid_acc"], 6), run.epoch, run.step))
+    if metrics["epoch"] == 2:
+        run.request_stop("enough for this test")
+
+@hookimpl
+def on_train_end(run, summary):
+    EVENTS.append(("end", summary["status"], summary.get("stop_reason")))
+'''
+RAISING_LISTENER = '''
+from prep.hookspecs import hookimpl
+
+@hookimpl
+def on_epoch_end(run, metrics):
+    raise RuntimeError("callback bug")
+'''
+
+
+@pytest.fixture
+def small_dataset(tmp_path: Path) -> Path:
+    root = tmp_path / "d"
+    for split, n in (("train", 6), ("valid", 2)):
+        for c in ("a", "b"):
+            for i in range(n):
+                write(root / split / c / f"{i}.jpg", jpeg_bytes(len(split) * 100 + ord(c) * 10 + i))
+    return root
+
+
+def _train_with_listener(site: Path, small_dataset: Path, run_dir: Path, epochs: int = 4) -> tuple[dict, list]:
+    from prep.training import TrainOptions, train
+
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
+    install_fake_plugin(site, "listenerplugin", LISTENER_PLUGIN)
+    reset_plugin_host()
+    summary = train(small_dataset, TrainOptions(plugin="tiny-trainer", epochs=epochs, image_size=16, batch_size=4, workers=0, run_dir=run_dir))
+    return summary, sys.modules["listenerplugin"].EVENTS
+
+
+def test_on_train_start(site: Path, small_dataset: Path, tmp_path: Path):
+    _, events = _train_with_listener(site, small_dataset, tmp_path / "run")
+    assert events[0] == ("start", 0, 0, ["a", "b"], True, "Sequential")
+
+
+def test_on_epoch_end(site: Path, small_dataset: Path, tmp_path: Path):
+    summary, events = _train_with_listener(site, small_dataset, tmp_path / "run")
+    epochs = [e for e in events if e[0] == "epoch"]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # Called after each epoch with the logged record; the third epoch never ran, because
+    # the callback asked to stop after the second.
+    assert epochs == [("epoch", r["epoch"], round(r["valid_acc"], 6), r["epoch"], r["step"]) for r in logged]
+    assert [e[1] for e in epochs] == [1, 2] and summary["epochs"] == 2
+    assert summary["status"] == "stopped" and summary["stop_reason"] == "enough for this test"
+
+
+def test_on_train_end(site: Path, small_dataset: Path, tmp_path: Path):
+    summary, events = _train_with_listener(site, small_dataset, tmp_path / "run")
+    assert events[-1] == ("end", "stopped", "enough for this test")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "stopped"
+
+
+def test_a_failing_callback_is_reported_and_the_run_goes_on(site: Path, small_dataset: Path, tmp_path: Path, caplog):
+    from prep.training import TrainOptions, train
+
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
+    install_fake_plugin(site, "raisingplugin", RAISING_LISTENER, "0.9")
+    reset_plugin_host()
+    summary = train(small_dataset, TrainOptions(plugin="tiny-trainer", epochs=2, image_size=16, batch_size=4, workers=0, run_dir=tmp_path / "run"))
+    assert summary["status"] == "completed" and summary["epochs"] == 2
+    assert "plugin 'raisingplugin' (raisingplugin 0.9) failed at on_epoch_end: RuntimeError: callback bug" in caplog.text
+
+
 def test_register_commands_adds_a_cli_command(site: Path):
     install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
     env = dict(os.environ, PYTHONPATH=str(site))
@@ -272,10 +354,10 @@ def test_every_hook_has_a_test_and_a_documented_section():
     hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "prep_spec")]
     assert hooks, "no hookspecs found"
     this_file = Path(__file__).read_text()
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    guide = (Path(__file__).parents[1] / "plugins" / "README.md").read_text()
     for hook in hooks:
         assert f"def test_{hook}" in this_file, f"hook {hook} has no test named test_{hook}..."
-        assert f"### `{hook}" in readme, f"hook {hook} has no section in README.md"
+        assert f"### `{hook}(" in guide, f"hook {hook} has no section in plugins/README.md"
         assert inspect.getdoc(getattr(hookspecs, hook)), f"hook {hook} has no docstring"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torchvision
 from typer.testing import CliRunner
 
 from prep.cli import app
+from prep.engine.checkpoint import load_checkpoint
 from prep.training import TrainOptions, train
 
 runner = CliRunner()
@@ -138,3 +140,139 @@ def test_predict_and_evaluate_errors(tmp_path: Path, trained_run):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     foreign = runner.invoke(app, ["evaluate", str(tmp_path / "foreign.pt"), str(tmp_path)])
     assert foreign.exit_code == 1 and "not a prep checkpoint" in foreign.output
+
+
+def test_config_yaml_repeats_a_run_and_options_given_win(split_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    first = runner.invoke(app, [
+        "train", str(split_sample), "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--workers", "0",
+        "--optimizer", "sgd", "--lr", "0.01", "--scheduler", "none", "--seed", "7", "--run-dir", "first",
+    ])
+    assert first.exit_code == 0, first.output
+    config = tmp_path / "first" / "config.yaml"
+    assert config.read_text().startswith("# The resolved settings of this run. Repeat it with: prep train --config")
+    again = runner.invoke(app, ["train", "--config", str(config), "--json"])
+    assert again.exit_code == 0, again.output
+    repeated = Path(json.loads(again.stdout)["run_dir"])
+    assert repeated.parent == Path("runs")  # a new run beside, never over the first
+    original = load_checkpoint(tmp_path / "first" / "last.pt")
+    copy = load_checkpoint(repeated / "last.pt")
+    assert all(torch.equal(original["model"][k], v) for k, v in copy["model"].items())  # CPU runs repeat exactly
+    assert copy["config"] == original["config"] and copy["data"] == str(split_sample.resolve())
+    longer = runner.invoke(app, ["train", "--config", str(config), "--epochs", "2", "--lr", "0.02", "--run-dir", "longer", "--json"])
+    assert longer.exit_code == 0, longer.output
+    changed = load_checkpoint(tmp_path / "longer" / "last.pt")["config"]
+    assert (changed["epochs"], changed["lr"]) == (2, 0.02)
+    assert {k: v for k, v in changed.items() if k not in ("epochs", "lr")} == {k: v for k, v in original["config"].items() if k not in ("epochs", "lr")}
+
+
+def test_config_errors_are_messages(tmp_path: Path):
+    missing = runner.invoke(app, ["train", "--config", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 1 and "Cannot read" in missing.output and "nope.yaml" in missing.output
+    (tmp_path / "other.yaml").write_text("epochs: 3\n")
+    other = runner.invoke(app, ["train", "--config", str(tmp_path / "other.yaml")])
+    assert other.exit_code == 1 and "not a run config written by prep train" in other.output
+
+
+def test_named_recipes():
+    from prep.errors import UsageError
+    from prep_trainers.resnet_finetune import ResNetFinetune
+
+    book = ResNetFinetune().recipe(TrainOptions(recipe="book"))
+    assert (book.optimizer, book.lr, book.momentum, book.scheduler, book.step_size, book.gamma, book.epochs) == ("sgd", 0.001, 0.9, "step", 7, 0.1, 25)
+    modern = ResNetFinetune().recipe(TrainOptions(weights="imagenet"))
+    assert (modern.optimizer, modern.scheduler, modern.epochs, modern.backbone_lr_scale) == ("adamw", "cosine", 3, 0.1)
+    with pytest.raises(UsageError, match="modern, book"):
+        ResNetFinetune().recipe(TrainOptions(recipe="fast"))
+
+
+def test_the_book_recipe_and_freezing_from_the_cli(split_sample: Path, tmp_path: Path):
+    result = runner.invoke(app, [
+        "train", str(split_sample), "--recipe", "book", "--epochs", "2", "--freeze-backbone", "1", "--image-size", "32",
+        "--batch-size", "32", "--workers", "0", "--run-dir", str(tmp_path / "run"),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/2:" in result.output and "backbone frozen" in result.output and "epoch 2/2:" in result.output
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (state["config"]["optimizer"], state["config"]["scheduler"], state["config"]["freeze_backbone_epochs"]) == ("sgd", "step", 1)
+    again = runner.invoke(app, ["train", str(split_sample), "--epochs", "1", "--workers", "0", "--run-dir", str(tmp_path / "run")])
+    assert again.exit_code == 1 and "already holds a run" in again.output
+
+
+def test_torchrun_trains_one_model_over_two_processes(split_sample: Path, tmp_path: Path):
+    """DDP on CPU (Gloo): both processes train, rank 0 alone writes, metrics cover every image once."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "prep", "train",
+         str(split_sample), "--epochs", "2", "--image-size", "32", "--batch-size", "8", "--workers", "0",
+         "--run-dir", str(tmp_path / "run"), "--json"],
+        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)  # one summary: rank 0 speaks for the job
+    assert summary["status"] == "completed" and summary["epochs"] == 2
+    train_images = sum(1 for _ in (split_sample / "train").rglob("*.jpg"))
+    per_rank = math.ceil(train_images / 2)  # the order is padded so both ranks take as many steps
+    assert summary["steps"] == 2 * math.ceil(per_rank / 8)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid_images = sum(1 for _ in (split_sample / "valid").rglob("*.jpg"))
+    assert [sum(map(sum, r["confusion"])) for r in records] == [valid_images, valid_images]
+    assert {p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")} == set()  # no stray temp files
+
+
+def _reference_logits(run_dir: Path, images: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    from prep.inference import load_model
+
+    model, state = load_model(run_dir / "best.pt", "cpu")
+    mean, std = torch.tensor(state["mean"]).view(1, 3, 1, 1), torch.tensor(state["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return model((images - mean) / std), state["classes"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_export_torchscript_runs_without_prep_and_carries_its_classes(trained_run, tmp_path: Path):
+    run_dir, _ = trained_run
+    out = tmp_path / "model.pt"
+    result = runner.invoke(app, ["export", str(run_dir / "best.pt"), "--format", "torchscript", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    extra = {"classes.json": ""}
+    scripted = torch.jit.load(str(out), _extra_files=extra)
+    images = torch.rand(3, 3, 64, 64)  # another size and batch than the example: both stay dynamic
+    expected, classes = _reference_logits(run_dir, images)
+    assert torch.allclose(scripted(images), expected, atol=1e-5)
+    assert json.loads(extra["classes.json"]) == classes == json.loads((tmp_path / "model.pt.classes.json").read_text())
+    again = runner.invoke(app, ["export", str(run_dir / "best.pt"), "--format", "torchscript", "--out", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_export_onnx_matches_the_model(trained_run, tmp_path: Path):
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    run_dir, _ = trained_run
+    out = tmp_path / "model.onnx"
+    result = runner.invoke(app, ["export", str(run_dir / "best.pt"), "--format", "onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    images = torch.rand(3, 3, 64, 64)
+    expected, classes = _reference_logits(run_dir, images)
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"images": images.numpy()})
+    assert np.allclose(logits, expected.numpy(), atol=1e-4)
+    metadata = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(metadata["classes"]) == classes
+
+
+def test_export_errors_are_messages(trained_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    run_dir, _ = trained_run
+    unknown = runner.invoke(app, ["export", str(run_dir / "best.pt"), "--format", "tflite"])
+    assert unknown.exit_code == 1 and "torchscript, onnx" in unknown.output
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if it were not installed
+    missing = runner.invoke(app, ["export", str(run_dir / "best.pt"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
+    assert missing.exit_code == 1 and "pip install 'prep[export]'" in missing.output
+    assert not (tmp_path / "m.onnx").exists()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prep.engine.config import TrainConfig
-from prep.errors import PrepError
+from prep.errors import PrepError, UsageError
 from prep.hookspecs import hookimpl
 from prep.training import TrainOptions
 
@@ -92,14 +92,26 @@ class ResNetFinetune:
             setattr(parent, attr, head)
         return model, head
 
+    recipes = ("modern", "book")
+
     def recipe(self, options: TrainOptions) -> TrainConfig:
-        """A modern fine-tuning recipe: AdamW, cosine with warmup, label smoothing, and a
-        ten times lower learning rate for a pretrained backbone."""
-        pretrained = options.weights != "none"
-        return TrainConfig(
-            epochs=3, lr=1e-3, optimizer="adamw", weight_decay=0.05, scheduler="cosine",
-            warmup_epochs=0.3, label_smoothing=0.1, backbone_lr_scale=0.1 if pretrained else 1.0,
-        )
+        """``modern`` (default): AdamW, cosine with warmup, label smoothing, and a ten times
+        lower learning rate for a pretrained backbone. ``book``: the PyTorch book's
+        transfer-learning recipe, SGD at 0.001 with momentum 0.9, the learning rate divided
+        by 10 every 7 epochs, 25 epochs, every layer at the same rate."""
+        name = options.recipe or "modern"
+        if name == "book":
+            return TrainConfig(
+                epochs=25, lr=1e-3, optimizer="sgd", momentum=0.9, weight_decay=0.0,
+                scheduler="step", step_size=7, gamma=0.1,
+            )
+        if name == "modern":
+            pretrained = options.weights != "none"
+            return TrainConfig(
+                epochs=3, lr=1e-3, optimizer="adamw", weight_decay=0.05, scheduler="cosine",
+                warmup_epochs=0.3, label_smoothing=0.1, backbone_lr_scale=0.1 if pretrained else 1.0,
+            )
+        raise UsageError(f"--recipe must be one of {', '.join(self.recipes)} for resnet-finetune, not {name!r}")
 
 
 @hookimpl

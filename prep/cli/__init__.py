@@ -21,7 +21,7 @@ class PrepGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except PrepError as exc:
-            output.stderr.print(f"[bold red]Error:[/] {exc}", markup=True, soft_wrap=True)
+            output.stderr.print(f"[bold red]Error:[/] {output.escape(str(exc))}", markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -51,7 +51,7 @@ def root(
 
 
 def _register_commands() -> None:
-    from prep.cli import augment, plugins, sample, split, stats, train, use_model
+    from prep.cli import augment, export, plugins, sample, split, stats, train, use_model
     from prep.plugins import plugin_host
 
     app.command("split")(split.split_command)
@@ -60,12 +60,13 @@ def _register_commands() -> None:
     app.command("train")(train.train_command)
     app.command("evaluate")(use_model.evaluate_command)
     app.command("predict")(use_model.predict_command)
+    app.command("export")(export.export_command)
     app.command("sample")(sample.sample_command)
     app.command("plugins")(plugins.plugins_command)
     try:
         plugin_host().call_each("register_commands", lambda plugin: {"app": app})
     except PrepError as exc:  # strict plugin mode: the CLI must still explain itself
-        output.stderr.print(f"[bold red]Error:[/] {exc}", markup=True, soft_wrap=True)
+        output.stderr.print(f"[bold red]Error:[/] {output.escape(str(exc))}", markup=True, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
 
 

@@ -30,6 +30,13 @@ stdout = _LazyConsole(highlight=False, soft_wrap=True)
 stderr = _LazyConsole(stderr=True, highlight=False)
 
 
+def escape(text: str) -> str:
+    """``text`` made safe to print as rich markup: a file named ``cat[1].jpg`` stays whole."""
+    from rich.markup import escape as escape_markup
+
+    return escape_markup(text)
+
+
 class Verbosity:
     level = 0  # -1 quiet, 0 normal, 1 verbose
 
@@ -52,20 +59,34 @@ def info(message: str) -> None:
 
 
 class RichProgress:
-    """A ``prep.progress.Progress`` that draws a bar on stderr for long tasks."""
+    """A ``prep.progress.Progress`` that draws a bar on stderr, when it is a terminal.
 
-    MIN_TOTAL = 2000  # shorter tasks finish before a bar is worth drawing
+    Args:
+        min_total: tasks of fewer steps get no bar. File tasks count files, and a few
+            thousand finish before a bar is worth drawing; training counts batches, each
+            of which is slow enough to show.
+    """
+
+    def __init__(self, min_total: int = 2000) -> None:
+        self.min_total = min_total
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Advance]:
-        if Verbosity.level < 0 or total < self.MIN_TOTAL or not sys.stderr.isatty():
-            yield lambda n: None
+        if Verbosity.level < 0 or total < self.min_total or not sys.stderr.isatty():
+            yield lambda n, status=None: None
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=stderr, transient=True,
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=stderr, transient=True,
         ) as bar:
-            task_id = bar.add_task(description, total=total)
-            yield lambda n: bar.advance(task_id, n)
+            task_id = bar.add_task(description, total=total, status="")
+
+            def advance(n: int, status: str | None = None) -> None:
+                if status is None:
+                    bar.advance(task_id, n)
+                else:
+                    bar.update(task_id, advance=n, status=status)
+
+            yield advance

@@ -29,5 +29,5 @@ def plugins_command(
     output.stdout.print(table)
     for failure in described["failures"]:
         output.stdout.print(
-            f"[red]Failed[/] {failure['name']} ({failure['version']}) at {failure['stage']}: {failure['error']}"
+            "[red]Failed[/] " + output.escape(f"{failure['name']} ({failure['version']}) at {failure['stage']}: {failure['error']}")
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from prep.cli.output import stdout
+from prep.cli.output import escape, stdout
 from prep.split.api import SplitReport
 
 HEADINGS = {
@@ -17,7 +17,7 @@ HEADINGS = {
 
 def render_split_report(report: SplitReport, verbose: bool = False) -> None:
     data = report.to_dict()
-    stdout.print(f"[bold]{HEADINGS.get(report.status, report.status)}[/]: {report.source} -> {report.out}")
+    stdout.print(f"[bold]{HEADINGS.get(report.status, report.status)}[/]: " + escape(f"{report.source} -> {report.out}"))
     stdout.print(f"Layout: {report.layout} ({report.description}); mode {report.mode}, seed {report.seed}")
     splits = [s for s in ("train", "valid", "test") if s in report.splits]
     classes = sorted({c for counts in report.splits.values() for c in counts})

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from prep.cli.output import stdout
+from prep.cli.output import escape, stdout
 
 
 def render_stats(stats: dict[str, Any], path: Path) -> None:
@@ -43,7 +43,7 @@ def render_stats(stats: dict[str, Any], path: Path) -> None:
     stdout.print("Modes: " + ", ".join(f"{m} {n}" for m, n in stats["modes"].items())
                  + "; formats: " + ", ".join(f"{f} {n}" for f, n in stats["formats"].items()))
     for failure in stats["failed"]:
-        stdout.print(f"[red]Could not decode[/] {failure['file']}: {failure['reason']}")
+        stdout.print("[red]Could not decode[/] " + escape(f"{failure['file']}: {failure['reason']}"))
     masks = stats.get("masks")
     if masks:
         stdout.print(f"Masks: {masks['masks']} read, values {masks['values'][:20]}")

@@ -1,4 +1,8 @@
-"""``prep train``: parse options, call ``prep.training.train``, print the summary."""
+"""``prep train``: parse options, call ``prep.training.train``, print the summary.
+
+With ``--config runs/NAME/config.yaml`` the run's recorded data, options and resolved
+settings come back, and any option given on the command line replaces its value.
+"""
 
 from __future__ import annotations
 
@@ -9,41 +13,88 @@ from typing import Optional
 import typer
 
 from prep.cli import output
+from prep.hookspecs import hookimpl
+
+ENGINE = "Engine (default: the recipe's)"
+
+
+class EpochPrinter:
+    """Prints a line per epoch: a plugin, like any other listener of training events."""
+
+    @hookimpl
+    def on_epoch_end(self, run, metrics: dict) -> None:
+        if run.is_main:
+            output.info(
+                f"epoch {metrics['epoch']}/{run.config.epochs}: train_loss {metrics['train_loss']:.4f} "
+                f"valid_loss {metrics['valid_loss']:.4f} valid_acc {metrics['valid_acc']:.4f} "
+                f"({metrics['images_per_s']:.0f} img/s{', backbone frozen' if metrics['backbone_frozen'] else ''})"
+            )
 
 
 def train_command(
+    ctx: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
     plugin: str = typer.Option("resnet-finetune", "--plugin", help="A registered trainer (see prep plugins)."),
     arch: str = typer.Option("resnet18", "--arch", help="resnet18 | resnet34 | resnet50 | another torchvision classifier."),
     weights: str = typer.Option("none", "--weights", help="imagenet (downloads; needs internet) | none | PATH to a state dict."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="The trainer's named recipe; resnet-finetune: modern (default) | book."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the trainer's recipe)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     image_size: int = typer.Option(224, "--image-size", min=16),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the recipe's)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the head (default: the recipe's)."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd | adam | adamw | rmsprop."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="none | step | multistep | exponential | cosine | cosine-restarts | onecycle | plateau | lambda:NAME."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", min=0, rich_help_panel=ENGINE, help="Never applied to biases and norms."),
+    warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", min=0, rich_help_panel=ENGINE, help="Linear warmup, in epochs (0.3 is fine)."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", min=0, max=1, rich_help_panel=ENGINE),
+    freeze_backbone: Optional[int] = typer.Option(None, "--freeze-backbone", min=0, rich_help_panel=ENGINE, help="Train only the head for the first K epochs, then everything."),
+    accumulate: Optional[int] = typer.Option(None, "--accumulate", min=1, rich_help_panel=ENGINE, help="Batches per optimiser step."),
+    clip_grad_norm: Optional[float] = typer.Option(None, "--clip-grad-norm", min=0, rich_help_panel=ENGINE),
+    patience: Optional[int] = typer.Option(None, "--patience", min=0, rich_help_panel=ENGINE, help="Early stopping: epochs without a better valid_acc."),
+    min_delta: Optional[float] = typer.Option(None, "--min-delta", min=0, rich_help_panel=ENGINE, help="Early stopping: the least gain that counts."),
+    amp: Optional[str] = typer.Option(None, "--amp", rich_help_panel=ENGINE, help="auto | bf16 | fp16 | off (mixed precision is used on CUDA only)."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", rich_help_panel=ENGINE, help="torch.compile the model."),
     preset: str = typer.Option("light", "--preset", help="Augmentation preset or pipeline file."),
+    collate: Optional[str] = typer.Option(None, "--collate", help="A registered collate function (default: the trainer's)."),
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes (default: all cores)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last.pt."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Repeat a run from its config.yaml; other options given here win."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder (default: runs/<plugin>-<arch>-<time>)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Train a model with a trainer plugin, on GPU when there is one."""
     from prep.errors import UsageError
-    from prep.training import TrainOptions, train
+    from prep.plugins import temporary_plugin
+    from prep.training import TrainOptions, read_run_config, train
     from prep.workspace import resolve_dataset
 
+    # Typer vendors click privately, so the source is compared by name.
+    given = {
+        name: value for name, value in ctx.params.items()
+        if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+    }
+    given = {("compile" if name == "compile_model" else name): value for name, value in given.items()}
+    for name in ("data", "config", "as_json"):
+        given.pop(name, None)
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir: the run to continue")
-    options = TrainOptions(
-        plugin=plugin, arch=arch, weights=weights, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-        image_size=image_size, lr=lr, optimizer=optimizer, scheduler=scheduler, preset=preset, seed=seed,
-        device=device, workers=workers, resume=resume, run_dir=run_dir,
-    )
-    summary = train(resolve_dataset(data), options)
+    base = None
+    if config is not None:
+        repeated = read_run_config(config)
+        options, base = repeated.options, repeated.train
+        for name, value in given.items():
+            setattr(options, name, value)
+        dataset = data or repeated.data
+    else:
+        options = TrainOptions(**{**{k: v for k, v in ctx.params.items() if k not in ("data", "config", "as_json", "compile_model")}, "compile": compile_model})
+        dataset = resolve_dataset(data)
+    with temporary_plugin(EpochPrinter(), "prep.cli.train"):
+        summary = train(dataset, options, config=base, progress=output.RichProgress(min_total=1))
+    if not summary.pop("is_main"):  # under torchrun, rank 0 speaks for the job
+        return
     if as_json:
         output.stdout.print_json(json.dumps(summary))
     else:

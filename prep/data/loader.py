@@ -74,6 +74,8 @@ def create_loader(
     seed: int = 0,
     device: torch.device | str | None = None,
     drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> ReportingLoader:
     """A loader over ``dataset``.
 
@@ -86,13 +88,17 @@ def create_loader(
         seed: seeds the shuffle and every worker's random state.
         device: where batches will go; memory is pinned only for CUDA.
         drop_last: drop a last, smaller batch.
+        rank, world_size: this process's share under torchrun (see ``SeededSampler``).
 
     Raises:
         UnknownNameError: unknown collate function.
     """
     workers = os.cpu_count() or 1 if workers is None else workers
     # prep's datasets take (index, sample_seed) keys; any other dataset gets plain indexes.
-    sampler = SeededSampler(len(dataset), seed=seed, shuffle=train, with_seeds=getattr(dataset, "accepts_sample_seeds", False))
+    sampler = SeededSampler(
+        len(dataset), seed=seed, shuffle=train, with_seeds=getattr(dataset, "accepts_sample_seeds", False),
+        rank=rank, world_size=world_size, pad=train,
+    )
     # The loader's own generator only draws the workers' base seed; giving it one keeps
     # torch's global random state untouched by loading, as an exact resume needs.
     generator = torch.Generator()

@@ -26,7 +26,9 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     label_smoothing: float = 0.0
     backbone_lr_scale: float = 1.0  # the backbone's lr as a fraction of the head's
+    freeze_backbone_epochs: int = 0  # train only the head (and norm layers) for this many epochs
     amp: str = "auto"  # auto (bf16 or fp16 on CUDA, off on CPU) | bf16 | fp16 | off
+    compile: bool = False  # torch.compile the model (worth it for long GPU runs)
     early_stop_patience: int | None = None  # epochs without improvement of valid_acc
     early_stop_min_delta: float = 0.0
     seed: int = 0

@@ -2,20 +2,26 @@
 
 ``fit`` trains a classifier on batches from ``prep.data.loader`` (uint8 channels-last images,
 normalised on the device), validates after every epoch, and keeps the run folder up to date:
-``last.pt`` and ``best.pt`` checkpoints (atomic; everything needed to resume exactly),
-``metrics.jsonl``/``metrics.csv``, and at the end ``summary.json`` and PNG plots.
+``config.yaml`` (the resolved settings, which ``prep train --config`` repeats), ``last.pt``
+and ``best.pt`` checkpoints (atomic; everything needed to resume exactly),
+``metrics.jsonl``/``metrics.csv``, and at the end ``summary.json`` and PNG plots. Plugins
+hear about the run through the ``on_train_start``, ``on_epoch_end`` and ``on_train_end``
+hooks (``prep.engine.events``).
 
-What stops a run: the last epoch or ``max_steps``; early stopping; a loss that is not finite
-(the last good checkpoint stays, and ``NonFiniteLossError`` says at which step); Ctrl-C (the
-first one saves ``last.pt`` at the end of the current step and returns, marked interrupted).
-All files are written by the main process only (``RunIO.is_main``), so running under
-torchrun needs no change here beyond wrapping the model.
+What stops a run: the last epoch or ``max_steps``; early stopping; a callback's
+``request_stop``; a loss that is not finite (the last good checkpoint stays, and
+``NonFiniteLossError`` says at which step); Ctrl-C (the first one saves ``last.pt`` at the
+end of the current step and returns, marked interrupted).
+
+Under torchrun every process runs this same function on its share of the data
+(``prep.engine.distributed``); the counts behind the metrics are summed over processes so
+that every rank takes the same decisions, and only rank 0 writes files (``RunIO``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import os
 import signal
 import time
 from contextlib import contextmanager, nullcontext
@@ -26,25 +32,39 @@ from typing import Any, Iterator
 import torch
 
 from prep.data.collate import to_device_normalized
-from prep.engine.config import TrainConfig
 from prep.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from prep.engine.config import TrainConfig
+from prep.engine.distributed import World
+from prep.engine.events import TrainingRun, emit
+from prep.engine.freezing import BackboneFreezer
 from prep.engine.logbook import MetricsLog
 from prep.engine.metrics import ConfusionMatrix
 from prep.engine.optim import build_optimizer, parameter_groups
 from prep.engine.schedulers import LRSchedule, ScheduleConfig
 from prep.errors import PrepError
+from prep.progress import NO_PROGRESS, Progress
+
+log = logging.getLogger(__name__)
+
+CONFIG_HEADER = "# The resolved settings of this run. Repeat it with: prep train --config THIS_FILE\n"
 
 
 class NonFiniteLossError(PrepError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
 
-class RunIO:
-    """The one place that writes a run's files; only the main process (rank 0) does."""
+class RunExistsError(PrepError):
+    """The run folder already holds a run, and it was not asked to resume."""
 
-    def __init__(self, run_dir: Path) -> None:
+
+class RunIO:
+    """The one place that writes a run's files and draws its progress; only the main
+    process (rank 0) does."""
+
+    def __init__(self, run_dir: Path, is_main: bool, progress: Progress) -> None:
         self.run_dir = run_dir
-        self.is_main = int(os.environ.get("RANK", "0")) == 0
+        self.is_main = is_main
+        self.progress = progress if is_main else NO_PROGRESS
         if self.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -58,11 +78,19 @@ class RunIO:
 
             atomic_write_json(self.run_dir / name, value, indent=2)
 
+    def write_config(self, value: dict[str, Any]) -> None:
+        if self.is_main:
+            import yaml
+
+            from prep.fsutil import atomic_write_bytes
+
+            text = CONFIG_HEADER + yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+            atomic_write_bytes(self.run_dir / "config.yaml", text.encode("utf-8"))
+
 
 def pick_device(requested: str | None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``requested``, else CUDA when present (this rank's GPU under torchrun), else CPU."""
+    return World.from_env().device(requested)
 
 
 def _autocast(device: torch.device, amp: str):
@@ -94,13 +122,18 @@ def _first_interrupt_stops_gently() -> Iterator[dict[str, bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def evaluate(model: torch.nn.Module, loader, mean, std, device: torch.device, num_classes: int) -> tuple[float, ConfusionMatrix]:
-    """Mean cross-entropy and the confusion matrix over a loader."""
+def evaluate(
+    model: torch.nn.Module, loader, mean, std, device: torch.device, num_classes: int,
+    *, world: World = World(), progress: Progress = NO_PROGRESS,
+) -> tuple[float, ConfusionMatrix]:
+    """Mean cross-entropy and the confusion matrix over a loader (over every rank's share
+    under torchrun)."""
     model.eval()
     confusion = ConfusionMatrix(num_classes)
     total_loss, count = 0.0, 0
-    with torch.no_grad():
+    with torch.no_grad(), progress.task("Validating", len(loader)) as advance:
         for batch in loader:
+            advance(1)
             if len(batch.targets) == 0:
                 continue
             images = to_device_normalized(batch.inputs, mean, std, device)
@@ -109,7 +142,31 @@ def evaluate(model: torch.nn.Module, loader, mean, std, device: torch.device, nu
             total_loss += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
             count += len(targets)
             confusion.update(logits, targets)
+    total_loss, count = world.sum([total_loss, float(count)], device)
+    confusion.matrix = world.sum_tensor(confusion.matrix, device)
     return total_loss / max(count, 1), confusion
+
+
+def _wrap_for_training(model: torch.nn.Module, config: TrainConfig, world: World, device: torch.device) -> torch.nn.Module:
+    """The module that runs forward and backward: DDP under torchrun, compiled on request.
+    Checkpoints always come from the plain ``model``."""
+    wrapped = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    if not resume and (run_dir / "last.pt").exists():
+        raise RunExistsError(
+            f"{run_dir} already holds a run (last.pt); continue it with --resume, or choose another --run-dir"
+        )
+    if resume and not (run_dir / "last.pt").exists():
+        log.warning("Nothing to resume in %s (no last.pt): starting a new run there", run_dir)
 
 
 def fit(
@@ -125,27 +182,47 @@ def fit(
     head: torch.nn.Module | None = None,
     resume: bool = False,
     extra: dict[str, Any] | None = None,
+    progress: Progress = NO_PROGRESS,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """Train, validate every epoch, checkpoint, and return the run's summary.
 
-    ``extra`` (plain data, such as the trainer's options) is stored in every checkpoint and
-    in config.json, so that the model can be rebuilt from a checkpoint alone.
+    Args:
+        model: the model; trained in place.
+        train_loader, valid_loader: loaders from ``prep.data.loader.create_loader``.
+        config: the run's settings.
+        run_dir: the run folder; it must not hold a run already unless ``resume``.
+        classes, mean, std: stored with the checkpoints, so the model can be used alone.
+        head: the newly initialised part of the model (discriminative learning rates and
+            ``freeze_backbone_epochs`` need it).
+        resume: continue from ``run_dir/last.pt`` exactly where it stopped.
+        extra: plain data (such as the trainer's options) stored in every checkpoint and
+            in config.yaml.
+        progress: draws a bar per epoch with the live loss and images/s.
+        world: this process's place in a torchrun job (default: from the environment).
 
     Raises:
+        RunExistsError: ``run_dir`` holds a run and ``resume`` is false.
         NonFiniteLossError: the loss became NaN or infinite.
         CheckpointError: ``resume`` found an unusable ``last.pt``.
     """
-    io = RunIO(run_dir)
-    device = pick_device(config.device)
+    world = world or World.from_env()
+    device = world.device(config.device)
+    world.join(device)
+    _check_run_dir(run_dir, resume)
+    io = RunIO(run_dir, world.is_main, progress)
     torch.manual_seed(config.seed)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    # Built before any freezing: frozen parameters keep their groups and simply get no
+    # gradient, so the optimiser state has the same shape in every phase and on resume.
     optimizer = build_optimizer(
         config.optimizer,
         parameter_groups(model, lr=config.lr, weight_decay=config.weight_decay, head=head, backbone_lr_scale=config.backbone_lr_scale),
         lr=config.lr, momentum=config.momentum,
     )
+    freezer = BackboneFreezer(model, head, config.freeze_backbone_epochs)
     steps_per_epoch = math.ceil(len(train_loader) / config.accumulate)
     schedule = LRSchedule(optimizer, ScheduleConfig(
         name=config.scheduler, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
@@ -164,23 +241,29 @@ def fit(
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         epoch, step, best, bad_epochs = state["epoch"], state["step"], state["best"], state["bad_epochs"]
-    io.write_json("config.json", {"train": asdict(config), "classes": classes, "mean": mean, "std": std, **(extra or {})})
-    log = MetricsLog(run_dir) if io.is_main else None
+    io.write_config({**(extra or {}), "train": asdict(config), "classes": classes, "mean": mean, "std": std})
+    log_book = MetricsLog(run_dir) if io.is_main else None
+    run = TrainingRun(run_dir, config, model, optimizer, classes, epoch=epoch, step=step, is_main=world.is_main)
 
     def checkpoint_state() -> dict[str, Any]:
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None, "rng": capture_rng_state(),
-            "epoch": epoch, "step": step, "best": best, "bad_epochs": bad_epochs,
+            "epoch": epoch, "step": step, "best": best, "bad_epochs": bad_epochs, "backbone_frozen": freezer.frozen,
             "classes": classes, "mean": mean, "std": std, "config": asdict(config), **(extra or {}),
         }
 
-    stopped = "completed"
+    emit("on_train_start", run=run)
+    freezer.apply(epoch)
+    trainable = _wrap_for_training(model, config, world, device)
+    stopped, record = "completed", None
     with _first_interrupt_stops_gently() as interrupt:
         while epoch < config.epochs and stopped == "completed":
             if config.max_steps and step >= config.max_steps:  # a resumed run already there
                 stopped = "max-steps"
                 break
+            if freezer.apply(epoch):
+                trainable = _wrap_for_training(model, config, world, device)
             # Everything random in this epoch follows from (seed, epoch): see SeededSampler.
             train_loader.set_epoch(epoch)
             torch.manual_seed(config.seed * 1_000_003 + epoch)
@@ -188,44 +271,52 @@ def fit(
             started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             optimizer.zero_grad(set_to_none=True)
             batches = len(train_loader)
-            for index, batch in enumerate(train_loader):
-                if len(batch.targets) == 0:
-                    continue
-                images = to_device_normalized(batch.inputs, mean, std, device)
-                targets = batch.targets.to(device)
-                with autocast:
-                    logits = model(images)
-                    loss = criterion(logits.float(), targets)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"The loss became {loss.item()} at step {step} (epoch {epoch + 1}); stopped. "
-                        f"The last good checkpoint is {run_dir / 'last.pt'}. Try a lower --lr."
-                    )
-                (scaler.scale(loss) if scaler else loss).div(config.accumulate).backward()
-                seen += len(targets)
-                loss_sum += loss.item() * len(targets)
-                correct += (logits.argmax(1) == targets).sum().item()
-                if (index + 1) % config.accumulate and index + 1 != batches:
-                    continue
-                if config.clip_grad_norm:
+            with io.progress.task(f"Epoch {epoch + 1}/{config.epochs}", batches) as advance:
+                for index, batch in enumerate(train_loader):
+                    if len(batch.targets) == 0:
+                        advance(1)
+                        continue
+                    images = to_device_normalized(batch.inputs, mean, std, device)
+                    targets = batch.targets.to(device)
+                    with autocast:
+                        logits = trainable(images)
+                        loss = criterion(logits.float(), targets)
+                    # One small all-reduce under torchrun, so that every rank stops at
+                    # the same step: a rank left alone would wait forever.
+                    not_finite, stop_now = world.sum([float(not torch.isfinite(loss)), float(interrupt["stop"])], device)
+                    if not_finite:
+                        raise NonFiniteLossError(
+                            f"The loss became {loss.item()} at step {step} (epoch {epoch + 1}); stopped. "
+                            f"The last good checkpoint is {run_dir / 'last.pt'}. Try a lower --lr."
+                        )
+                    (scaler.scale(loss) if scaler else loss).div(config.accumulate).backward()
+                    seen += len(targets)
+                    loss_sum += loss.item() * len(targets)
+                    correct += (logits.argmax(1) == targets).sum().item()
+                    advance(1, status=f"loss {loss_sum / seen:.4f} · {seen * world.size / (time.perf_counter() - started):.0f} img/s")
+                    if (index + 1) % config.accumulate and index + 1 != batches:
+                        continue
+                    if config.clip_grad_norm:
+                        if scaler:
+                            scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
                     if scaler:
-                        scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                schedule.after_batch()
-                step += 1
-                if interrupt["stop"]:
-                    stopped = "interrupted"
-                    break
-                if config.max_steps and step >= config.max_steps:
-                    stopped = "max-steps"
-                    break
-            valid_loss, confusion = evaluate(model, valid_loader, mean, std, device, len(classes))
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    schedule.after_batch()
+                    step += 1
+                    if stop_now:
+                        stopped = "interrupted"
+                        break
+                    if config.max_steps and step >= config.max_steps:
+                        stopped = "max-steps"
+                        break
+            elapsed = time.perf_counter() - started
+            seen, loss_sum, correct = world.sum([float(seen), loss_sum, float(correct)], device)
+            valid_loss, confusion = evaluate(model, valid_loader, mean, std, device, len(classes), world=world, progress=io.progress)
             valid_acc = confusion.accuracy()
             if stopped != "interrupted":  # an interrupted epoch is replayed on resume
                 epoch += 1
@@ -235,27 +326,35 @@ def fit(
             record = {
                 "epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                 "valid_loss": valid_loss, "valid_acc": valid_acc, "lr": schedule.lrs()[0],
-                "images_per_s": seen / max(time.perf_counter() - started, 1e-9),
+                "images_per_s": seen / max(elapsed, 1e-9), "backbone_frozen": freezer.frozen,
                 "per_class_acc": confusion.per_class_accuracy(), "confusion": confusion.as_lists(),
             }
-            if log is not None:
-                log.append(record)
+            if log_book is not None:
+                log_book.append(record)
             state = checkpoint_state()
             io.save("last.pt", state)
             if improved:
                 io.save("best.pt", state)
-            if config.early_stop_patience is not None and bad_epochs > config.early_stop_patience:
+            run.epoch, run.step = epoch, step
+            emit("on_epoch_end", run=run, metrics=record)
+            if config.early_stop_patience is not None and bad_epochs > config.early_stop_patience and stopped == "completed":
                 stopped = "early-stopped"
+            if world.sum([float(run.stop_reason is not None)], device)[0] and stopped == "completed":
+                stopped = "stopped"
     summary = {
         "status": stopped, "epochs": epoch, "steps": step,
-        "best_valid_acc": best, "final_valid_acc": log.records[-1]["valid_acc"] if log and log.records else None,
+        "best_valid_acc": best, "final_valid_acc": record["valid_acc"] if record else None,
         "best": str(run_dir / "best.pt"), "last": str(run_dir / "last.pt"), "classes": classes,
     }
-    if io.is_main and log is not None and log.records:
+    if stopped == "stopped":
+        summary["stop_reason"] = run.stop_reason or "another process's callback asked to stop"
+    if io.is_main and log_book is not None and log_book.records:
         from prep.engine.plots import plot_confusion, plot_curves
 
-        plot_curves(log.records, run_dir / "curves.png")
-        plot_confusion(log.records[-1]["confusion"], classes, run_dir / "confusion.png")
-        log.close()
+        plot_curves(log_book.records, run_dir / "curves.png")
+        plot_confusion(log_book.records[-1]["confusion"], classes, run_dir / "confusion.png")
+        log_book.close()
     io.write_json("summary.json", summary)
+    world.barrier()
+    emit("on_train_end", run=run, summary=summary)
     return summary

@@ -1,0 +1,100 @@
+"""``export_checkpoint``: a trained model as one file that runs without prep.
+
+The exported model takes float32 images ``N x 3 x H x W`` with values in [0, 1] (what
+torchvision's ``ToTensor`` or ``pil_to_tensor(...) / 255`` give) and returns logits; the
+run's normalisation is built in, so a user cannot forget it or use the wrong constants.
+The class names travel with the file: inside it for TorchScript (``classes.json`` extra
+file) and ONNX (metadata ``classes``), and in ``<file>.classes.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from prep.errors import PrepError
+
+FORMATS = ("torchscript", "onnx")
+
+
+class ExportError(PrepError):
+    """The model cannot be exported in the requested format here."""
+
+
+def _with_normalization(model, mean: list[float], std: list[float]):
+    import torch
+
+    class NormalizedModel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.model((images - self.mean) / self.std)
+
+    return NormalizedModel().eval()
+
+
+def export_checkpoint(checkpoint: Path, format: str, out: Path | None = None, *, image_size: int | None = None) -> dict[str, Any]:
+    """Write the checkpoint's model as TorchScript or ONNX.
+
+    Args:
+        checkpoint: a ``best.pt`` or ``last.pt`` written by ``prep train``.
+        format: ``torchscript`` or ``onnx``.
+        out: the file to write (default: beside the checkpoint, ``.torchscript.pt`` or
+            ``.onnx``); an existing file is never replaced.
+        image_size: the example input's side (default: the training image size). The
+            batch size, height and width stay dynamic.
+
+    Returns:
+        What was written: ``path``, ``format``, ``classes``, ``input``.
+
+    Raises:
+        ExportError: unknown format, ``onnx``/``onnxscript`` not installed, or the
+            output exists. CheckpointError: an unusable checkpoint.
+    """
+    if format not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+    out = out or checkpoint.with_suffix(".torchscript.pt" if format == "torchscript" else ".onnx")
+    if out.exists():
+        raise ExportError(f"{out} already exists; choose another --out or move it away")
+    import torch
+
+    from prep.fsutil import atomic_write_bytes
+    from prep.inference import load_model
+
+    model, state = load_model(checkpoint, "cpu")
+    wrapped = _with_normalization(model, state["mean"], state["std"])
+    size = image_size or state["options"]["image_size"]
+    example = torch.rand(2, 3, size, size)
+    classes_json = json.dumps(state["classes"])
+    if format == "torchscript":
+        # torch marks TorchScript deprecated in favour of torch.export; it is still what
+        # most C++ and mobile runtimes load, and the user asked for it.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            scripted = torch.jit.trace(wrapped, example)
+            tmp = out.with_name(f".{out.name}.tmp")
+            torch.jit.save(scripted, str(tmp), _extra_files={"classes.json": classes_json})
+        tmp.replace(out)
+    else:
+        try:
+            import onnx  # noqa: F401 - torch's exporter needs both
+            import onnxscript  # noqa: F401
+        except ImportError:
+            raise ExportError("--format onnx needs the onnx and onnxscript packages: pip install 'prep[export]'") from None
+        batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height", min=16), torch.export.Dim("width", min=16)
+        program = torch.onnx.export(
+            wrapped, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
+            dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
+        )
+        program.model.metadata_props["classes"] = classes_json
+        tmp = out.with_name(f".{out.name}.tmp")
+        program.save(str(tmp))
+        tmp.replace(out)
+    atomic_write_bytes(out.with_name(out.name + ".classes.json"), classes_json.encode("utf-8"))
+    return {"path": str(out), "format": format, "classes": state["classes"], "input": "float32 N x 3 x H x W in [0, 1]"}
