@@ -42,10 +42,15 @@ def _eval_transform(state: dict[str, Any]):
     return build_pipeline(options["preset"], options["image_size"], train=False)
 
 
-def evaluate_checkpoint(checkpoint: Path, root: Path, split: str = "valid", *, batch_size: int = 64, workers: int | None = None, device: str | None = None, out_png: Path | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(checkpoint: Path, root: Path | None, split: str = "valid", *, batch_size: int = 64, workers: int | None = None, device: str | None = None, out_png: Path | None = None) -> dict[str, Any]:
     """Loss, accuracy (``acc``), per-class accuracy and confusion matrix on a split.
 
-    Writes the confusion matrix as PNG to ``out_png`` when given.
+    ``root`` None means the dataset the checkpoint was trained on, when it is still there,
+    else the working directory's (``prep.workspace.resolve_dataset``). Writes the confusion
+    matrix as PNG to ``out_png`` when given.
+
+    Raises:
+        DatasetNotFoundError: no dataset given, recorded or found.
     """
     from prep.data.datasets import ClassificationDataset
     from prep.data.loader import create_loader
@@ -54,6 +59,11 @@ def evaluate_checkpoint(checkpoint: Path, root: Path, split: str = "valid", *, b
 
     target = pick_device(device)
     model, state = load_model(checkpoint, device)
+    if root is None:
+        from prep.workspace import resolve_dataset
+
+        recorded = Path(state["data"]) if state.get("data") else None
+        root = recorded if recorded is not None and (recorded / "train").is_dir() else resolve_dataset(None)
     # Decoded exactly as in training (including reduced-scale JPEG decoding), or the
     # figures would drift from the ones the run reported.
     dataset = ClassificationDataset(root, split, transform=_eval_transform(state), classes=state["classes"], decode_min_side=state["options"]["image_size"])

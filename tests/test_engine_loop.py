@@ -207,3 +207,46 @@ def test_progress_shows_each_epoch_with_live_loss_and_images_per_second(dataset_
     epoch_updates = progress.tasks[0][2]
     assert sum(n for n, _ in epoch_updates) == len(train)
     assert all(re.fullmatch(r"loss \d+\.\d{4} · \d+ img/s", status) for _, status in epoch_updates)
+
+
+class PlainNet(torch.nn.Module):
+    """No batch norm and no dropout: a batch's gradient is then the mean of its parts'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def _plain_run(root: Path, run_dir: Path, batch_size: int, config: TrainConfig) -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(0)
+    model = PlainNet()
+    # The "none" preset only resizes, so every batch size sees the same pixels.
+    train = ClassificationDataset(root, "train", transform=build_pipeline("none", 16, train=True))
+    valid = ClassificationDataset(root, "valid", transform=build_pipeline("none", 16, train=False))
+    summary = fit(
+        model, create_loader(train, batch_size, train=True, workers=0), create_loader(valid, 16, train=False, workers=0),
+        config, run_dir, classes=train.classes, mean=MEAN, std=STD, head=model.head,
+    )
+    return model, summary
+
+
+def test_accumulating_two_half_batches_equals_one_full_batch(dataset_root: Path, tmp_path: Path):
+    config = dict(epochs=1, lr=0.1, optimizer="sgd", momentum=0.0, weight_decay=0.0, scheduler="none")
+    full, full_summary = _plain_run(dataset_root, tmp_path / "full", 8, TrainConfig(**config))
+    halves, half_summary = _plain_run(dataset_root, tmp_path / "halves", 4, TrainConfig(**config, accumulate=2))
+    assert half_summary["steps"] == full_summary["steps"] == 10  # 80 images
+    for (name, a), b in zip(full.state_dict().items(), halves.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_gradient_clipping_bounds_every_step(dataset_root: Path, tmp_path: Path):
+    torch.manual_seed(0)
+    before = [p.detach().clone() for p in PlainNet().parameters()]
+    config = TrainConfig(epochs=1, lr=1.0, optimizer="sgd", momentum=0.0, weight_decay=0.0, scheduler="none", clip_grad_norm=1e-3)
+    model, summary = _plain_run(dataset_root, tmp_path / "run", 8, config)
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    assert 0 < float(moved) <= summary["steps"] * 1e-3 * (1 + 1e-5)  # each step moves at most lr x max norm

@@ -80,6 +80,8 @@ def test_train_errors_are_messages(split_sample: Path):
     assert result.exit_code == 2 and "--run-dir" in result.output
     result = runner.invoke(app, ["train", str(split_sample), "--plugin", "resnet-finetuen", "--epochs", "1"])
     assert result.exit_code == 1 and "Did you mean 'resnet-finetune'" in result.output
+    result = runner.invoke(app, ["train", str(split_sample), "--amp", "fp8", "--epochs", "1", "--workers", "0", "--run-dir", str(split_sample.parent / "amp")])
+    assert result.exit_code == 2 and "--amp must be one of auto, bf16, fp16, off" in result.output
     result = runner.invoke(app, ["train", str(split_sample), "--arch", "resnet9000", "--epochs", "1", "--workers", "0"])
     assert result.exit_code == 1 and "resnet9000" in result.output and "Traceback" not in result.output
 
@@ -109,6 +111,10 @@ def test_evaluate_reports_acc_and_draws_the_confusion_matrix(split_sample: Path,
     assert metrics["acc"] == pytest.approx(summary["final_valid_acc"])  # the same model, the same data
     assert metrics["images"] == 40 and set(metrics["per_class_acc"]) == {"cat", "dog"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Without DATA: the dataset the checkpoint was trained on.
+    recorded = runner.invoke(app, ["evaluate", str(run_dir / "last.pt"), "--workers", "0", "--out", str(png), "--json"])
+    assert recorded.exit_code == 0, recorded.output
+    assert json.loads(recorded.stdout)["acc"] == metrics["acc"]
 
 
 def test_predict_writes_csv_and_a_kaggle_submission(split_sample: Path, trained_run, tmp_path: Path):

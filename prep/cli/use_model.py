@@ -13,7 +13,7 @@ from prep.cli import output
 
 def evaluate_command(
     checkpoint: Path = typer.Argument(..., help="A best.pt or last.pt from a run folder."),
-    data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
+    data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one the model was trained on, else the one prep split made here)."),
     split: str = typer.Option("valid", "--split", help="valid (val) | test | train."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(None, "--workers", min=0),
@@ -24,9 +24,8 @@ def evaluate_command(
     """Accuracy (acc), loss, per-class accuracy and a confusion matrix PNG on a split."""
     from prep.inference import evaluate_checkpoint
     from prep.split.splitters import canonical_split_name
-    from prep.workspace import resolve_dataset
 
-    metrics = evaluate_checkpoint(checkpoint, resolve_dataset(data), canonical_split_name(split), batch_size=batch_size, workers=workers, device=device, out_png=out)
+    metrics = evaluate_checkpoint(checkpoint, data, canonical_split_name(split), batch_size=batch_size, workers=workers, device=device, out_png=out)
     if as_json:
         output.stdout.print_json(json.dumps(metrics))
         return

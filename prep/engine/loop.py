@@ -41,7 +41,7 @@ from prep.engine.logbook import MetricsLog
 from prep.engine.metrics import ConfusionMatrix
 from prep.engine.optim import build_optimizer, parameter_groups
 from prep.engine.schedulers import LRSchedule, ScheduleConfig
-from prep.errors import PrepError
+from prep.errors import PrepError, UsageError
 from prep.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,12 @@ def pick_device(requested: str | None) -> torch.device:
     return World.from_env().device(requested)
 
 
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
 def _autocast(device: torch.device, amp: str):
+    if amp not in AMP_MODES:
+        raise UsageError(f"--amp must be one of {', '.join(AMP_MODES)}, not {amp!r}")
     if device.type != "cuda" or amp == "off":
         return nullcontext(), None
     dtype = torch.bfloat16 if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()) else torch.float16
@@ -209,6 +214,7 @@ def fit(
     world = world or World.from_env()
     device = world.device(config.device)
     world.join(device)
+    autocast, scaler = _autocast(device, config.amp)  # checks --amp before anything is written
     _check_run_dir(run_dir, resume)
     io = RunIO(run_dir, world.is_main, progress)
     torch.manual_seed(config.seed)
@@ -228,7 +234,6 @@ def fit(
         name=config.scheduler, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
         warmup_epochs=config.warmup_epochs, step_size=config.step_size, gamma=config.gamma,
     ))
-    autocast, scaler = _autocast(device, config.amp)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     epoch, step, best, bad_epochs = 0, 0, -math.inf, 0
