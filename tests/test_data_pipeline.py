@@ -206,7 +206,7 @@ def test_plain_datasets_get_plain_indexes():
     assert sorted(t for b in batches for t in b.targets.tolist()) == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("length", [10, 11])
+@pytest.mark.parametrize("length", [10, 11, 2])
 def test_ranks_share_an_epoch_without_overlap(length: int):
     from prep.data.sampling import SeededSampler
 

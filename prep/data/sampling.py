@@ -55,8 +55,9 @@ class SeededSampler(torch.utils.data.Sampler):
         seeds = torch.randint(0, 2**62, (self.length,), generator=generator).tolist()
         if self.world_size > 1:
             order = list(order)
-            if self.pad:
-                order += order[: len(self) * self.world_size - self.length]
+            if self.pad:  # repeated whole when there are fewer images than ranks
+                needed = len(self) * self.world_size
+                order = (order * -(-needed // max(self.length, 1)))[:needed]
             order = order[self.rank :: self.world_size]
         for index in order:
             yield (index, seeds[index]) if self.with_seeds else index
