@@ -152,3 +152,22 @@ def test_error_messages_keep_square_brackets(tmp_path: Path):
     """Rich markup must not eat parts of file names such as ``photos[old]``."""
     result = CliRunner().invoke(app, ["stats", str(tmp_path / "data[old]")])
     assert result.exit_code == 1 and "data[old]" in result.output
+
+
+def test_progress_bars_draw_on_a_terminal(monkeypatch):
+    """The bar path only runs on a terminal, which tests lack: pretend to be one."""
+    import io
+
+    from prep.cli import output
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(output.sys, "stderr", terminal)
+    monkeypatch.setattr(output, "stderr", output._LazyConsole(file=terminal, force_terminal=True, highlight=False))
+    with output.RichProgress(min_total=1).task("Epoch 1/1", 3) as advance:
+        advance(1, status="loss 0.5000 · 10 img/s")
+        advance(2)
+    assert "Epoch 1/1" in terminal.getvalue() and "loss 0.5000" in terminal.getvalue()

@@ -211,6 +211,8 @@ def test_torchrun_trains_one_model_over_two_processes(split_sample: Path, tmp_pa
     import subprocess
     import sys
 
+    # Under torchrun prep will not compute stats.json itself: every rank would write it.
+    assert runner.invoke(app, ["stats", str(split_sample), "--workers", "1"]).exit_code == 0
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "prep", "train",
          str(split_sample), "--epochs", "2", "--image-size", "32", "--batch-size", "8", "--workers", "0",

@@ -18,12 +18,17 @@ class _LazyConsole:
         self._options = options
         self._console = None
 
-    def __getattr__(self, name: str):
+    @property
+    def console(self):
+        """The rich Console itself, for APIs that need a real one (progress bars)."""
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(**self._options)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str):
+        return getattr(self.console, name)
 
 
 stdout = _LazyConsole(highlight=False, soft_wrap=True)
@@ -79,7 +84,7 @@ class RichProgress:
 
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=stderr, transient=True,
+            TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=stderr.console, transient=True,
         ) as bar:
             task_id = bar.add_task(description, total=total, status="")
 
