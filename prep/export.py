@@ -62,6 +62,12 @@ def export_checkpoint(checkpoint: Path, format: str, out: Path | None = None, *,
     out = out or checkpoint.with_suffix(".torchscript.pt" if format == "torchscript" else ".onnx")
     if out.exists():
         raise ExportError(f"{out} already exists; choose another --out or move it away")
+    if format == "onnx":
+        try:
+            import onnx  # noqa: F401 - torch's exporter needs both
+            import onnxscript  # noqa: F401
+        except ImportError:
+            raise ExportError("--format onnx needs the onnx and onnxscript packages: pip install 'prep[export]'") from None
     import torch
 
     from prep.fsutil import atomic_write_bytes
@@ -72,29 +78,25 @@ def export_checkpoint(checkpoint: Path, format: str, out: Path | None = None, *,
     size = image_size or state["options"]["image_size"]
     example = torch.rand(2, 3, size, size)
     classes_json = json.dumps(state["classes"])
-    if format == "torchscript":
-        # torch marks TorchScript deprecated in favour of torch.export; it is still what
-        # most C++ and mobile runtimes load, and the user asked for it.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            scripted = torch.jit.trace(wrapped, example)
-            tmp = out.with_name(f".{out.name}.tmp")
-            torch.jit.save(scripted, str(tmp), _extra_files={"classes.json": classes_json})
+    # Written beside ``out`` and renamed, so that ``out`` is whole or absent.
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        if format == "torchscript":
+            # torch marks TorchScript deprecated in favour of torch.export; it is still what
+            # most C++ and mobile runtimes load, and the user asked for it.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                torch.jit.save(torch.jit.trace(wrapped, example), str(tmp), _extra_files={"classes.json": classes_json})
+        else:
+            batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height", min=16), torch.export.Dim("width", min=16)
+            program = torch.onnx.export(
+                wrapped, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
+                dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
+            )
+            program.model.metadata_props["classes"] = classes_json
+            program.save(str(tmp))
         tmp.replace(out)
-    else:
-        try:
-            import onnx  # noqa: F401 - torch's exporter needs both
-            import onnxscript  # noqa: F401
-        except ImportError:
-            raise ExportError("--format onnx needs the onnx and onnxscript packages: pip install 'prep[export]'") from None
-        batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height", min=16), torch.export.Dim("width", min=16)
-        program = torch.onnx.export(
-            wrapped, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
-            dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
-        )
-        program.model.metadata_props["classes"] = classes_json
-        tmp = out.with_name(f".{out.name}.tmp")
-        program.save(str(tmp))
-        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     atomic_write_bytes(out.with_name(out.name + ".classes.json"), classes_json.encode("utf-8"))
     return {"path": str(out), "format": format, "classes": state["classes"], "input": "float32 N x 3 x H x W in [0, 1]"}

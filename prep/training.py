@@ -114,6 +114,18 @@ class RunConfig:
     train: TrainConfig
 
 
+def _fits(setting: Any, default: Any) -> bool:
+    """Whether a setting read from YAML has the kind of value its default has (settings
+    whose default is None take None or a number, or a string for ``device``)."""
+    if isinstance(setting, bool) or isinstance(default, bool):
+        return isinstance(setting, bool) and isinstance(default, bool)
+    if default is None:
+        return setting is None or isinstance(setting, (int, float, str))
+    if isinstance(default, float):
+        return isinstance(setting, (int, float))
+    return isinstance(setting, type(default))
+
+
 def read_run_config(path: Path) -> RunConfig:
     """Read the ``config.yaml`` that ``prep train`` wrote in a run folder.
 
@@ -135,10 +147,13 @@ def read_run_config(path: Path) -> RunConfig:
         raise RunConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(value, dict) or not {"data", "options", "train"} <= set(value):
         raise RunConfigError(f"{path} is not a run config written by prep train (it needs data, options and train)")
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(value["train"]) - known)
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    unknown = sorted(set(value["train"]) - set(defaults))
     if unknown:
         raise RunConfigError(f"{path}: unknown train settings {', '.join(unknown)}")
+    for name, setting in value["train"].items():
+        if not _fits(setting, defaults[name]):
+            raise RunConfigError(f"{path}: train setting {name} must be like {defaults[name]!r}, not {setting!r}")
     options = options_from_data(value["options"])
     options.resume, options.run_dir = False, None
     return RunConfig(Path(value["data"]), options, TrainConfig(**value["train"]))
@@ -203,9 +218,9 @@ def train(root: Path, options: TrainOptions, *, config: TrainConfig | None = Non
     collate = options.collate or getattr(trainer, "collate", "uint8-channels-last")
     train_set = ClassificationDataset(root, "train", transform=build_pipeline(options.preset, size, train=True, seed=config.seed), decode_min_side=size)
     valid_set = ClassificationDataset(root, "valid", transform=build_pipeline(options.preset, size, train=False), classes=train_set.classes, decode_min_side=size)
-    shard = {"rank": world.rank, "world_size": world.size, "workers": options.workers, "seed": config.seed, "device": device}
-    train_loader = create_loader(train_set, options.batch_size, train=True, collate=collate, **shard)
-    valid_loader = create_loader(valid_set, options.batch_size, train=False, **shard)
+    loader_settings = {"rank": world.rank, "world_size": world.size, "workers": options.workers, "seed": config.seed, "device": device}
+    train_loader = create_loader(train_set, options.batch_size, train=True, collate=collate, **loader_settings)
+    valid_loader = create_loader(valid_set, options.batch_size, train=False, **loader_settings)
     # Under torchrun every rank would compute and write stats.json at once.
     mean, std, source = normalization(root, trainer.pretrained(options), options.workers, may_compute=not world.distributed)
     torch.manual_seed(config.seed)

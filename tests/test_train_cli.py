@@ -80,6 +80,8 @@ def test_train_errors_are_messages(split_sample: Path):
     assert result.exit_code == 2 and "--run-dir" in result.output
     result = runner.invoke(app, ["train", str(split_sample), "--plugin", "resnet-finetuen", "--epochs", "1"])
     assert result.exit_code == 1 and "Did you mean 'resnet-finetune'" in result.output
+    result = runner.invoke(app, ["train", str(split_sample), "--collate", "uint8-channel-last", "--epochs", "1", "--workers", "0"])
+    assert result.exit_code == 1 and "Did you mean 'uint8-channels-last'" in result.output
     result = runner.invoke(app, ["train", str(split_sample), "--amp", "fp8", "--epochs", "1", "--workers", "0", "--run-dir", str(split_sample.parent / "amp")])
     assert result.exit_code == 2 and "--amp must be one of auto, bf16, fp16, off" in result.output
     result = runner.invoke(app, ["train", str(split_sample), "--arch", "resnet9000", "--epochs", "1", "--workers", "0"])
@@ -178,6 +180,27 @@ def test_config_errors_are_messages(tmp_path: Path):
     (tmp_path / "other.yaml").write_text("epochs: 3\n")
     other = runner.invoke(app, ["train", "--config", str(tmp_path / "other.yaml")])
     assert other.exit_code == 1 and "not a run config written by prep train" in other.output
+    (tmp_path / "edited.yaml").write_text("data: /d\noptions: {}\ntrain: {lr: fast, epochs: 3}\n")
+    edited = runner.invoke(app, ["train", "--config", str(tmp_path / "edited.yaml")])
+    assert edited.exit_code == 1 and "train setting lr must be like 0.001, not 'fast'" in edited.output
+
+
+def test_every_engine_option_reaches_the_config():
+    from prep.training import resolve_config
+    from prep_trainers.resnet_finetune import ResNetFinetune
+
+    given = dict(
+        epochs=4, max_steps=9, lr=0.5, optimizer="rmsprop", scheduler="onecycle", weight_decay=0.2, warmup_epochs=1.5,
+        label_smoothing=0.3, freeze_backbone=2, accumulate=3, clip_grad_norm=0.7, patience=5, min_delta=0.01,
+        amp="bf16", compile=True, seed=11, device="cpu",
+    )
+    config = resolve_config(ResNetFinetune(), TrainOptions(**given))
+    assert (config.epochs, config.max_steps, config.lr, config.optimizer, config.scheduler) == (4, 9, 0.5, "rmsprop", "onecycle")
+    assert (config.weight_decay, config.warmup_epochs, config.label_smoothing, config.freeze_backbone_epochs) == (0.2, 1.5, 0.3, 2)
+    assert (config.accumulate, config.clip_grad_norm, config.early_stop_patience, config.early_stop_min_delta) == (3, 0.7, 5, 0.01)
+    assert (config.amp, config.compile, config.seed, config.device) == ("bf16", True, 11, "cpu")
+    untouched = resolve_config(ResNetFinetune(), TrainOptions())
+    assert untouched == ResNetFinetune().recipe(TrainOptions())
 
 
 def test_named_recipes():

@@ -71,25 +71,26 @@ def train_command(
     from prep.training import TrainOptions, read_run_config, train
     from prep.workspace import resolve_dataset
 
-    # Typer vendors click privately, so the source is compared by name.
-    given = {
-        name: value for name, value in ctx.params.items()
-        if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
-    }
-    given = {("compile" if name == "compile_model" else name): value for name, value in given.items()}
-    for name in ("data", "config", "as_json"):
-        given.pop(name, None)
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir: the run to continue")
+    # Every parameter but these is a TrainOptions field (``--compile`` is ``compile_model``
+    # here only because ``compile`` is a builtin).
+    requested = {
+        ("compile" if name == "compile_model" else name): value
+        for name, value in ctx.params.items() if name not in ("data", "config", "as_json")
+    }
     base = None
     if config is not None:
         repeated = read_run_config(config)
         options, base = repeated.options, repeated.train
-        for name, value in given.items():
-            setattr(options, name, value)
+        for name, value in requested.items():
+            # Typer vendors click privately, so the source is compared by name.
+            source = ctx.get_parameter_source("compile_model" if name == "compile" else name)
+            if getattr(source, "name", None) == "COMMANDLINE":
+                setattr(options, name, value)
         dataset = data or repeated.data
     else:
-        options = TrainOptions(**{**{k: v for k, v in ctx.params.items() if k not in ("data", "config", "as_json", "compile_model")}, "compile": compile_model})
+        options = TrainOptions(**requested)
         dataset = resolve_dataset(data)
     with temporary_plugin(EpochPrinter(), "prep.cli.train"):
         summary = train(dataset, options, config=base, progress=output.RichProgress(min_total=1))
