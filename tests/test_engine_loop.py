@@ -18,6 +18,7 @@ from prep.augment.presets import build_pipeline
 from prep.data.datasets import ClassificationDataset
 from prep.data.loader import create_loader
 from prep.engine.checkpoint import load_checkpoint
+from prep.engine.distributed import World
 from prep.engine.loop import NonFiniteLossError, TrainConfig, fit
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
@@ -221,26 +222,62 @@ class PlainNet(torch.nn.Module):
         return self.head(self.features(x))
 
 
-def _plain_run(root: Path, run_dir: Path, batch_size: int, config: TrainConfig) -> tuple[torch.nn.Module, dict]:
+def _plain_run(root: Path, run_dir: Path, batch_size: int, config: TrainConfig, world: World = World()) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(0)
     model = PlainNet()
     # The "none" preset only resizes, so every batch size sees the same pixels.
     train = ClassificationDataset(root, "train", transform=build_pipeline("none", 16, train=True))
     valid = ClassificationDataset(root, "valid", transform=build_pipeline("none", 16, train=False))
+    place = {"rank": world.rank, "world_size": world.size}
     summary = fit(
-        model, create_loader(train, batch_size, train=True, workers=0), create_loader(valid, 16, train=False, workers=0),
-        config, run_dir, classes=train.classes, mean=MEAN, std=STD, head=model.head,
+        model, create_loader(train, batch_size, train=True, workers=0, **place),
+        create_loader(valid, 16, train=False, workers=0, **place),
+        config, run_dir, classes=train.classes, mean=MEAN, std=STD, head=model.head, world=world,
     )
     return model, summary
 
 
-def test_accumulating_two_half_batches_equals_one_full_batch(dataset_root: Path, tmp_path: Path):
-    config = dict(epochs=1, lr=0.1, optimizer="sgd", momentum=0.0, weight_decay=0.0, scheduler="none")
-    full, full_summary = _plain_run(dataset_root, tmp_path / "full", 8, TrainConfig(**config))
-    halves, half_summary = _plain_run(dataset_root, tmp_path / "halves", 4, TrainConfig(**config, accumulate=2))
-    assert half_summary["steps"] == full_summary["steps"] == 10  # 80 images
+SGD_PLAIN = dict(epochs=1, lr=0.1, optimizer="sgd", momentum=0.0, weight_decay=0.0, scheduler="none")
+
+
+@pytest.mark.parametrize("micro, accumulate, steps", [(4, 2, 10), (8, 4, 3)])
+def test_accumulating_small_batches_equals_one_full_batch(dataset_root: Path, tmp_path: Path, micro: int, accumulate: int, steps: int):
+    # 80 images: 8 x 4 accumulates 4, 4 and then 2 batches, like full batches of 32, 32 and 16;
+    # the last, shorter group must be averaged over its own 2 batches, not over 4.
+    full, full_summary = _plain_run(dataset_root, tmp_path / "full", micro * accumulate, TrainConfig(**SGD_PLAIN))
+    halves, half_summary = _plain_run(dataset_root, tmp_path / "halves", micro, TrainConfig(**SGD_PLAIN, accumulate=accumulate))
+    assert half_summary["steps"] == full_summary["steps"] == steps
     for (name, a), b in zip(full.state_dict().items(), halves.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def _ddp_rank(rank: int, root: str, out: str, port: int) -> None:
+    """One of two Gloo processes: batches of 4, accumulating 2, saving its weights at the end."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    model, summary = _plain_run(Path(root), Path(out) / "run", 4, TrainConfig(**SGD_PLAIN, accumulate=2), World(rank, rank, 2))
+    torch.save({"model": model.state_dict(), "steps": summary["steps"]}, Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_with_accumulation_equals_one_process_with_the_whole_batch(dataset_root: Path, tmp_path: Path):
+    # Two ranks x batches of 4 x 2 accumulated = 16 images a step, and the ranks deal the shuffled
+    # order between them, so each step sees the same 16 images as a single process's batch of 16.
+    # DDP skips the all-reduce on the first batch of each pair (no_sync); if it skipped it on
+    # the batch that steps too, the two ranks would drift apart.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_rank, args=(str(dataset_root), str(tmp_path), port), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    single, summary = _plain_run(dataset_root, tmp_path / "single", 16, TrainConfig(**SGD_PLAIN))
+    assert ranks[0]["steps"] == ranks[1]["steps"] == summary["steps"] == 5  # 80 images
+    for name, value in single.state_dict().items():
+        assert torch.equal(ranks[0]["model"][name], ranks[1]["model"][name]), name
+        assert torch.allclose(ranks[0]["model"][name], value, atol=1e-6), name
 
 
 def test_gradient_clipping_bounds_every_step(dataset_root: Path, tmp_path: Path):
@@ -250,3 +287,26 @@ def test_gradient_clipping_bounds_every_step(dataset_root: Path, tmp_path: Path)
     model, summary = _plain_run(dataset_root, tmp_path / "run", 8, config)
     moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
     assert 0 < float(moved) <= summary["steps"] * 1e-3 * (1 + 1e-5)  # each step moves at most lr x max norm
+
+
+@pytest.mark.slow
+def test_compile_trains_the_same_model_and_saves_plain_weights(dataset_root: Path, tmp_path: Path):
+    # torch.compile wraps the module; a checkpoint of the wrapper would have "_orig_mod." keys
+    # that no plain model loads. Inductor may reorder float sums, hence a tolerance, not equality;
+    # it also draws dropout masks from its own generator, so dropout is off for the comparison.
+    # SGD, because Adam turns the float noise in the conv bias's ~0 gradient (BatchNorm follows
+    # it) into full-size steps.
+    def without_dropout() -> TinyNet:
+        torch.manual_seed(5)
+        model = TinyNet()
+        model.features[5].p = 0.0
+        return model
+
+    config = TrainConfig(epochs=1, lr=0.05, optimizer="sgd", seed=5)
+    eager, _ = run(dataset_root, tmp_path / "eager", config, model=without_dropout())
+    compiled, summary = run(dataset_root, tmp_path / "compiled", TrainConfig(**{**config.__dict__, "compile": True}), model=without_dropout())
+    assert summary["status"] == "completed"
+    saved = load_checkpoint(tmp_path / "compiled" / "last.pt")["model"]
+    assert list(saved) == list(TinyNet().state_dict())
+    for name, value in eager.state_dict().items():
+        assert torch.allclose(value.float(), saved[name].float(), atol=1e-4), name

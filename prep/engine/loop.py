@@ -152,17 +152,19 @@ def evaluate(
     return total_loss / max(count, 1), confusion
 
 
-def _wrap_for_training(model: torch.nn.Module, config: TrainConfig, world: World, device: torch.device) -> torch.nn.Module:
-    """The module that runs forward and backward: DDP under torchrun, compiled on request.
-    Checkpoints always come from the plain ``model``."""
-    wrapped = model
+def _wrap_for_training(
+    model: torch.nn.Module, config: TrainConfig, world: World, device: torch.device
+) -> tuple[torch.nn.Module, Any]:
+    """The module that runs forward and backward (DDP under torchrun, compiled on request), and
+    the DDP wrapper or None. Checkpoints always come from the plain ``model``."""
+    wrapped = ddp = model
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        wrapped = ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         wrapped = torch.compile(wrapped)
-    return wrapped
+    return wrapped, (ddp if world.distributed else None)
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -260,7 +262,7 @@ def fit(
 
     emit("on_train_start", run=run)
     freezer.apply(epoch)
-    trainable = _wrap_for_training(model, config, world, device)
+    trainable, ddp = _wrap_for_training(model, config, world, device)
     stopped, record = "completed", None
     with _first_interrupt_stops_gently() as interrupt:
         while epoch < config.epochs and stopped == "completed":
@@ -268,7 +270,7 @@ def fit(
                 stopped = "max-steps"
                 break
             if freezer.apply(epoch):
-                trainable = _wrap_for_training(model, config, world, device)
+                trainable, ddp = _wrap_for_training(model, config, world, device)
             # Everything random in this epoch follows from (seed, epoch): see SeededSampler.
             train_loader.set_epoch(epoch)
             torch.manual_seed(config.seed * 1_000_003 + epoch)
@@ -283,23 +285,30 @@ def fit(
                         continue
                     images = to_device_normalized(batch.inputs, mean, std, device)
                     targets = batch.targets.to(device)
-                    with autocast:
-                        logits = trainable(images)
-                        loss = criterion(logits.float(), targets)
-                    # One small all-reduce under torchrun, so that every rank stops at
-                    # the same step: a rank left alone would wait forever.
-                    not_finite, stop_now = world.sum([float(not torch.isfinite(loss)), float(interrupt["stop"])], device)
-                    if not_finite:
-                        raise NonFiniteLossError(
-                            f"The loss became {loss.item()} at step {step} (epoch {epoch + 1}); stopped. "
-                            f"The last good checkpoint is {run_dir / 'last.pt'}. Try a lower --lr."
-                        )
-                    (scaler.scale(loss) if scaler else loss).div(config.accumulate).backward()
+                    # The gradient of a step is the mean over its group of batches; the last group
+                    # of an epoch may be shorter than --accumulate.
+                    group_start = index - index % config.accumulate
+                    group_size = min(config.accumulate, batches - group_start)
+                    steps_now = index + 1 == group_start + group_size
+                    # Under DDP, gradients are all-reduced only on the batch that steps.
+                    with nullcontext() if steps_now or ddp is None else ddp.no_sync():
+                        with autocast:
+                            logits = trainable(images)
+                            loss = criterion(logits.float(), targets)
+                        # One small all-reduce under torchrun, so that every rank stops at
+                        # the same step: a rank left alone would wait forever.
+                        not_finite, stop_now = world.sum([float(not torch.isfinite(loss)), float(interrupt["stop"])], device)
+                        if not_finite:
+                            raise NonFiniteLossError(
+                                f"The loss became {loss.item()} at step {step} (epoch {epoch + 1}); stopped. "
+                                f"The last good checkpoint is {run_dir / 'last.pt'}. Try a lower --lr."
+                            )
+                        (scaler.scale(loss) if scaler else loss).div(group_size).backward()
                     seen += len(targets)
                     loss_sum += loss.item() * len(targets)
                     correct += (logits.argmax(1) == targets).sum().item()
                     advance(1, status=f"loss {loss_sum / seen:.4f} · {seen * world.size / (time.perf_counter() - started):.0f} img/s")
-                    if (index + 1) % config.accumulate and index + 1 != batches:
+                    if not steps_now:
                         continue
                     if config.clip_grad_norm:
                         if scaler:
