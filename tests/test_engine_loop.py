@@ -133,10 +133,34 @@ class InterruptAt(TinyNet):
         return super().forward(x)
 
 
-def test_first_ctrl_c_saves_and_returns(dataset_root: Path, tmp_path: Path):
-    _, summary = run(dataset_root, tmp_path / "run", TrainConfig(epochs=3, lr=0.01), model=InterruptAt(3))
-    assert summary["status"] == "interrupted" and summary["steps"] == 3
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3
+def _seeded(model_class, *args):
+    torch.manual_seed(11)
+    return model_class(*args)
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_first_ctrl_c_saves_and_resume_finishes_as_if_never_stopped(dataset_root: Path, tmp_path: Path, accumulate: int):
+    # Stopped in the middle of epoch 2 (10 batches an epoch); the step-per-epoch scheduler and
+    # dropout show whether the resume really goes on from the next batch with the same state.
+    config = TrainConfig(epochs=3, lr=0.05, scheduler="step", step_size=1, gamma=0.5, accumulate=accumulate, seed=2)
+    straight, straight_summary = run(dataset_root, tmp_path / "straight", config, model=_seeded(TinyNet))
+    _, summary = run(dataset_root, tmp_path / "run", config, model=_seeded(InterruptAt, 14))
+    assert summary["status"] == "interrupted" and summary["epochs"] == 1
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["partial_epoch"]["batches"] == 14 - 10 and state["step"] == (10 + 4) // accumulate
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1]  # a cut-short epoch is not validated or logged
+
+    resumed, summary = run(dataset_root, tmp_path / "run", config, model=_seeded(TinyNet), resume=True)
+    assert summary["status"] == "completed" and summary["steps"] == straight_summary["steps"]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1, 2, 3]
+    for got, want in zip(logged, expected):
+        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-9) and got["lr"] == want["lr"]
+        assert (got["train_acc"], got["valid_acc"]) == (want["train_acc"], want["valid_acc"])
 
 
 def test_resuming_a_run_that_reached_max_steps_trains_no_further(dataset_root: Path, tmp_path: Path):

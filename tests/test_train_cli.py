@@ -75,6 +75,39 @@ def test_resume_continues_a_run(split_sample: Path, tmp_path: Path):
     assert second["status"] == "completed" and second["epochs"] == 2 and second["steps"] == 10
 
 
+def test_ctrl_c_then_resume_with_only_the_run_folder(split_sample: Path, tmp_path: Path):
+    import os
+    import signal
+
+    from prep.hookspecs import hookimpl
+    from prep.plugins import temporary_plugin
+
+    class CtrlCAfterFirstEpoch:
+        @hookimpl
+        def on_epoch_end(self, run, metrics):
+            if metrics["epoch"] == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C; stops after the next step
+
+    run_dir = tmp_path / "run"
+    with temporary_plugin(CtrlCAfterFirstEpoch(), "test-ctrl-c"):
+        first = runner.invoke(app, [
+            "train", str(split_sample), "--epochs", "2", "--image-size", "32", "--batch-size", "16", "--workers", "0",
+            "--lr", "0.003", "--optimizer", "adam", "--scheduler", "none", "--run-dir", str(run_dir),
+        ])
+    assert first.exit_code == 0, first.output
+    assert "interrupted: 1 epochs" in first.output
+    assert f"Continue it with: prep train --resume --run-dir {run_dir}" in " ".join(first.output.split())
+    assert load_checkpoint(run_dir / "last.pt")["partial_epoch"]["batches"] == 1
+
+    # No dataset and no options: the run folder's config.yaml supplies them.
+    second = runner.invoke(app, ["train", "--resume", "--run-dir", str(run_dir), "--json"])
+    assert second.exit_code == 0, second.output
+    summary = json.loads(second.stdout)
+    assert summary["status"] == "completed" and summary["epochs"] == 2
+    state = load_checkpoint(run_dir / "last.pt")
+    assert (state["config"]["lr"], state["config"]["optimizer"], state["options"]["image_size"]) == (0.003, "adam", 32)
+
+
 def test_train_errors_are_messages(split_sample: Path):
     result = runner.invoke(app, ["train", str(split_sample), "--resume"])
     assert result.exit_code == 2 and "--run-dir" in result.output

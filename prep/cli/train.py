@@ -73,6 +73,8 @@ def train_command(
 
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir: the run to continue")
+    if resume and config is None and (run_dir / "config.yaml").is_file():
+        config = run_dir / "config.yaml"  # a resumed run keeps its own data and settings
     # Every parameter but these is a TrainOptions field (``--compile`` is ``compile_model``
     # here only because ``compile`` is a builtin).
     requested = {
@@ -99,7 +101,17 @@ def train_command(
     if as_json:
         output.stdout.print_json(json.dumps(summary))
     else:
-        output.stdout.print(
-            f"{summary['status']}: {summary['epochs']} epochs, best valid_acc {summary['best_valid_acc']:.4f}, "
-            f"final {summary['final_valid_acc']:.4f}; normalisation from {summary['normalization']}; run in {summary['run_dir']}"
-        )
+        output.stdout.print(output.escape(_describe(summary)))
+
+
+def _describe(summary: dict) -> str:
+    def acc(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    text = (
+        f"{summary['status']}: {summary['epochs']} epochs, best valid_acc {acc(summary['best_valid_acc'])}, "
+        f"final {acc(summary['final_valid_acc'])}; normalisation from {summary['normalization']}; run in {summary['run_dir']}"
+    )
+    if summary["status"] == "interrupted":
+        text += f"\nContinue it with: prep train --resume --run-dir {summary['run_dir']}"
+    return text

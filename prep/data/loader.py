@@ -48,9 +48,10 @@ class ReportingLoader:
         self.sampler = sampler
         self.skipped: dict[str, str] = {}
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose order and augmentations come next (see SeededSampler)."""
-        self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Choose the epoch whose order and augmentations come next (see SeededSampler);
+        its first ``skip_batches`` batches are left out, unread."""
+        self.sampler.set_epoch(epoch, start=skip_batches * self.loader.batch_size)
 
     def __len__(self) -> int:
         return len(self.loader)

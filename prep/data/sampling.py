@@ -16,6 +16,7 @@ image is counted twice.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -37,9 +38,13 @@ class SeededSampler(torch.utils.data.Sampler):
         self.world_size = world_size
         self.pad = pad
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Choose the epoch; ``start`` skips that many of this rank's first samples (to
+        finish an epoch that a resumed run had begun)."""
         self.epoch = epoch
+        self.start = start
 
     def __len__(self) -> int:
         if self.pad:
@@ -59,5 +64,5 @@ class SeededSampler(torch.utils.data.Sampler):
                 needed = len(self) * self.world_size
                 order = (order * -(-needed // max(self.length, 1)))[:needed]
             order = order[self.rank :: self.world_size]
-        for index in order:
+        for index in itertools.islice(order, self.start, None):
             yield (index, seeds[index]) if self.with_seeds else index

@@ -11,7 +11,8 @@ hooks (``prep.engine.events``).
 What stops a run: the last epoch or ``max_steps``; early stopping; a callback's
 ``request_stop``; a loss that is not finite (the last good checkpoint stays, and
 ``NonFiniteLossError`` says at which step); Ctrl-C (the first one saves ``last.pt`` at the
-end of the current step and returns, marked interrupted).
+end of the current step, with the batches and training sums of the unfinished epoch, and
+returns, marked interrupted; a resume skips those batches unread and finishes the epoch).
 
 Under torchrun every process runs this same function on its share of the data
 (``prep.engine.distributed``); the counts behind the metrics are summed over processes so
@@ -239,6 +240,8 @@ def fit(
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     epoch, step, best, bad_epochs = 0, 0, -math.inf, 0
+    # What a Ctrl-C'd epoch had done: its batches (skipped on resume) and its training sums.
+    partial: dict[str, float] | None = None
     if resume and (run_dir / "last.pt").exists():
         state = load_checkpoint(run_dir / "last.pt")
         model.load_state_dict(state["model"])
@@ -248,15 +251,17 @@ def fit(
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         epoch, step, best, bad_epochs = state["epoch"], state["step"], state["best"], state["bad_epochs"]
+        partial = state.get("partial_epoch")
     io.write_config({**(extra or {}), "train": asdict(config), "classes": classes, "mean": mean, "std": std})
     log_book = MetricsLog(run_dir) if io.is_main else None
     run = TrainingRun(run_dir, config, model, optimizer, classes, epoch=epoch, step=step, is_main=world.is_main)
 
-    def checkpoint_state() -> dict[str, Any]:
+    def checkpoint_state(partial_epoch: dict[str, float] | None = None) -> dict[str, Any]:
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None, "rng": capture_rng_state(),
             "epoch": epoch, "step": step, "best": best, "bad_epochs": bad_epochs, "backbone_frozen": freezer.frozen,
+            "partial_epoch": partial_epoch,
             "classes": classes, "mean": mean, "std": std, "config": asdict(config), **(extra or {}),
         }
 
@@ -271,15 +276,21 @@ def fit(
                 break
             if freezer.apply(epoch):
                 trainable, ddp = _wrap_for_training(model, config, world, device)
-            # Everything random in this epoch follows from (seed, epoch): see SeededSampler.
-            train_loader.set_epoch(epoch)
-            torch.manual_seed(config.seed * 1_000_003 + epoch)
+            # Everything random in this epoch follows from (seed, epoch): see SeededSampler. An
+            # epoch that a Ctrl-C cut short goes on from its next batch, with the random state
+            # the checkpoint restored.
+            done = int(partial["batches"]) if partial else 0
+            train_loader.set_epoch(epoch, skip_batches=done)
+            if not partial:
+                torch.manual_seed(config.seed * 1_000_003 + epoch)
             model.train()
             started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             optimizer.zero_grad(set_to_none=True)
             batches = len(train_loader)
             with io.progress.task(f"Epoch {epoch + 1}/{config.epochs}", batches) as advance:
-                for index, batch in enumerate(train_loader):
+                if done:
+                    advance(done)
+                for index, batch in enumerate(train_loader, start=done):
                     if len(batch.targets) == 0:
                         advance(1)
                         continue
@@ -330,17 +341,25 @@ def fit(
                         break
             elapsed = time.perf_counter() - started
             seen, loss_sum, correct = world.sum([float(seen), loss_sum, float(correct)], device)
+            images_per_s = seen / max(elapsed, 1e-9)
+            if partial:
+                seen, loss_sum, correct = seen + partial["seen"], loss_sum + partial["loss_sum"], correct + partial["correct"]
+                partial = None
+            if stopped == "interrupted":
+                # Leave at once: no validation, no epoch-end scheduler step; --resume finishes
+                # this epoch from its next batch, exactly as if it had never stopped.
+                io.save("last.pt", checkpoint_state({"batches": index + 1, "seen": seen, "loss_sum": loss_sum, "correct": correct}))
+                break
             valid_loss, confusion = evaluate(model, valid_loader, mean, std, device, len(classes), world=world, progress=io.progress)
             valid_acc = confusion.accuracy()
-            if stopped != "interrupted":  # an interrupted epoch is replayed on resume
-                epoch += 1
+            epoch += 1
             schedule.after_epoch(valid_loss)
             improved = valid_acc > best + config.early_stop_min_delta
             best, bad_epochs = (valid_acc, 0) if improved else (best, bad_epochs + 1)
             record = {
                 "epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                 "valid_loss": valid_loss, "valid_acc": valid_acc, "lr": schedule.lrs()[0],
-                "images_per_s": seen / max(elapsed, 1e-9), "backbone_frozen": freezer.frozen,
+                "images_per_s": images_per_s, "backbone_frozen": freezer.frozen,
                 "per_class_acc": confusion.per_class_accuracy(), "confusion": confusion.as_lists(),
             }
             if log_book is not None:
@@ -357,7 +376,7 @@ def fit(
                 stopped = "stopped"
     summary = {
         "status": stopped, "epochs": epoch, "steps": step,
-        "best_valid_acc": best, "final_valid_acc": record["valid_acc"] if record else None,
+        "best_valid_acc": best if math.isfinite(best) else None, "final_valid_acc": record["valid_acc"] if record else None,
         "best": str(run_dir / "best.pt"), "last": str(run_dir / "last.pt"), "classes": classes,
     }
     if stopped == "stopped":
