@@ -39,6 +39,21 @@ def test_metrics_log_writes_jsonl_and_csv_and_continues_after_resume(tmp_path: P
     assert len(list(csv.DictReader((tmp_path / "metrics.csv").open()))) == 3
 
 
+def test_tensorboard_gets_every_number_and_each_class(tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = MetricsLog(tmp_path, classes=["cat", "dog"])
+    for epoch, acc in ((1, 0.75), (2, 0.875)):
+        log.append({"epoch": epoch, "valid_acc": acc, "backbone_frozen": epoch == 1, "per_class_acc": [acc, None],
+                    "confusion": [[3, 1], [0, 0]], "status": "text is not a scalar"})
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["backbone_frozen", "per_class_acc/cat", "valid_acc"]
+    assert [(e.step, e.value) for e in events.Scalars("valid_acc")] == [(1, 0.75), (2, 0.875)]
+    assert [e.value for e in events.Scalars("per_class_acc/cat")] == [0.75, 0.875]
+
+
 def test_plots_are_pngs(tmp_path: Path):
     records = [{"epoch": e, "train_loss": 1 / e, "valid_loss": 1.2 / e, "train_acc": 0.5 + e / 10, "valid_acc": 0.45 + e / 10} for e in (1, 2, 3)]
     curves = plot_curves(records, tmp_path / "curves.png")

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from prep.fsutil import atomic_write_bytes
 
@@ -21,10 +21,12 @@ log = logging.getLogger(__name__)
 
 
 class MetricsLog:
-    """Appends epoch records to ``run_dir/metrics.jsonl`` and ``metrics.csv``."""
+    """Appends epoch records to ``run_dir/metrics.jsonl`` and ``metrics.csv``, and their
+    numbers to TensorBoard when it is installed (a per-class list as ``name/<class>``)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, classes: list[str] | None = None) -> None:
         self.run_dir = run_dir
+        self.classes = classes or []
         self.records: list[dict[str, Any]] = []
         self.jsonl = run_dir / "metrics.jsonl"
         self.csv = run_dir / "metrics.csv"
@@ -47,10 +49,19 @@ class MetricsLog:
             file.flush()
         self._write_csv()
         if self._writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "epoch":
-                    self._writer.add_scalar(key, value, record["epoch"])
+            for tag, value in self._scalars(record):
+                self._writer.add_scalar(tag, value, record["epoch"])
             self._writer.flush()
+
+    def _scalars(self, record: dict[str, Any]) -> Iterator[tuple[str, float]]:
+        for key, value in record.items():
+            if key == "epoch":
+                continue
+            if isinstance(value, (int, float)):
+                yield key, float(value)
+            elif isinstance(value, list) and len(value) == len(self.classes):
+                # A class with no validation images has None, which TensorBoard cannot plot.
+                yield from ((f"{key}/{name}", float(v)) for name, v in zip(self.classes, value) if isinstance(v, (int, float)))
 
     def _write_csv(self) -> None:
         columns: list[str] = []

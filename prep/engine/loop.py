@@ -253,7 +253,7 @@ def fit(
         epoch, step, best, bad_epochs = state["epoch"], state["step"], state["best"], state["bad_epochs"]
         partial = state.get("partial_epoch")
     io.write_config({**(extra or {}), "train": asdict(config), "classes": classes, "mean": mean, "std": std})
-    log_book = MetricsLog(run_dir) if io.is_main else None
+    log_book = MetricsLog(run_dir, classes=classes) if io.is_main else None
     run = TrainingRun(run_dir, config, model, optimizer, classes, epoch=epoch, step=step, is_main=world.is_main)
 
     def checkpoint_state(partial_epoch: dict[str, float] | None = None) -> dict[str, Any]:
