@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -275,13 +277,32 @@ def test_accumulating_small_batches_equals_one_full_batch(dataset_root: Path, tm
         assert torch.allclose(a, b, atol=1e-6), name
 
 
-def _ddp_rank(rank: int, root: str, out: str, port: int) -> None:
-    """One of two Gloo processes: batches of 4, accumulating 2, saving its weights at the end."""
+def _ddp_rank(rank: int, root: str, out: str, port: int, batch_size: int, accumulate: int) -> None:
+    """One of two Gloo processes; saves its weights and step count at the end."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
-    model, summary = _plain_run(Path(root), Path(out) / "run", 4, TrainConfig(**SGD_PLAIN, accumulate=2), World(rank, rank, 2))
+    model, summary = _plain_run(Path(root), Path(out) / "run", batch_size, TrainConfig(**SGD_PLAIN, accumulate=accumulate), World(rank, rank, 2))
     torch.save({"model": model.state_dict(), "steps": summary["steps"]}, Path(out) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
+
+
+def _two_ranks(root: Path, out: Path, batch_size: int, accumulate: int = 1) -> list[dict]:
+    """Train on two Gloo processes; a hang (a rank left waiting in a collective) fails the test."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    job = torch.multiprocessing.start_processes(
+        _ddp_rank, args=(str(root), str(out), port, batch_size, accumulate), nprocs=2, join=False, start_method="spawn",
+    )
+    deadline = time.monotonic() + 180
+    while not job.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in job.processes:
+                process.kill()
+            pytest.fail("the two ranks did not finish in 180 s: one is waiting for the other")
+    return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
 
 
 @pytest.mark.slow
@@ -290,18 +311,25 @@ def test_ddp_with_accumulation_equals_one_process_with_the_whole_batch(dataset_r
     # order between them, so each step sees the same 16 images as a single process's batch of 16.
     # DDP skips the all-reduce on the first batch of each pair (no_sync); if it skipped it on
     # the batch that steps too, the two ranks would drift apart.
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    torch.multiprocessing.spawn(_ddp_rank, args=(str(dataset_root), str(tmp_path), port), nprocs=2)
-    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    ranks = _two_ranks(dataset_root, tmp_path, batch_size=4, accumulate=2)
     single, summary = _plain_run(dataset_root, tmp_path / "single", 16, TrainConfig(**SGD_PLAIN))
     assert ranks[0]["steps"] == ranks[1]["steps"] == summary["steps"] == 5  # 80 images
     for name, value in single.state_dict().items():
         assert torch.equal(ranks[0]["model"][name], ranks[1]["model"][name]), name
         assert torch.allclose(ranks[0]["model"][name], value, atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_ddp_ranks_skip_a_batch_of_corrupt_images_together(dataset_root: Path, tmp_path: Path):
+    # Batches of 1: the rank that draws the corrupt image has an empty batch. Were it to skip
+    # that batch alone, the other rank would wait in DDP's all-reduce forever.
+    root = tmp_path / "data"
+    shutil.copytree(dataset_root, root)
+    (root / "train" / "warm" / "0.png").write_bytes(b"not a png")
+    ranks = _two_ranks(root, tmp_path, batch_size=1)
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 80 // 2 - 1
+    for name, value in ranks[0]["model"].items():
+        assert torch.equal(value, ranks[1]["model"][name]), name
 
 
 def test_gradient_clipping_bounds_every_step(dataset_root: Path, tmp_path: Path):

@@ -291,7 +291,11 @@ def fit(
                 if done:
                     advance(done)
                 for index, batch in enumerate(train_loader, start=done):
-                    if len(batch.targets) == 0:
+                    # A batch whose every image was corrupt is empty. Under torchrun all ranks
+                    # skip it together: one rank skipping alone would leave the others waiting
+                    # in DDP's all-reduce forever.
+                    empty = float(len(batch.targets) == 0)
+                    if (world.sum([empty], device)[0] if world.distributed else empty):
                         advance(1)
                         continue
                     images = to_device_normalized(batch.inputs, mean, std, device)
@@ -310,8 +314,10 @@ def fit(
                         # the same step: a rank left alone would wait forever.
                         not_finite, stop_now = world.sum([float(not torch.isfinite(loss)), float(interrupt["stop"])], device)
                         if not_finite:
+                            value = loss.item()
+                            became = f"became {value}" if not math.isfinite(value) else "became NaN or infinite in another process"
                             raise NonFiniteLossError(
-                                f"The loss became {loss.item()} at step {step} (epoch {epoch + 1}); stopped. "
+                                f"The loss {became} at step {step} (epoch {epoch + 1}); stopped. "
                                 f"The last good checkpoint is {run_dir / 'last.pt'}. Try a lower --lr."
                             )
                         (scaler.scale(loss) if scaler else loss).div(group_size).backward()
