@@ -165,6 +165,14 @@ def test_first_ctrl_c_saves_and_resume_finishes_as_if_never_stopped(dataset_root
         assert (got["train_acc"], got["valid_acc"]) == (want["train_acc"], want["valid_acc"])
 
 
+def test_ctrl_c_in_the_first_epoch_reports_no_accuracy(dataset_root: Path, tmp_path: Path):
+    _, summary = run(dataset_root, tmp_path / "run", TrainConfig(epochs=2, lr=0.01), model=InterruptAt(3))
+    assert (summary["status"], summary["epochs"], summary["steps"]) == ("interrupted", 0, 3)
+    written = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert written["best_valid_acc"] is None and written["final_valid_acc"] is None  # not -Infinity
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 def test_resuming_a_run_that_reached_max_steps_trains_no_further(dataset_root: Path, tmp_path: Path):
     config = TrainConfig(epochs=3, lr=0.01, max_steps=4)
     _, first = run(dataset_root, tmp_path / "run", config)

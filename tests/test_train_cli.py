@@ -108,6 +108,15 @@ def test_ctrl_c_then_resume_with_only_the_run_folder(split_sample: Path, tmp_pat
     assert (state["config"]["lr"], state["config"]["optimizer"], state["options"]["image_size"]) == (0.003, "adam", 32)
 
 
+def test_the_summary_line_of_a_run_stopped_before_any_validation():
+    from prep.cli.train import _describe
+
+    line = _describe({"status": "interrupted", "epochs": 0, "best_valid_acc": None, "final_valid_acc": None,
+                      "normalization": "stats.json", "run_dir": "runs/x"})
+    assert line == ("interrupted: 0 epochs, best valid_acc n/a, final n/a; normalisation from stats.json; run in runs/x\n"
+                    "Continue it with: prep train --resume --run-dir runs/x")
+
+
 def test_train_errors_are_messages(split_sample: Path):
     result = runner.invoke(app, ["train", str(split_sample), "--resume"])
     assert result.exit_code == 2 and "--run-dir" in result.output

@@ -387,12 +387,13 @@ def fit(
     }
     if stopped == "stopped":
         summary["stop_reason"] = run.stop_reason or "another process's callback asked to stop"
-    if io.is_main and log_book is not None and log_book.records:
-        from prep.engine.plots import plot_confusion, plot_curves
+    if log_book is not None:
+        if log_book.records:
+            from prep.engine.plots import plot_confusion, plot_curves
 
-        plot_curves(log_book.records, run_dir / "curves.png")
-        plot_confusion(log_book.records[-1]["confusion"], classes, run_dir / "confusion.png")
-        log_book.close()
+            plot_curves(log_book.records, run_dir / "curves.png")
+            plot_confusion(log_book.records[-1]["confusion"], classes, run_dir / "confusion.png")
+        log_book.close()  # also when a Ctrl-C came before any epoch ended: TensorBoard's writer has a thread
     io.write_json("summary.json", summary)
     world.barrier()
     emit("on_train_end", run=run, summary=summary)
