@@ -4,6 +4,8 @@ Library code raises these; only the CLI turns them into a message and an exit co
 Python user of the API can catch exactly what they expect.
 """
 
+import errno
+
 
 class PrepError(Exception):
     """Base class for errors that are the user's to fix, with a message that says how."""
@@ -59,3 +61,46 @@ class UnknownNameError(PrepError):
 
 class RunConfigError(PrepError):
     """A run's config.yaml cannot be read back to repeat the run."""
+
+
+class PlacementError(PrepError):
+    """A split stopped half-way because the disk refused a file; its journal can finish or undo it."""
+
+
+class UnfinishedSplitError(PrepError):
+    """A command that reads a split was pointed at one whose journal says it is not finished."""
+
+
+class DiskError(PrepError):
+    """The operating system refused to read or write a path (full disk, read-only, ...)."""
+
+    # What the user can do about each cause; the strerror alone says only what happened.
+    ADVICE = {
+        errno.ENOSPC: "the disk is full; free some space and run the command again",
+        errno.EDQUOT: "the disk quota is used up; free some space and run the command again",
+        errno.EROFS: "the file system is read-only; choose a writable folder",
+        errno.EACCES: "permission denied; check the owner and mode of the folder",
+        errno.EPERM: "the operation is not permitted (an immutable or append-only file, or a file system that forbids it)",
+        errno.ENAMETOOLONG: "a name is longer than the file system allows; shorten it",
+        errno.ELOOP: "a symbolic link points back into itself",
+        errno.ENOTDIR: "a path that should be a folder is a file",
+        errno.EISDIR: "a path that should be a file is a folder",
+        errno.EXDEV: "source and destination are on different file systems",
+        errno.EIO: "the disk reported an I/O error",
+        errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
+    }
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, doing: str | None = None) -> "DiskError":
+        """One line naming the path(s), what was being done, and the cause.
+
+        Args:
+            exc: the error the operating system raised.
+            doing: what prep was doing, such as ``"writing the checkpoint"``.
+        """
+        paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        cause = cls.ADVICE.get(exc.errno) or (exc.strerror or str(exc)).rstrip(".")
+        strerror = exc.strerror or type(exc).__name__
+        if doing:
+            return cls(f"Cannot {doing}{' ' + paths if paths else ''}: {strerror} ({cause}).")
+        return cls(f"{paths + ': ' if paths else ''}{strerror} ({cause}).")

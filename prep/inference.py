@@ -20,7 +20,7 @@ def load_model(checkpoint: Path, device: str | None = None):
     Raises:
         CheckpointError: unreadable or unsafe file. PrepError: it lacks the trainer's options.
     """
-    from prep.engine.checkpoint import load_checkpoint
+    from prep.engine.checkpoint import load_checkpoint, load_model_weights
     from prep.engine.loop import pick_device
     from prep.plugins import trainers
 
@@ -30,7 +30,7 @@ def load_model(checkpoint: Path, device: str | None = None):
     options = options_from_data(state["options"])
     options.weights = "none"  # the checkpoint has the weights
     model, _ = trainers().get(options.plugin).build_model(len(state["classes"]), options)
-    model.load_state_dict(state["model"])
+    load_model_weights(model, state["model"], checkpoint)
     model.to(pick_device(device)).eval()
     return model, state
 
@@ -79,17 +79,23 @@ def evaluate_checkpoint(checkpoint: Path, root: Path | None, split: str = "valid
     return metrics
 
 
-def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, device: str | None = None) -> tuple[list[str], list[tuple[Path, list[float]]]]:
+def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, device: str | None = None) -> tuple[list[str], list[tuple[Path, list[float]]], list[tuple[Path, str]]]:
     """Class probabilities for each image file (directories are searched, sorted).
 
+    An image that cannot be read is skipped, as in training and evaluation, and listed
+    with the reason; the others are predicted.
+
     Returns:
-        (classes, [(path, probabilities in class order)]).
+        (classes, [(path, probabilities in class order)], [(skipped path, reason)]).
+
+    Raises:
+        PrepError: no images, or none of them readable.
     """
     import torch
 
     from prep.data.collate import to_device_normalized
     from prep.engine.loop import pick_device
-    from prep.images import load_rgb
+    from prep.images import ImageDecodeError, load_rgb
     from prep.split.checks import is_image_name
 
     files: list[Path] = []
@@ -105,15 +111,25 @@ def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, devic
     model, state = load_model(checkpoint, device)
     transform = _eval_transform(state)
     target = pick_device(device)
+    size = state["options"]["image_size"]  # decoded as in training
     results: list[tuple[Path, list[float]]] = []
+    skipped: list[tuple[Path, str]] = []
     with torch.no_grad():
         for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            size = state["options"]["image_size"]  # decoded as in training
-            images = torch.stack([torch.from_numpy(transform(image=load_rgb(p, size))["image"]) for p in chunk])
-            probabilities = model(to_device_normalized(images, state["mean"], state["std"], target)).float().softmax(dim=1)
+            chunk, pixels = [], []
+            for path in files[start : start + batch_size]:
+                try:
+                    pixels.append(torch.from_numpy(transform(image=load_rgb(path, size))["image"]))
+                    chunk.append(path)
+                except ImageDecodeError as exc:
+                    skipped.append((path, str(exc)))
+            if not chunk:
+                continue
+            probabilities = model(to_device_normalized(torch.stack(pixels), state["mean"], state["std"], target)).float().softmax(dim=1)
             results += list(zip(chunk, probabilities.cpu().tolist()))
-    return state["classes"], results
+    if not results:
+        raise PrepError(f"None of the {len(files)} images could be read (first: {skipped[0][1]})")
+    return state["classes"], results, skipped
 
 
 def write_predictions(path: Path, classes: list[str], results: list[tuple[Path, list[float]]], *, kaggle_submission: bool = False) -> Path:

@@ -84,7 +84,9 @@ class PluginHost:
             kwargs = kwargs_for(impl.plugin_name)
             try:
                 impl.function(**{name: kwargs[name] for name in impl.argnames})
-            except Exception as exc:  # a plugin's bug must not lock users out
+            # BaseException: a plugin calling sys.exit() or raising KeyboardInterrupt must
+            # not take prep down with it either.
+            except BaseException as exc:  # noqa: BLE001 - a plugin's bug must not lock users out
                 self.record_failure(
                     PluginFailure(
                         impl.plugin_name,
@@ -143,7 +145,7 @@ def _load_entry_points(host: PluginHost) -> None:
         try:
             plugin = entry_point.load()
             host.manager.register(plugin, name=entry_point.name)
-        except Exception as exc:
+        except BaseException as exc:  # noqa: BLE001 - even sys.exit() at import is the plugin's failure
             host.record_failure(
                 PluginFailure(entry_point.name, version, "load", f"{type(exc).__name__}: {exc}")
             )

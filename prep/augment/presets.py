@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from prep.errors import UsageError
+from prep.errors import PluginError, PrepError, UsageError
 from prep.hookspecs import hookimpl
+from prep.registry import Registration
 
 TASKS = ("classification", "segmentation")
 # A preset: (image_size, train, task) -> list of albumentations transforms.
@@ -102,8 +103,28 @@ def build_pipeline(preset: str, image_size: int, *, train: bool, task: str = "cl
             raise UsageError(f"Cannot load the augmentation pipeline {path}: {exc}") from None
         loaded.set_random_seed(seed)
         return loaded
-    transforms = augmentation_presets().get(preset)(image_size, train, task)
-    return A.Compose(transforms, seed=seed)
+    return A.Compose(_preset_transforms(augmentation_presets().registration(preset), image_size, train, task), seed=seed)
+
+
+def _preset_transforms(preset: Registration, image_size: int, train: bool, task: str) -> list:
+    """Call a preset and check that it gave a list of albumentations transforms, naming
+    the plugin when it did not."""
+    import albumentations as A
+
+    origin = f"augmentation preset {preset.name!r} (plugin {preset.plugin!r})"
+    try:
+        transforms = preset.value(image_size, train, task)
+    except PrepError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"The {origin} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(transforms, (list, tuple)):
+        raise PluginError(f"The {origin} returned {type(transforms).__name__}; it must return a list of albumentations transforms.")
+    allowed = (A.BasicTransform, A.BaseCompose)
+    bad = next((t for t in transforms if not isinstance(t, allowed)), None)
+    if bad is not None:
+        raise PluginError(f"The {origin} returned {bad!r} in its list, which is not an albumentations transform.")
+    return list(transforms)
 
 
 @hookimpl

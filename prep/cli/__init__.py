@@ -7,22 +7,35 @@ from typer.core import TyperGroup
 
 from prep import __version__
 from prep.cli import output
-from prep.errors import PrepError
+from prep.console import INTERRUPTED_EXIT_CODE
+from prep.errors import DiskError, PrepError
+
+
+def _print_error(exc: PrepError) -> None:
+    output.stderr.print(f"[bold red]Error:[/] {output.escape(str(exc))}", markup=True, soft_wrap=True)
 
 
 class PrepGroup(TyperGroup):
     """Turns every ``PrepError`` a command raises into a message and an exit code.
 
     Library code only raises; this is the one place where errors become user output, and
-    it covers plugin commands too.
+    it covers plugin commands too. The disk's own errors (a full disk, a read-only folder,
+    a name too long) reach here as ``OSError`` from anywhere in a command and get one line
+    naming the path and the cause; a Ctrl-C exits 130, as shells expect.
     """
 
     def invoke(self, ctx):  # noqa: ANN001 - click's signature
         try:
             return super().invoke(ctx)
         except PrepError as exc:
-            output.stderr.print(f"[bold red]Error:[/] {output.escape(str(exc))}", markup=True, soft_wrap=True)
+            _print_error(exc)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            _print_error(DiskError.from_os_error(exc))
+            raise typer.Exit(DiskError.exit_code) from None
+        except KeyboardInterrupt:
+            output.stderr.print("\nInterrupted.")
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
 
 
 app = typer.Typer(
@@ -66,7 +79,7 @@ def _register_commands() -> None:
     try:
         plugin_host().call_each("register_commands", lambda plugin: {"app": app})
     except PrepError as exc:  # strict plugin mode: the CLI must still explain itself
-        output.stderr.print(f"[bold red]Error:[/] {output.escape(str(exc))}", markup=True, soft_wrap=True)
+        _print_error(exc)
         raise SystemExit(exc.exit_code) from None
 
 

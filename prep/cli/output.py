@@ -63,6 +63,12 @@ def info(message: str) -> None:
         stderr.print(message)
 
 
+def warn(message: str) -> None:
+    """A line on stderr that something was skipped or is off, unless --quiet."""
+    if Verbosity.level >= 0:
+        stderr.print(f"[yellow]Warning:[/] {escape(message)}", markup=True, soft_wrap=True)
+
+
 class RichProgress:
     """A ``prep.progress.Progress`` that draws a bar on stderr, when it is a terminal.
 

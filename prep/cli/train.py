@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from prep.cli import output
+from prep.console import INTERRUPTED_EXIT_CODE
 from prep.hookspecs import hookimpl
 
 ENGINE = "Engine (default: the recipe's)"
@@ -102,6 +103,8 @@ def train_command(
         output.stdout.print_json(json.dumps(summary))
     else:
         output.stdout.print(output.escape(_describe(summary)))
+    if summary["status"] == "interrupted":  # so that `prep train && prep export` stops here
+        raise typer.Exit(INTERRUPTED_EXIT_CODE)
 
 
 def _describe(summary: dict) -> str:

@@ -46,6 +46,9 @@ def predict_command(
     """Batched predictions for images, as CSV (or a Kaggle dogs-vs-cats submission)."""
     from prep.inference import predict, write_predictions
 
-    classes, results = predict(checkpoint, images, batch_size=batch_size, device=device)
+    classes, results, skipped = predict(checkpoint, images, batch_size=batch_size, device=device)
+    for image, reason in skipped:
+        output.warn(f"Skipped an unreadable image: {reason}")
     path = write_predictions(out, classes, results, kaggle_submission=kaggle_submission)
-    output.info(f"Wrote {len(results)} predictions to {path}")
+    unreadable = f"; skipped {len(skipped)} unreadable image{'s' if len(skipped) != 1 else ''}" if skipped else ""
+    output.info(f"Wrote {len(results)} predictions to {path}{unreadable}")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from prep.data.sampling import SeededSampler
+from prep.errors import PluginError, PrepError
 from prep.plugins import collate_fns
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,42 @@ class _SeedWorker:
             transform.set_random_seed(seed)
 
 
-class ReportingLoader:
-    """Iterates a DataLoader and reports each skipped (corrupt) file once."""
+class CheckedCollate:
+    """A collate function whose failures and malformed batches name the function and its
+    plugin (picklable, so it also runs in worker processes)."""
 
-    def __init__(self, loader: torch.utils.data.DataLoader, sampler: SeededSampler) -> None:
+    def __init__(self, function: Callable[[list[Any]], Any], origin: str) -> None:
+        self.function = function
+        self.origin = origin
+
+    def __call__(self, samples: list[Any]) -> Any:
+        try:
+            batch = self.function(samples)
+        except PrepError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"The {self.origin} failed: {type(exc).__name__}: {exc}") from None
+        inputs = getattr(batch, "inputs", None)
+        if not isinstance(inputs, torch.Tensor) or not hasattr(batch, "targets"):
+            raise PluginError(
+                f"The {self.origin} returned {type(batch).__name__}; it must return a prep.data.collate.Batch "
+                f"(inputs: a uint8 N x H x W x 3 tensor, targets)."
+            )
+        return batch
+
+
+class ReportingLoader:
+    """Iterates a DataLoader and reports each skipped (corrupt) file once.
+
+    Attributes:
+        collate_origin: which collate function makes the batches, and from which plugin,
+            for messages about what it returned.
+    """
+
+    def __init__(self, loader: torch.utils.data.DataLoader, sampler: SeededSampler, collate_origin: str = "collate function") -> None:
         self.loader = loader
         self.sampler = sampler
+        self.collate_origin = collate_origin
         self.skipped: dict[str, str] = {}
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
@@ -57,6 +88,13 @@ class ReportingLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self._batches()
+        except PluginError as exc:
+            # From a worker process, the message carries the worker's traceback: keep our line.
+            raise PluginError(str(exc).rsplit("PluginError: ", 1)[-1].strip()) from None
+
+    def _batches(self) -> Iterator[Any]:
         for batch in self.loader:
             for corrupt in getattr(batch, "skipped", ()):
                 if corrupt.path not in self.skipped:
@@ -95,6 +133,8 @@ def create_loader(
         UnknownNameError: unknown collate function.
     """
     workers = os.cpu_count() or 1 if workers is None else workers
+    registration = collate_fns().registration(collate)
+    origin = f"collate function {registration.name!r} (plugin {registration.plugin!r})"
     # prep's datasets take (index, sample_seed) keys; any other dataset gets plain indexes.
     sampler = SeededSampler(
         len(dataset), seed=seed, shuffle=train, with_seeds=getattr(dataset, "accepts_sample_seeds", False),
@@ -109,7 +149,7 @@ def create_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_fns().get(collate),
+        collate_fn=CheckedCollate(registration.value, origin),
         pin_memory=torch.device(device).type == "cuda" if device is not None else False,
         persistent_workers=workers > 0,
         worker_init_fn=_SeedWorker(seed),
@@ -117,4 +157,4 @@ def create_loader(
         drop_last=drop_last,
         prefetch_factor=4 if workers > 0 else None,
     )
-    return ReportingLoader(loader, sampler)
+    return ReportingLoader(loader, sampler, origin)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prep.errors import DatasetNotFoundError
+from prep.errors import DatasetNotFoundError, UnfinishedSplitError
 from prep.split.checks import is_image_name
+from prep.split.journal import Status, split_status
 from prep.split.layouts import REJECTED_DIR, is_junk
 from prep.split.splitters import canonical_split_name
 
@@ -21,9 +22,18 @@ def find_split_dirs(root: Path) -> dict[str, Path]:
 
     Raises:
         DatasetNotFoundError: there is no train split.
+        UnfinishedSplitError: the split's journal says it was stopped half-way.
     """
     if not root.is_dir():
         raise DatasetNotFoundError(f"{root} is not a folder")
+    status = split_status(root)
+    if status in (Status.IN_PROGRESS, Status.UNDOING):
+        doing = "split" if status == Status.IN_PROGRESS else "undo of the split"
+        raise UnfinishedSplitError(
+            f"The {doing} in {root} was stopped half-way (its journal says {status}), so some files are not "
+            f"in place yet. Finish it by running the same prep split command again, or put everything back "
+            f"with: prep split --undo {root}"
+        )
     found = {}
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_dir() and not is_junk(entry.name, is_dir=True) and entry.name != REJECTED_DIR:

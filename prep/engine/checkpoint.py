@@ -5,11 +5,14 @@ optimiser, scheduler and scaler state, epoch and step, random states, class name
 normalisation constants and the run's config), so it loads with
 ``torch.load(weights_only=True)``: a file crafted to run code when unpickled is refused.
 It is saved to a temporary file beside the target, flushed to disk and renamed over it, so
-a process killed mid-save leaves the previous checkpoint intact.
+a process killed mid-save leaves the previous checkpoint intact. Every checkpoint carries a
+BLAKE2b checksum of its tensors, which loading verifies: a flipped bit in the weights is
+refused instead of silently giving a different model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 from pathlib import Path
@@ -22,18 +25,49 @@ from prep.errors import PrepError
 from prep.fsutil import atomic_write_bytes
 
 CHECKPOINT_FORMAT = 1
+CHECKSUM_KEY = "tensor_checksum"
 
 
 class CheckpointError(PrepError):
     """A checkpoint is missing, unreadable, not prep's, or refused as unsafe."""
 
 
+def tensor_checksum(value: Any) -> str:
+    """BLAKE2b over every tensor's dtype, shape and bytes, in the state's own order."""
+    digest = hashlib.blake2b(digest_size=16)
+
+    def visit(item: Any) -> None:
+        if isinstance(item, torch.Tensor):
+            flat = item.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(f"{item.dtype}{tuple(item.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if key != CHECKSUM_KEY:
+                    digest.update(repr(key).encode())
+                    visit(child)
+        elif isinstance(item, (list, tuple)):
+            for child in item:
+                visit(child)
+
+    visit(value)
+    return digest.hexdigest()
+
+
+def temp_checkpoint_path(path: Path) -> Path:
+    """Where ``save_checkpoint`` writes before it renames; a killed save leaves it behind."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` (plus a format marker) to ``path`` atomically and durably."""
+    """Write ``state`` (plus a format marker and a checksum of its tensors) to ``path``
+    atomically and durably."""
+    state = {"prep_checkpoint": CHECKPOINT_FORMAT, **state}
+    state[CHECKSUM_KEY] = tensor_checksum(state)
     buffer = io.BytesIO()
-    torch.save({"prep_checkpoint": CHECKPOINT_FORMAT, **state}, buffer)
+    torch.save(state, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buffer.getvalue(), tmp=path.with_name(f".{path.name}.tmp"))
+    atomic_write_bytes(path, buffer.getvalue(), tmp=temp_checkpoint_path(path))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -56,7 +90,33 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"Cannot read checkpoint {path}: {detail}") from None
     if not isinstance(state, dict) or state.get("prep_checkpoint") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a prep checkpoint (format {CHECKPOINT_FORMAT})")
+    expected = state.get(CHECKSUM_KEY)
+    if expected is not None and tensor_checksum(state) != expected:
+        raise CheckpointError(f"{path} is damaged: its weights do not match the checksum saved with them. Use another checkpoint (last.pt or best.pt) or train again.")
     return state
+
+
+def load_model_weights(model: torch.nn.Module, weights: dict[str, Any], path: Path) -> None:
+    """``model.load_state_dict(weights)``, with one line naming the first misfit instead of
+    torch's page-long report.
+
+    Raises:
+        CheckpointError: a missing or unexpected layer, or a layer of another shape.
+    """
+    own = model.state_dict()
+    for name, tensor in weights.items():
+        if name in own and own[name].shape != tensor.shape:
+            raise CheckpointError(
+                f"{path} does not fit this model: {name} is {list(tensor.shape)} in the checkpoint but "
+                f"{list(own[name].shape)} in the model (another architecture or number of classes?)."
+            )
+    missing = [name for name in own if name not in weights]
+    unexpected = [name for name in weights if name not in own]
+    if missing or unexpected:
+        which = f"it lacks {missing[0]}" if missing else f"it has {unexpected[0]}, which the model does not"
+        count = len(missing) + len(unexpected)
+        raise CheckpointError(f"{path} does not fit this model: {which} ({count} such layers; another architecture?).")
+    model.load_state_dict(weights)
 
 
 def capture_rng_state() -> dict[str, Any]:

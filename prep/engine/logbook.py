@@ -24,14 +24,23 @@ class MetricsLog:
     """Appends epoch records to ``run_dir/metrics.jsonl`` and ``metrics.csv``, and their
     numbers to TensorBoard when it is installed (a per-class list as ``name/<class>``)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, classes: list[str] | None = None) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, classes: list[str] | None = None, keep_through: int = 0) -> None:
+        """Args:
+            keep_through: a resumed run continues its log up to this epoch (the one its
+                checkpoint holds). Epochs logged after it, by a process killed before it
+                saved that epoch's checkpoint, are dropped: the resumed run measures them
+                again, and each epoch stays in the log once.
+        """
         self.run_dir = run_dir
         self.classes = classes or []
         self.records: list[dict[str, Any]] = []
         self.jsonl = run_dir / "metrics.jsonl"
         self.csv = run_dir / "metrics.csv"
-        if self.jsonl.exists():  # a resumed run continues its log
-            self.records = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        if self.jsonl.exists():
+            kept = {r["epoch"]: r for r in self._read_jsonl() if r["epoch"] <= keep_through}
+            self.records = [kept[e] for e in sorted(kept)]
+            text = "".join(json.dumps(r) + "\n" for r in self.records)
+            atomic_write_bytes(self.jsonl, text.encode("utf-8"), durable=False)
         self._writer = self._tensorboard_writer() if tensorboard else None
 
     def _tensorboard_writer(self):
@@ -40,6 +49,15 @@ class MetricsLog:
         except ImportError:  # tensorboard is optional
             return None
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def _read_jsonl(self) -> Iterator[dict[str, Any]]:
+        for line in self.jsonl.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # the half-written last line of a killed process
+                continue
+            if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+                yield record
 
     def append(self, record: dict[str, Any]) -> None:
         """Log one epoch's record (must hold an ``epoch`` key)."""

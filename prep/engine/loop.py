@@ -33,7 +33,10 @@ from typing import Any, Iterator
 import torch
 
 from prep.data.collate import to_device_normalized
-from prep.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from prep.engine.checkpoint import (
+    CheckpointError, capture_rng_state, load_checkpoint, load_model_weights, restore_rng_state, save_checkpoint,
+    temp_checkpoint_path,
+)
 from prep.engine.config import TrainConfig
 from prep.engine.distributed import World
 from prep.engine.events import TrainingRun, emit
@@ -42,7 +45,8 @@ from prep.engine.logbook import MetricsLog
 from prep.engine.metrics import ConfusionMatrix
 from prep.engine.optim import build_optimizer, parameter_groups
 from prep.engine.schedulers import LRSchedule, ScheduleConfig
-from prep.errors import PrepError, UsageError
+from prep.errors import PluginError, PrepError, UsageError
+from prep.fsutil import atomic_write_bytes
 from prep.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -142,8 +146,8 @@ def evaluate(
             advance(1)
             if len(batch.targets) == 0:
                 continue
+            targets = _class_targets(batch, getattr(loader, "collate_origin", "collate function")).to(device)
             images = to_device_normalized(batch.inputs, mean, std, device)
-            targets = batch.targets.to(device)
             logits = model(images).float()
             total_loss += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
             count += len(targets)
@@ -168,13 +172,58 @@ def _wrap_for_training(
     return wrapped, (ddp if world.distributed else None)
 
 
+def _class_targets(batch, origin: str) -> torch.Tensor:
+    """The batch's targets, if they are what cross-entropy and accuracy need: class indices."""
+    targets = batch.targets
+    if isinstance(targets, torch.Tensor) and targets.dtype == torch.int64 and targets.ndim == 1 and len(targets) == len(batch.inputs):
+        return targets
+    shape = f"a {tuple(targets.shape)} {targets.dtype} tensor" if isinstance(targets, torch.Tensor) else type(targets).__name__
+    raise PluginError(
+        f"The {origin} returned targets as {shape}, but this trainer needs class indices: an int64 "
+        f"tensor with one entry per image. Soft targets (mixup, cutmix) need a trainer with its own loss."
+    )
+
+
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
     if not resume and (run_dir / "last.pt").exists():
         raise RunExistsError(
             f"{run_dir} already holds a run (last.pt); continue it with --resume, or choose another --run-dir"
         )
     if resume and not (run_dir / "last.pt").exists():
-        log.warning("Nothing to resume in %s (no last.pt): starting a new run there", run_dir)
+        raise CheckpointError(
+            f"Nothing to resume in {run_dir}: it has no last.pt (the run stopped before its first "
+            f"checkpoint, or this is not a run folder). Start the run again without --resume."
+        )
+
+
+def _discard_interrupted_saves(run_dir: Path) -> None:
+    """Remove what a process killed in the middle of saving a checkpoint left behind."""
+    for name in ("last.pt", "best.pt"):
+        temp = temp_checkpoint_path(run_dir / name)
+        if temp.exists():
+            log.info("Removing %s, left by a run killed while saving", temp)
+            temp.unlink()
+
+
+def _repair_best(run_dir: Path, last: dict[str, Any]) -> None:
+    """Make ``best.pt`` the checkpoint that ``last.pt`` calls best.
+
+    An epoch that improves saves ``last.pt`` and then ``best.pt``. A kill between the two
+    leaves a ``best.pt`` one improvement behind, but then ``last.pt`` itself is the best
+    checkpoint (its ``best_epoch`` is its own epoch), so it is copied over.
+    """
+    best_epoch = last.get("best_epoch")
+    if best_epoch is None or best_epoch != last["epoch"] or last.get("partial_epoch"):
+        return
+    best_path = run_dir / "best.pt"
+    if best_path.exists():
+        try:
+            if load_checkpoint(best_path).get("epoch") == best_epoch:
+                return
+        except CheckpointError:
+            pass  # a damaged best.pt is replaced just the same
+    log.info("best.pt was one improvement behind (the run was killed between saves); restoring it from last.pt")
+    atomic_write_bytes(best_path, (run_dir / "last.pt").read_bytes(), tmp=temp_checkpoint_path(best_path))
 
 
 def fit(
@@ -239,29 +288,36 @@ def fit(
     ))
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    epoch, step, best, bad_epochs = 0, 0, -math.inf, 0
+    epoch, step, best, bad_epochs, best_epoch = 0, 0, -math.inf, 0, None
     # What a Ctrl-C'd epoch had done: its batches (skipped on resume) and its training sums.
     partial: dict[str, float] | None = None
-    if resume and (run_dir / "last.pt").exists():
+    if io.is_main:
+        _discard_interrupted_saves(run_dir)
+    if resume:
         state = load_checkpoint(run_dir / "last.pt")
-        model.load_state_dict(state["model"])
+        if io.is_main:
+            _repair_best(run_dir, state)
+        load_model_weights(model, state["model"], run_dir / "last.pt")
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         epoch, step, best, bad_epochs = state["epoch"], state["step"], state["best"], state["bad_epochs"]
+        best_epoch = state.get("best_epoch")
         partial = state.get("partial_epoch")
     io.write_config({**(extra or {}), "train": asdict(config), "classes": classes, "mean": mean, "std": std})
-    log_book = MetricsLog(run_dir, classes=classes) if io.is_main else None
+    # A resumed log keeps the epochs that last.pt has: one logged after the last save is
+    # measured again rather than written twice.
+    log_book = MetricsLog(run_dir, classes=classes, keep_through=epoch if resume else 0) if io.is_main else None
     run = TrainingRun(run_dir, config, model, optimizer, classes, epoch=epoch, step=step, is_main=world.is_main)
 
     def checkpoint_state(partial_epoch: dict[str, float] | None = None) -> dict[str, Any]:
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None, "rng": capture_rng_state(),
-            "epoch": epoch, "step": step, "best": best, "bad_epochs": bad_epochs, "backbone_frozen": freezer.frozen,
-            "partial_epoch": partial_epoch,
+            "epoch": epoch, "step": step, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+            "backbone_frozen": freezer.frozen, "partial_epoch": partial_epoch,
             "classes": classes, "mean": mean, "std": std, "config": asdict(config), **(extra or {}),
         }
 
@@ -298,8 +354,8 @@ def fit(
                     if (world.sum([empty], device)[0] if world.distributed else empty):
                         advance(1)
                         continue
+                    targets = _class_targets(batch, getattr(train_loader, "collate_origin", "collate function")).to(device)
                     images = to_device_normalized(batch.inputs, mean, std, device)
-                    targets = batch.targets.to(device)
                     # The gradient of a step is the mean over its group of batches; the last group
                     # of an epoch may be shorter than --accumulate.
                     group_start = index - index % config.accumulate
@@ -362,6 +418,7 @@ def fit(
             schedule.after_epoch(valid_loss)
             improved = valid_acc > best + config.early_stop_min_delta
             best, bad_epochs = (valid_acc, 0) if improved else (best, bad_epochs + 1)
+            best_epoch = epoch if improved else best_epoch
             record = {
                 "epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                 "valid_loss": valid_loss, "valid_acc": valid_acc, "lr": schedule.lrs()[0],
@@ -371,6 +428,8 @@ def fit(
             if log_book is not None:
                 log_book.append(record)
             state = checkpoint_state()
+            # This order, and _repair_best on resume, keep best.pt what last.pt calls best
+            # whenever a kill comes.
             io.save("last.pt", state)
             if improved:
                 io.save("best.pt", state)
@@ -383,7 +442,10 @@ def fit(
     summary = {
         "status": stopped, "epochs": epoch, "steps": step,
         "best_valid_acc": best if math.isfinite(best) else None, "final_valid_acc": record["valid_acc"] if record else None,
-        "best": str(run_dir / "best.pt"), "last": str(run_dir / "last.pt"), "classes": classes,
+        "best_epoch": best_epoch, "classes": classes,
+        # Only files that exist: a run stopped in its first epoch has no best.pt yet.
+        "best": str(run_dir / "best.pt") if (run_dir / "best.pt").exists() else None,
+        "last": str(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None,
     }
     if stopped == "stopped":
         summary["stop_reason"] = run.stop_reason or "another process's callback asked to stop"

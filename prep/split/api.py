@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -16,7 +17,7 @@ from prep.errors import JournalError, TargetExistsError
 from prep.progress import NO_PROGRESS, Progress
 from prep.split.journal import JOURNAL_NAME, Journal, Status
 from prep.split.layouts import discover
-from prep.split.placement import place, remove_empty_dirs, unplace
+from prep.split.placement import place, remove_empty_dirs, stopped_half_way, unplace
 from prep.split.plan import Plan, SplitOptions, build_plan, check_targets
 
 EXAMPLE_MOVES = 5
@@ -142,7 +143,10 @@ def _emptied_source_dirs(src: Path, journal: Journal) -> list[Path]:
 def _finish(journal: Journal, progress: Progress, resuming: bool) -> int:
     out = Path(journal.out_root)
     for rel in journal.created_dirs:
-        (out / rel).mkdir(exist_ok=True)
+        try:
+            (out / rel).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise stopped_half_way(journal, 0, exc) from None
     with progress.task("Placing files", len(journal.entries)) as advance:
         result = place(journal, advance, resuming=resuming)
     if journal.mode == "move":
@@ -236,6 +240,24 @@ def _continue(journal: Journal, src: Path, out: Path, options: SplitOptions, dry
     return SplitReport(**saved)
 
 
+def _mark_undoing(journal: Journal) -> None:
+    """Record that an undo has begun, unless the disk is too full to write the journal.
+
+    The mark only turns a later ``prep split`` into a pointer to ``--undo``; without it a
+    re-run would simply place the files again. Undoing frees space, so a split stopped by a
+    full disk must be undoable while the disk is still full.
+    """
+    previous = journal.status
+    journal.status = Status.UNDOING
+    try:
+        journal.save()
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        journal.status = previous
+        log.info("The disk is full: undoing without marking the journal first")
+
+
 def undo_split(out: Path, progress: Progress = NO_PROGRESS) -> UndoReport:
     """Put every file back where it was before the split in ``out``, finished or not.
 
@@ -252,8 +274,7 @@ def undo_split(out: Path, progress: Progress = NO_PROGRESS) -> UndoReport:
     with _exclusive(out):
         journal = Journal.load(out / JOURNAL_NAME)  # read under the lock: it is the truth
         if journal.status != Status.UNDOING:
-            journal.status = Status.UNDOING
-            journal.save()
+            _mark_undoing(journal)
         with progress.task("Restoring files", len(journal.entries)) as advance:
             restored = unplace(journal, advance)
         remove_empty_dirs([out / rel for rel in journal.created_dirs if rel != "."])

@@ -100,6 +100,21 @@ def _jpeg_size(head: bytes) -> tuple[int, int] | None:
     return (header.width, header.height) if header else None
 
 
+def _bmp_size(head: bytes) -> tuple[int, int]:
+    """A BMP's size, read as Pillow reads it, so that what is checked is what would decode.
+
+    OS/2 1.x headers (12 bytes) hold 16-bit sizes; every later header 32-bit ones, the
+    width unsigned and the height negative (top-down rows) when its top byte is 0xFF. Read
+    as signed, a width of 0xFFFFFF80 would look like 128 pixels to us and be 4 billion to
+    Pillow.
+    """
+    (header_size,) = struct.unpack("<I", head[14:18])
+    if header_size == 12:
+        return struct.unpack("<HH", head[18:22])
+    width, height = struct.unpack("<II", head[18:26])
+    return width, (2**32 - height if head[25] == 0xFF else height)
+
+
 def image_size(fmt: str, head: bytes) -> tuple[int, int] | None:
     """Width and height read from a header, or None when the header does not hold them."""
     try:
@@ -110,8 +125,7 @@ def image_size(fmt: str, head: bytes) -> tuple[int, int] | None:
         if fmt == "GIF":
             return struct.unpack("<HH", head[6:10])
         if fmt == "BMP":
-            width, height = struct.unpack("<ii", head[18:26])
-            return abs(width), abs(height)
+            return _bmp_size(head)
         if fmt == "WEBP":
             chunk = head[12:16]
             if chunk == b"VP8X":

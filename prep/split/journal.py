@@ -11,6 +11,7 @@ The file is ``OUT/split-journal.json``; its schema is documented in the README.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -110,3 +111,24 @@ class Journal:
         """The journal in ``out_root``, or None when there is none."""
         path = out_root / JOURNAL_NAME
         return cls.load(path) if path.exists() else None
+
+
+# ``save`` writes ``status`` second, so the head of even a 100k-file journal holds it.
+_STATUS_NEAR_START = re.compile(r'"status"\s*:\s*"([a-z-]+)"')
+
+
+def split_status(out_root: Path) -> str | None:
+    """The status of the split in ``out_root`` (``Status``), or None when it has no journal.
+
+    Reads only the head of the journal: commands that read a split call this every time.
+    """
+    path = out_root / JOURNAL_NAME
+    try:
+        with path.open("rb") as file:
+            head = file.read(4096).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JournalError(f"Cannot read split journal {path}: {exc.strerror or exc}") from None
+    match = _STATUS_NEAR_START.search(head)
+    return match.group(1) if match else Journal.load(path).status

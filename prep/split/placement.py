@@ -1,7 +1,9 @@
 """Placing files as a journal says, finishing an interrupted run, and undoing it.
 
-Each placement is one atomic step, so after a kill every file is either where it was or
-where it belongs. ``place`` and ``undo`` look before they act and can be run again any
+Each placement is one atomic step that can never replace an existing file (a rename the
+kernel refuses to make over a file, a hard link, a symlink, or a copy to a hidden temporary
+name that is then renamed the same way), so after a kill every file is either where it was
+or where it belongs. ``place`` and ``unplace`` look before they act and can be run again any
 number of times; neither ever overwrites or deletes a file that is not its own copy.
 """
 
@@ -11,12 +13,13 @@ import errno
 import filecmp
 import logging
 import os
-import shutil
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from prep.errors import JournalError
+from prep.errors import DiskError, JournalError, PlacementError
+from prep.fsutil import copy_new_file, partial_copy_path, rename_no_replace
 from prep.split.journal import Entry, Journal
 
 log = logging.getLogger(__name__)
@@ -36,42 +39,28 @@ def _same_content(a: str, b: str) -> bool:
     return filecmp.cmp(a, b, shallow=False)
 
 
-def copy_new_file(src: str, dst: str) -> None:
-    """Copy ``src`` to a new file ``dst``; fails if ``dst`` exists, so it never overwrites.
-
-    The copy is made in the kernel (sendfile) without a temporary name. A kill during the
-    copy leaves ``dst`` shorter than the journal's size for it, which ``place`` and
-    ``unplace`` recognise as their own unfinished copy.
-    """
-    with open(src, "rb") as source, open(dst, "xb") as target:
-        size = os.fstat(source.fileno()).st_size
-        offset = 0
-        try:
-            while offset < size:
-                sent = os.sendfile(target.fileno(), source.fileno(), offset, size - offset)
-                if sent == 0:
-                    break
-                offset += sent
-        except OSError:  # a filesystem without sendfile: plain reads and writes
-            source.seek(offset)
-            shutil.copyfileobj(source, target)
-
-
 def _move(src: str, dst: str) -> None:
     try:
-        os.rename(src, dst)
+        rename_no_replace(src, dst)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
         # Across filesystems: copy, then remove the original. A kill in between leaves
-        # the original plus a full or partial copy, which the next run or an undo resolves.
+        # the original plus a full copy, which the next run or an undo resolves.
         copy_new_file(src, dst)
         os.unlink(src)
 
 
+def _discard_partial_copy(dst: str) -> None:
+    """Remove what a copy to ``dst`` killed half-way left behind (it is never ``dst``)."""
+    with suppress(FileNotFoundError):
+        os.unlink(partial_copy_path(dst))
+
+
 def _is_partial_copy(entry: Entry, src: str, dst: str) -> bool:
-    """Our own interrupted copy: shorter than the journal's size, and a prefix of the
-    original (an edited file is not, and is never removed)."""
+    """An interrupted copy under its final name, as preps before temporary names left
+    them: shorter than the journal's size, and a prefix of the original (an edited file is
+    not, and is never removed)."""
     if os.path.islink(dst) or not os.path.exists(src):
         return False
     size = os.path.getsize(dst)
@@ -113,7 +102,6 @@ def place(journal: Journal, advance: Advance = lambda n: None, resuming: bool = 
     result = PlacementResult()
     # Plain strings, not Path objects: pathlib costs more than the rename itself here.
     src_root, out_root = journal.src_root + os.sep, journal.out_root + os.sep
-    mode = journal.mode
     batch = 0
     for entry in journal.entries:
         src, dst = src_root + entry.src, out_root + entry.dst
@@ -123,31 +111,51 @@ def place(journal: Journal, advance: Advance = lambda n: None, resuming: bool = 
             batch = 0
         if src == dst:
             continue
-        if resuming:
-            if mode == "move":
-                if _finish_interrupted(entry, src, dst):
-                    continue
-            elif os.path.lexists(dst):
-                if mode == "symlink" or not _is_partial_copy(entry, src, dst):
-                    continue
-                os.unlink(dst)  # our own interrupted copy; the original is untouched
-        if mode == "move":
-            _move(src, dst)
-        elif mode == "copy":
-            copy_new_file(src, dst)
-        elif mode == "symlink":
-            os.symlink(src, dst)
-        else:
-            try:
-                os.link(src, dst)
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                    raise
-                copy_new_file(src, dst)
-                result.copied_instead_of_linked += 1
-        result.placed += 1
+        try:
+            _place_one(journal.mode, entry, src, dst, resuming, result)
+        except OSError as exc:
+            advance(batch)
+            raise stopped_half_way(journal, result.placed, exc) from None
     advance(batch)
     return result
+
+
+def stopped_half_way(journal: Journal, placed: int, exc: OSError) -> PlacementError:
+    """The error for a split the disk stopped: the cause, and how to finish or undo it."""
+    cause = DiskError.from_os_error(exc, "move" if journal.mode == "move" else "place")
+    return PlacementError(
+        f"{cause} The split stopped after placing {placed} of {len(journal.entries)} files; nothing "
+        f"was lost. Once the cause is fixed, run the same command again to finish, or put "
+        f"everything back with: prep split --undo {journal.out_root}"
+    )
+
+
+def _place_one(mode: str, entry: Entry, src: str, dst: str, resuming: bool, result: PlacementResult) -> None:
+    if resuming:
+        if mode != "symlink":
+            _discard_partial_copy(dst)
+        if mode == "move":
+            if _finish_interrupted(entry, src, dst):
+                return
+        elif os.path.lexists(dst):
+            if mode == "symlink" or not _is_partial_copy(entry, src, dst):
+                return
+            os.unlink(dst)  # an interrupted copy by a prep older than temporary names
+    if mode == "move":
+        _move(src, dst)
+    elif mode == "copy":
+        copy_new_file(src, dst)
+    elif mode == "symlink":
+        os.symlink(src, dst)
+    else:
+        try:
+            os.link(src, dst)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+            copy_new_file(src, dst)
+            result.copied_instead_of_linked += 1
+    result.placed += 1
 
 
 def _is_own_copy(mode: str, src: str, dst: str) -> bool:
@@ -172,7 +180,9 @@ def unplace(journal: Journal, advance: Advance = lambda n: None) -> int:
     src_root, out_root = journal.src_root + os.sep, journal.out_root + os.sep
     undone = 0
     batch = 0
-    for entry in journal.entries:
+    # Last placed, first put back: should one file ever have gone where another had been,
+    # that one is moved out of the way before the other comes back.
+    for entry in reversed(journal.entries):
         batch += 1
         if batch == 512:
             advance(batch)
@@ -180,31 +190,42 @@ def unplace(journal: Journal, advance: Advance = lambda n: None) -> int:
         src, dst = src_root + entry.src, out_root + entry.dst
         if src == dst:
             continue
-        src_there, dst_there = os.path.lexists(src), os.path.lexists(dst)
-        if journal.mode == "move":
-            if src_there and dst_there:
-                if not (_same_content(src, dst) or _is_partial_copy(entry, src, dst)):
-                    raise JournalError(f"Both {src} and {dst} exist with different content; resolve by hand.")
-                os.unlink(dst)
-            elif dst_there:
-                os.makedirs(os.path.dirname(src), exist_ok=True)
-                _move(dst, src)
-            elif not src_there:
-                raise JournalError(f"{entry.src} is neither at {src} nor at {dst}; it was moved by something else.")
-            else:
-                continue
-            undone += 1
-        else:
-            if not dst_there:
-                continue
-            if not (_is_own_copy(journal.mode, src, dst) or (journal.mode != "symlink" and _is_partial_copy(entry, src, dst))):
-                raise JournalError(
-                    f"{dst} is no longer an unchanged {journal.mode} of {src}; not removing it."
-                )
-            os.unlink(dst)
-            undone += 1
+        try:
+            undone += _unplace_one(journal.mode, entry, src, dst)
+        except OSError as exc:
+            advance(batch)
+            raise PlacementError(
+                f"{DiskError.from_os_error(exc, 'put back')} {undone} files were put back so far; "
+                f"nothing was lost. Once the cause is fixed, run prep split --undo {journal.out_root} again."
+            ) from None
     advance(batch)
     return undone
+
+
+def _unplace_one(mode: str, entry: Entry, src: str, dst: str) -> int:
+    """Put one entry back; 1 when a file was moved back or removed, else 0."""
+    if mode != "symlink":
+        _discard_partial_copy(dst)
+    src_there, dst_there = os.path.lexists(src), os.path.lexists(dst)
+    if mode == "move":
+        if src_there and dst_there:
+            if not (_same_content(src, dst) or _is_partial_copy(entry, src, dst)):
+                raise JournalError(f"Both {src} and {dst} exist with different content; resolve by hand.")
+            os.unlink(dst)
+        elif dst_there:
+            os.makedirs(os.path.dirname(src), exist_ok=True)
+            _move(dst, src)
+        elif not src_there:
+            raise JournalError(f"{entry.src} is neither at {src} nor at {dst}; it was moved by something else.")
+        else:
+            return 0
+        return 1
+    if not dst_there:
+        return 0
+    if not (_is_own_copy(mode, src, dst) or (mode != "symlink" and _is_partial_copy(entry, src, dst))):
+        raise JournalError(f"{dst} is no longer an unchanged {mode} of {src}; not removing it.")
+    os.unlink(dst)
+    return 1
 
 
 def remove_empty_dirs(folders: list[Path]) -> list[Path]:

@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prep.errors import TargetExistsError, UsageError
+from prep.errors import PluginError, PrepError, TargetExistsError, UsageError
 from prep.plugins import label_parsers, splitters
+from prep.registry import Registration
 from prep.progress import NO_PROGRESS, Progress
 from prep.split.checks import DEFAULT_MAX_PIXELS, Probe, Reason, Verify, probe_paths
 from prep.split.duplicates import find_duplicates
 from prep.split.journal import Entry
 from prep.split.layouts import REJECTED_DIR, Inventory, LayoutOptions, Sample, is_junk
 from prep.split.label_parsers import regex_label_parser
-from prep.split.splitters import SplitRequest, SplitSize, Unit
+from prep.split.splitters import SPLITS, SplitRequest, SplitSize, Unit
 
 log = logging.getLogger(__name__)
 
@@ -120,31 +121,60 @@ def _group_key_function(pattern: str | None):
 
 
 class _Destinations:
-    """Hands out destination paths, renaming only on a clash, deterministically."""
+    """Hands out destination paths, renaming only on a clash, deterministically.
 
-    def __init__(self) -> None:
+    A destination clashes with one already handed out, and with the place of any source
+    file but the file's own: placing onto another source would replace it before it has
+    moved (``cat/0/a.jpg`` onto ``cat/a.jpg``). The renaming rule, documented in the
+    README: the file keeps its source path in its name (``cat__0__a.jpg``), then ``-1``,
+    ``-2``, ... until the name is free.
+
+    Args:
+        occupied: every source file's path, relative to the output folder (only those
+            inside it).
+        out_prefix: the source root relative to the output folder (``""`` in place), or
+            None when the sources are outside it.
+    """
+
+    def __init__(self, occupied: set[str] = frozenset(), out_prefix: str | None = None) -> None:
         self.taken: set[str] = set()
+        self.occupied = occupied
+        self.out_prefix = out_prefix
+
+    def _free(self, candidate: str, own: str | None) -> bool:
+        return candidate not in self.taken and (candidate == own or candidate not in self.occupied)
 
     def claim(self, folder: str, rel: str) -> str:
+        own = None if self.out_prefix is None else self.out_prefix + rel
         candidate = f"{folder}/{rel[rel.rfind('/') + 1:]}"
-        if candidate in self.taken:
+        if not self._free(candidate, own):
             # Same name from two source folders: keep the path in the name.
             candidate = f"{folder}/{rel.replace('/', '__')}"
             stem, ext = os.path.splitext(candidate)
             number = 1
-            while candidate in self.taken:
+            while not self._free(candidate, own):
                 candidate = f"{stem}-{number}{ext}"
                 number += 1
         self.taken.add(candidate)
         return candidate
 
 
+def _sources_inside_out(src: Path, out: Path, inventory: Inventory) -> tuple[set[str], str | None]:
+    """Source files' paths relative to ``out``, and the prefix that makes them so."""
+    if out != src and out not in src.parents:
+        return set(), None
+    prefix = "" if out == src else src.relative_to(out).as_posix() + "/"
+    occupied = {prefix + s.rel for s in inventory.samples}
+    occupied.update(prefix + s.mask_rel for s in inventory.samples if s.mask_rel)
+    return occupied, prefix
+
+
 class _PlanBuilder:
     """The state shared by the steps of ``build_plan``: entries, names and counts so far."""
 
-    def __init__(self, samples: list[Sample]) -> None:
+    def __init__(self, samples: list[Sample], destinations: _Destinations) -> None:
         self.samples = samples
-        self.destinations = _Destinations()
+        self.destinations = destinations
         self.entries: list[Entry] = []
         self.rejected: list[dict[str, str]] = []
 
@@ -194,7 +224,7 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
         UsageError, UnknownNameError: a bad option or an unknown splitter.
         TooFewSamplesError: a class cannot give every split a sample.
     """
-    splitter = splitters().get(options.splitter)
+    splitter = splitters().registration(options.splitter)
     samples = inventory.samples
     root = f"{src}{os.sep}"
     paths = [root + s.rel for s in samples]
@@ -206,7 +236,8 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     image_probes = probes[: len(paths)]
     mask_probe = {s.mask_rel: p for s, p in zip(with_masks, probes[len(paths):])}
 
-    builder = _PlanBuilder(samples)
+    out = options.out.expanduser().resolve() if options.out else src
+    builder = _PlanBuilder(samples, _Destinations(*_sources_inside_out(src, out, inventory)))
     good = builder.set_aside_bad(image_probes, mask_probe)
     plan = Plan(builder.entries, {}, builder.rejected)
 
@@ -242,7 +273,7 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
             first_with_key[key] = index
 
     roots, members_of, units = builder.units(good, union)
-    assigned = splitter(units, SplitRequest(options.valid, options.test), options.seed) if units else []
+    assigned = _assign_splits(splitter, units, SplitRequest(options.valid, options.test), options.seed) if units else []
     split_of = {i: split for root, split in zip(roots, assigned) for i in members_of[root]}
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for index in sorted(good, key=lambda i: samples[i].rel):
@@ -252,6 +283,56 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
         counts[split][sample.label or ""] += 1
     plan.counts = {s: dict(c) for s, c in counts.items()}
     return plan
+
+
+def _assign_splits(splitter: Registration, units: list[Unit], request: SplitRequest, seed: int) -> list[str]:
+    """Call a splitter and check its answer before anything moves: one documented split
+    name per unit (so nothing can ever be written outside OUT), naming the plugin if not."""
+    origin = f"splitter {splitter.name!r} (plugin {splitter.plugin!r})"
+    try:
+        assigned = splitter.value(units, request, seed)
+    except PrepError:
+        raise
+    except Exception as exc:  # a plugin's bug: say whose
+        raise PluginError(f"The {origin} failed: {type(exc).__name__}: {exc}. Nothing was moved.") from None
+    if isinstance(assigned, (str, bytes)) or not hasattr(assigned, "__len__"):
+        raise PluginError(f"The {origin} returned {type(assigned).__name__}, not a list of split names. Nothing was moved.")
+    assigned = list(assigned)
+    if len(assigned) != len(units):
+        raise PluginError(
+            f"The {origin} returned {len(assigned)} split names for {len(units)} units; it must return one "
+            f"per unit. Nothing was moved."
+        )
+    bad = next((name for name in assigned if name not in SPLITS), None)
+    if bad is not None:
+        raise PluginError(
+            f"The {origin} returned the split name {bad!r}; only {', '.join(SPLITS)} are allowed. Nothing was moved."
+        )
+    return assigned
+
+
+def _check_name_lengths(out: Path, entries: list[Entry]) -> None:
+    """Find, before anything moves, destination names the file system cannot create."""
+    existing = out if out.exists() else next(p for p in out.parents if p.exists())
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    out_bytes = len(os.fsencode(str(out))) + 1
+    checked: set[str] = set()
+    for e in entries:
+        if out_bytes + len(os.fsencode(e.dst)) >= path_max:
+            raise UsageError(f"The destination {out / e.dst} (for {e.src}) is longer than the file system allows. Nothing was moved; choose a shorter --out.")
+        for part in e.dst.split("/"):
+            if part in checked:
+                continue
+            checked.add(part)
+            if len(os.fsencode(part)) > name_max:
+                raise UsageError(
+                    f"The name {part!r} (destination of {e.src}) is longer than the file system's "
+                    f"{name_max} bytes. Nothing was moved; rename the file or its class."
+                )
 
 
 def _add_sample(entries, destinations, sample: Sample, split: str, size: int, digest, mask_probe) -> None:
@@ -264,34 +345,36 @@ def _add_sample(entries, destinations, sample: Sample, split: str, size: int, di
 
 
 def check_targets(src: Path, out: Path, entries: list[Entry]) -> None:
-    """Refuse to overwrite anything, or to pour files into a split folder that has others.
+    """Refuse to overwrite anything, to pour files into a split folder that has others, or to
+    make a name the output's file system cannot hold.
 
-    Files of the source itself (when splitting in place) do not count as others.
+    A target may exist only when it is the file's own source (a file that stays put); every
+    other existing target, a source of this split included, is in the way.
 
     Raises:
         TargetExistsError: naming the first files in the way.
+        UsageError: naming a destination whose name is too long for the file system.
     """
+    _check_name_lengths(out, entries)
     src_root, out_root = f"{src}{os.sep}", f"{out}{os.sep}"
-    sources_in: dict[str, set[str]] = defaultdict(set)  # folder -> source file names
-    for e in entries:
-        folder, _, name = (src_root + e.src).rpartition(os.sep)
-        sources_in[folder].add(name)
     # List each destination folder once instead of testing every file: a folder that
     # does not exist yet holds nothing in the way.
-    targets_in: dict[str, list[str]] = defaultdict(list)
+    targets_in: dict[str, list[tuple[str, bool]]] = defaultdict(list)
     for e in entries:
-        folder, _, name = (out_root + e.dst).rpartition(os.sep)
-        targets_in[folder].append(name)
+        target = out_root + e.dst
+        folder, _, name = target.rpartition(os.sep)
+        targets_in[folder].append((name, target == src_root + e.src))
     in_the_way = []
     for folder, names in targets_in.items():
         try:
-            present = set(os.listdir(folder)) - sources_in.get(folder, set())
-        except FileNotFoundError:
+            present = set(os.listdir(folder))
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        in_the_way += [os.path.join(folder, n) for n in names if n in present]
+        in_the_way += [os.path.join(folder, n) for n, stays in names if n in present and not stays]
     if in_the_way:
         shown = ", ".join(in_the_way[:3]) + (f" and {len(in_the_way) - 3} more" if len(in_the_way) > 3 else "")
         raise TargetExistsError(f"Would overwrite {shown}. Nothing was moved. Choose another --out or move them away.")
+    sources_in = {(src_root + e.src).rpartition(os.sep)[0] for e in entries}
     # Other files may share a folder with the sources (Kaggle's unlabeled images in
     # train/), but a split folder elsewhere that holds anything is someone else's.
     for split in sorted({e.dst.split("/", 1)[0] for e in entries} - {REJECTED_DIR}):
