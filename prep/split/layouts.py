@@ -101,7 +101,9 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _has_images(folder: Path) -> bool:
-    return any(e.is_file() and not is_junk(e.name) and is_image_name(e.name) for e in os.scandir(folder))
+    # Not e.is_file(): it follows symlinks, and a link to itself raises ELOOP. Anything that
+    # is not a folder counts, as in _walk; the image check later rejects what cannot be read.
+    return any(not e.is_dir(follow_symlinks=False) and not is_junk(e.name) and is_image_name(e.name) for e in os.scandir(folder))
 
 
 def _as_posix(rel: str) -> str:
@@ -230,7 +232,7 @@ def _class_folders(src: Path, root: Path, skip: set[Path]) -> Inventory:
     # Loose images beside the class folders carry no label.
     unlabeled += [
         _as_posix(os.path.relpath(e.path, src)) for e in os.scandir(root)
-        if e.is_file() and not is_junk(e.name) and is_image_name(e.name)
+        if not e.is_dir(follow_symlinks=False) and not is_junk(e.name) and is_image_name(e.name)
     ]
     return Inventory("class-folders", f"class folders in {root}", samples, unlabeled=sorted(unlabeled), ignored=ignored)
 

@@ -114,6 +114,8 @@ def place(journal: Journal, advance: Advance = lambda n: None, resuming: bool = 
         try:
             _place_one(journal.mode, entry, src, dst, resuming, result)
         except OSError as exc:
+            if exc.filename is None:  # sendfile and write name no file: say which one it was
+                exc.filename, exc.filename2 = src, dst
             advance(batch)
             raise stopped_half_way(journal, result.placed, exc) from None
     advance(batch)
@@ -143,6 +145,10 @@ def _place_one(mode: str, entry: Entry, src: str, dst: str, resuming: bool, resu
             os.unlink(dst)  # an interrupted copy by a prep older than temporary names
     if mode == "move":
         _move(src, dst)
+    elif mode != "symlink" and os.path.islink(src) and not os.path.exists(src):
+        # A dangling or looping link (set aside as unreadable) has no content to copy or
+        # link to: the link itself is placed, never followed.
+        os.symlink(os.readlink(src), dst)
     elif mode == "copy":
         copy_new_file(src, dst)
     elif mode == "symlink":
@@ -161,6 +167,8 @@ def _place_one(mode: str, entry: Entry, src: str, dst: str, resuming: bool, resu
 def _is_own_copy(mode: str, src: str, dst: str) -> bool:
     if mode == "symlink":
         return os.path.islink(dst) and os.readlink(dst) == src
+    if os.path.islink(src) and not os.path.exists(src):  # a placed copy of a broken link
+        return os.path.islink(dst) and os.readlink(dst) == os.readlink(src)
     if not os.path.exists(src):
         return False
     if mode == "link" and os.path.samefile(src, dst):

@@ -145,9 +145,10 @@ class _Destinations:
         return candidate not in self.taken and (candidate == own or candidate not in self.occupied)
 
     def claim(self, folder: str, rel: str) -> str:
-        own = None if self.out_prefix is None else self.out_prefix + rel
         candidate = f"{folder}/{rel[rel.rfind('/') + 1:]}"
-        if not self._free(candidate, own):
+        own = None if self.out_prefix is None else self.out_prefix + rel
+        # The common case inline (a free name): this runs once per file.
+        if candidate in self.taken or (candidate in self.occupied and candidate != own):
             # Same name from two source folders: keep the path in the name.
             candidate = f"{folder}/{rel.replace('/', '__')}"
             stem, ext = os.path.splitext(candidate)
@@ -320,8 +321,13 @@ def _check_name_lengths(out: Path, entries: list[Entry]) -> None:
     except (OSError, ValueError):
         name_max, path_max = 255, 4096
     out_bytes = len(os.fsencode(str(out))) + 1
+    # A character takes at most 4 bytes in UTF-8: most destinations are short enough that
+    # no part of them can be too long, and are passed over without encoding them.
+    safe_chars = min(name_max, path_max - out_bytes - 1) // 4
     checked: set[str] = set()
     for e in entries:
+        if len(e.dst) <= safe_chars:
+            continue
         if out_bytes + len(os.fsencode(e.dst)) >= path_max:
             raise UsageError(f"The destination {out / e.dst} (for {e.src}) is longer than the file system allows. Nothing was moved; choose a shorter --out.")
         for part in e.dst.split("/"):

@@ -1,0 +1,153 @@
+"""Plugins that misbehave: each failure names the plugin, nothing moves, nothing escapes OUT."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from prep.cli import app
+from prep.errors import PluginError
+from prep.plugins import create_plugin_host, reset_plugin_host
+
+from conftest import jpeg_bytes, snapshot, write
+from test_plugins import install_fake_plugin
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for name in [m for m in sys.modules if m.startswith("misbehaving")]:
+        del sys.modules[name]
+    reset_plugin_host()
+
+
+def install(site: Path, name: str, source: str) -> None:
+    install_fake_plugin(site, name, source, "6.6")
+    reset_plugin_host()
+
+
+def flat(root: Path, n: int = 8) -> Path:
+    for i in range(n):
+        write(root / "train" / f"cat.{i}.jpg", jpeg_bytes(i))
+        write(root / "train" / f"dog.{i}.jpg", jpeg_bytes(100 + i))
+    return root
+
+
+@pytest.mark.parametrize("raise_", ["raise SystemExit(3)", "raise KeyboardInterrupt", "import sys; sys.exit()"])
+def test_a_plugin_that_exits_while_imported_never_takes_prep_down(site: Path, raise_: str) -> None:
+    install_fake_plugin(site, "misbehaving_exit", raise_ + "\n", "6.6")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    done = subprocess.run([sys.executable, "-m", "prep", "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "split" in done.stdout
+    assert "misbehaving_exit" in done.stderr and "6.6" in done.stderr
+
+
+def test_a_hook_that_raises_system_exit_is_isolated_and_named(site: Path) -> None:
+    install(site, "misbehaving_hook", """
+        from prep.hookspecs import hookimpl
+
+        @hookimpl
+        def register_splitters(register):
+            raise SystemExit("bye")
+    """)
+    host = create_plugin_host()
+    host.fill_registry("register_splitters", "splitter")
+    assert [(f.plugin, f.stage) for f in host.failures] == [("misbehaving_hook", "register_splitters")]
+    assert "SystemExit" in host.failures[0].error
+
+
+SPLITTER = """
+    from prep.hookspecs import hookimpl
+
+    @hookimpl
+    def register_splitters(register):
+        register("evil", lambda units, request, seed: {answer})
+"""
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    ('["../x"] * len(units)', "split name '../x'"),
+    ('["train"] * (len(units) - 3)', "for 16 units"),
+    ('None', "not a list of split names"),
+    ('1 / 0', "ZeroDivisionError"),
+])
+def test_a_splitter_that_answers_wrong_is_refused_before_anything_moves(site: Path, tmp_path: Path, answer: str, message: str) -> None:
+    install(site, "misbehaving_splitter", SPLITTER.format(answer=answer))
+    src = flat(tmp_path / "box" / "src")
+    before = snapshot(tmp_path / "box")
+    result = runner.invoke(app, ["split", str(src), "--splitter", "evil", "--out", str(tmp_path / "box" / "out")])
+    assert result.exit_code == 1, result.output
+    assert "misbehaving_splitter" in result.output and message in result.output
+    assert "Nothing was moved" in result.output and "Traceback" not in result.output
+    assert snapshot(tmp_path / "box") == before
+    assert not (tmp_path / "box" / "x").exists()
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("return None", "returned NoneType"),
+    ("return [object()]", "not an albumentations transform"),
+    ("raise RuntimeError('boom')", "RuntimeError: boom"),
+])
+def test_a_preset_that_returns_no_transforms_is_named(site: Path, body: str, message: str) -> None:
+    install(site, "misbehaving_preset", f"""
+        from prep.hookspecs import hookimpl
+
+        def broken(image_size, train, task):
+            {body}
+
+        @hookimpl
+        def register_augmentation_presets(register):
+            register("broken", broken)
+    """)
+    from prep.augment.presets import build_pipeline
+
+    with pytest.raises(PluginError, match=message) as raised:
+        build_pipeline("broken", 32, train=True)
+    assert "misbehaving_preset" in str(raised.value)
+
+
+COLLATE = """
+    import torch
+    from prep.data.collate import Batch
+    from prep.hookspecs import hookimpl
+
+    def soft(samples):
+        images = torch.stack([s[0] for s in samples])
+        {body}
+
+    @hookimpl
+    def register_collate_fns(register):
+        register("soft", soft)
+"""
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("return Batch(images, torch.full((len(samples), 2), 0.5))", "(4, 2) torch.float32"),
+    ("return images", "returned Tensor"),
+    ("raise ValueError('no')", "ValueError: no"),
+])
+def test_a_collate_function_that_returns_what_the_engine_cannot_use_is_named(site: Path, tmp_path: Path, body: str, message: str) -> None:
+    install(site, "misbehaving_collate", COLLATE.format(body=body))
+    data = tmp_path / "d"
+    for split, n in (("train", 4), ("valid", 2)):
+        for c in ("a", "b"):
+            for i in range(n):
+                write(data / split / c / f"{i}.jpg", jpeg_bytes(len(split) * 100 + ord(c) * 10 + i))
+    result = runner.invoke(app, [
+        "train", str(data), "--collate", "soft", "--arch", "resnet18", "--epochs", "1", "--image-size", "16",
+        "--batch-size", "4", "--workers", "1", "--run-dir", str(tmp_path / "run"),
+    ])
+    assert result.exit_code == 1, result.output
+    assert "misbehaving_collate" in result.output and message in result.output, result.output
+    assert "Traceback" not in result.output
