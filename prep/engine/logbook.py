@@ -24,10 +24,10 @@ class MetricsLog:
     """Appends epoch records to ``run_dir/metrics.jsonl`` and ``metrics.csv``, and their
     numbers to TensorBoard when it is installed (a per-class list as ``name/<class>``)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, classes: list[str] | None = None, keep_through: int = 0) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, classes: list[str] | None = None, keep_through: int | None = None) -> None:
         """Args:
-            keep_through: a resumed run continues its log up to this epoch (the one its
-                checkpoint holds). Epochs logged after it, by a process killed before it
+            keep_through: continue the existing log up to this epoch only (a resumed run
+                passes the epoch its checkpoint holds; None keeps every epoch). Epochs logged after it, by a process killed before it
                 saved that epoch's checkpoint, are dropped: the resumed run measures them
                 again, and each epoch stays in the log once.
         """
@@ -37,7 +37,10 @@ class MetricsLog:
         self.jsonl = run_dir / "metrics.jsonl"
         self.csv = run_dir / "metrics.csv"
         if self.jsonl.exists():
-            kept = {r["epoch"]: r for r in self._read_jsonl() if r["epoch"] <= keep_through}
+            kept: dict[int, dict[str, Any]] = {}
+            for record in self._read_jsonl():
+                if keep_through is None or record["epoch"] <= keep_through:
+                    kept.setdefault(record["epoch"], record)
             self.records = [kept[e] for e in sorted(kept)]
             text = "".join(json.dumps(r) + "\n" for r in self.records)
             atomic_write_bytes(self.jsonl, text.encode("utf-8"), durable=False)

@@ -321,11 +321,12 @@ def fit(
             "classes": classes, "mean": mean, "std": std, "config": asdict(config), **(extra or {}),
         }
 
-    emit("on_train_start", run=run)
-    freezer.apply(epoch)
-    trainable, ddp = _wrap_for_training(model, config, world, device)
     stopped, record = "completed", None
+    # From here on a Ctrl-C, even during a plugin's on_train_start, stops gently.
     with _first_interrupt_stops_gently() as interrupt:
+        emit("on_train_start", run=run)
+        freezer.apply(epoch)
+        trainable, ddp = _wrap_for_training(model, config, world, device)
         while epoch < config.epochs and stopped == "completed":
             if config.max_steps and step >= config.max_steps:  # a resumed run already there
                 stopped = "max-steps"

@@ -1,0 +1,190 @@
+"""Training under faults: SIGKILL at random moments, Ctrl-C, damaged and misfit checkpoints.
+
+Whatever moment a kill comes at, after ``--resume`` the summary's best is what ``best.pt``
+holds, no epoch is logged twice, and no temporary file is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from prep.cli import app
+from prep.engine.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
+from prep.training import TrainOptions, train
+
+from conftest import jpeg_bytes, write
+
+runner = CliRunner()
+KILLS = 20
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faults") / "d"
+    for split, n in (("train", 12), ("valid", 6)):
+        for c in ("a", "b"):
+            for i in range(n):
+                write(root / split / c / f"{i}.jpg", jpeg_bytes(len(split) * 100 + ord(c) * 10 + i, size=(24, 24)))
+    return root
+
+
+def tiny(run_dir: Path, **extra) -> TrainOptions:
+    settings = dict(epochs=2, image_size=16, batch_size=8, workers=0, lr=0.01, optimizer="adam", scheduler="none", run_dir=run_dir)
+    return TrainOptions(**{**settings, **extra})
+
+
+def assert_run_consistent(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    best = load_checkpoint(run_dir / "best.pt")
+    assert best["epoch"] == summary["best_epoch"]
+    assert best["best"] == summary["best_valid_acc"]
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, summary["epochs"] + 1))
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    return summary
+
+
+def test_a_kill_between_saving_last_and_best_is_repaired_on_resume(tiny_split: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(tiny_split, tiny(run_dir, epochs=1))
+    epoch_one_best = (run_dir / "best.pt").read_bytes()
+    train(tiny_split, tiny(run_dir, resume=True))
+    # Now make it look killed right after epoch 2's last.pt, which improved, was saved:
+    # best.pt still the epoch-1 model, its temporary file left, epoch 3 half logged.
+    last = load_checkpoint(run_dir / "last.pt")
+    last.update(best_epoch=2, best=1.5)
+    save_checkpoint(run_dir / "last.pt", last)
+    (run_dir / "best.pt").write_bytes(epoch_one_best)
+    (run_dir / ".best.pt.tmp").write_bytes(b"half")
+    with (run_dir / "metrics.jsonl").open("a") as log:
+        log.write(json.dumps({"epoch": 3, "valid_acc": 0.1}) + "\n" + '{"epoch": 4, "val')
+
+    summary = train(tiny_split, tiny(run_dir, resume=True))
+
+    assert summary["best_epoch"] == 2 and summary["best_valid_acc"] == 1.5
+    assert load_checkpoint(run_dir / "best.pt")["epoch"] == 2
+    assert_run_consistent(run_dir)
+
+
+def test_resume_without_last_pt_is_an_error_not_a_new_run(tmp_path: Path, tiny_split: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    result = runner.invoke(app, ["train", str(tiny_split), "--resume", "--run-dir", str(run_dir)])
+    assert result.exit_code == 1
+    assert "Nothing to resume" in result.output and "Traceback" not in result.output
+    assert list(run_dir.iterdir()) == []
+
+
+def _flip_a_weight_byte(path: Path) -> None:
+    with zipfile.ZipFile(path) as archive:
+        biggest = max(archive.infolist(), key=lambda info: info.file_size)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = int.from_bytes(data[biggest.header_offset + 26:][:2], "little"), int.from_bytes(data[biggest.header_offset + 28:][:2], "little")
+    start = biggest.header_offset + 30 + name_len + extra_len
+    data[start + biggest.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_in_the_weights_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": {"w": torch.randn(1000)}, "epoch": 1})
+    assert load_checkpoint(path)["epoch"] == 1
+    _flip_a_weight_byte(path)
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_of_another_shape_is_one_line(tmp_path: Path) -> None:
+    two, three = torch.nn.Linear(4, 2), torch.nn.Linear(4, 3)
+    with pytest.raises(CheckpointError, match=r"weight is \[3, 4\] in the checkpoint but \[2, 4\] in the model"):
+        load_model_weights(two, three.state_dict(), tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="it lacks bias"):
+        load_model_weights(two, {"weight": torch.zeros(2, 4)}, tmp_path / "c.pt")
+
+
+def test_ctrl_c_in_the_first_epoch_exits_130_and_the_summary_names_only_what_exists(tiny_split: Path, tmp_path: Path) -> None:
+    from prep.hookspecs import hookimpl
+    from prep.plugins import temporary_plugin
+
+    class CtrlCAtStart:
+        @hookimpl
+        def on_train_start(self, run):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    run_dir = tmp_path / "run"
+    with temporary_plugin(CtrlCAtStart(), "test-ctrl-c-start"):
+        result = runner.invoke(app, [
+            "train", str(tiny_split), "--epochs", "2", "--image-size", "16", "--batch-size", "8", "--workers", "0",
+            "--run-dir", str(run_dir), "--json",
+        ])
+    assert result.exit_code == 130, result.output
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["best"] is None and not (run_dir / "best.pt").exists()
+    assert summary["last"] == str(run_dir / "last.pt") and (run_dir / "last.pt").exists()
+
+
+def test_predict_skips_unreadable_images_and_counts_them(tiny_split: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(tiny_split, tiny(run_dir, epochs=1))
+    images = tmp_path / "images"
+    for i in range(3):
+        write(images / f"{i}.jpg", jpeg_bytes(900 + i))
+    write(images / "broken.jpg", b"\xff\xd8\xff not really")
+    write(images / "empty.jpg", b"")
+    out = tmp_path / "p.csv"
+    result = runner.invoke(app, ["predict", str(run_dir / "best.pt"), str(images), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # rich wraps long lines
+    assert "skipped 2 unreadable images" in said
+    assert "broken.jpg" in said and "empty.jpg" in said
+    rows = out.read_text().splitlines()
+    assert len(rows) == 1 + 3 and not any("broken" in row or "empty" in row for row in rows)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_keeps_best_and_log_consistent(tiny_split: Path, tmp_path: Path) -> None:
+    """KILLS real ``prep train`` processes, each SIGKILLed at a random moment (start-up,
+    training, validation, a checkpoint save), then resumed to the end."""
+    rng = random.Random(1234)
+    command = [sys.executable, "-m", "prep", "--quiet", "train", str(tiny_split), "--epochs", "4", "--image-size", "16",
+               "--batch-size", "4", "--workers", "0", "--lr", "0.01", "--optimizer", "adam", "--scheduler", "none"]
+    # One undisturbed run tells how long a whole run takes here.
+    began = time.perf_counter()
+    subprocess.run([*command, "--run-dir", str(tmp_path / "clean")], check=True, capture_output=True, timeout=300)
+    whole = time.perf_counter() - began
+    outcomes = {"killed before last.pt": 0, "resumed": 0, "finished before the kill": 0}
+    for trial in range(KILLS):
+        run_dir = tmp_path / f"run{trial}"
+        process = subprocess.Popen([*command, "--run-dir", str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.3, whole))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if process.returncode == 0:
+            outcomes["finished before the kill"] += 1
+            assert_run_consistent(run_dir)
+            continue
+        resumed = subprocess.run([*command, "--resume", "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=300)
+        if not (run_dir / "last.pt").exists():
+            outcomes["killed before last.pt"] += 1
+            assert resumed.returncode == 1 and "Nothing to resume" in resumed.stderr, resumed.stderr
+            assert "Traceback" not in resumed.stderr
+            continue
+        assert resumed.returncode == 0, resumed.stderr
+        outcomes["resumed"] += 1
+        summary = assert_run_consistent(run_dir)
+        assert summary["epochs"] == 4 and summary["status"] == "completed"
+    print(outcomes)
+    assert outcomes["resumed"] >= KILLS // 2, outcomes
