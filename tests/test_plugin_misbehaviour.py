@@ -134,7 +134,7 @@ COLLATE = """
 
 @pytest.mark.parametrize(("body", "message"), [
     ("return Batch(images, torch.full((len(samples), 2), 0.5))", "(4, 2) torch.float32"),
-    ("return images", "returned Tensor"),
+    ("return images", "returned Tensor; the engine needs"),
     ("raise ValueError('no')", "ValueError: no"),
 ])
 def test_a_collate_function_that_returns_what_the_engine_cannot_use_is_named(site: Path, tmp_path: Path, body: str, message: str) -> None:

@@ -42,8 +42,9 @@ class _SeedWorker:
 
 
 class CheckedCollate:
-    """A collate function whose failures and malformed batches name the function and its
-    plugin (picklable, so it also runs in worker processes)."""
+    """A collate function whose failures name the function and its plugin (picklable, so
+    it also runs in worker processes). What it returns is checked by its user: the engine
+    needs a ``Batch``, other loaders may not."""
 
     def __init__(self, function: Callable[[list[Any]], Any], origin: str) -> None:
         self.function = function
@@ -56,12 +57,6 @@ class CheckedCollate:
             raise
         except Exception as exc:
             raise PluginError(f"The {self.origin} failed: {type(exc).__name__}: {exc}") from None
-        inputs = getattr(batch, "inputs", None)
-        if not isinstance(inputs, torch.Tensor) or not hasattr(batch, "targets"):
-            raise PluginError(
-                f"The {self.origin} returned {type(batch).__name__}; it must return a prep.data.collate.Batch "
-                f"(inputs: a uint8 N x H x W x 3 tensor, targets)."
-            )
         return batch
 
 

@@ -144,9 +144,10 @@ def evaluate(
     with torch.no_grad(), progress.task("Validating", len(loader)) as advance:
         for batch in loader:
             advance(1)
-            if len(batch.targets) == 0:
+            targets = _class_targets(batch, getattr(loader, "collate_origin", "collate function"))
+            if len(targets) == 0:
                 continue
-            targets = _class_targets(batch, getattr(loader, "collate_origin", "collate function")).to(device)
+            targets = targets.to(device)
             images = to_device_normalized(batch.inputs, mean, std, device)
             logits = model(images).float()
             total_loss += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
@@ -174,6 +175,11 @@ def _wrap_for_training(
 
 def _class_targets(batch, origin: str) -> torch.Tensor:
     """The batch's targets, if they are what cross-entropy and accuracy need: class indices."""
+    if not isinstance(getattr(batch, "inputs", None), torch.Tensor) or not hasattr(batch, "targets"):
+        raise PluginError(
+            f"The {origin} returned {type(batch).__name__}; the engine needs a prep.data.collate.Batch "
+            f"(inputs: a uint8 N x H x W x 3 tensor, targets)."
+        )
     targets = batch.targets
     if isinstance(targets, torch.Tensor) and targets.dtype == torch.int64 and targets.ndim == 1 and len(targets) == len(batch.inputs):
         return targets
@@ -351,11 +357,12 @@ def fit(
                     # A batch whose every image was corrupt is empty. Under torchrun all ranks
                     # skip it together: one rank skipping alone would leave the others waiting
                     # in DDP's all-reduce forever.
-                    empty = float(len(batch.targets) == 0)
+                    targets = _class_targets(batch, getattr(train_loader, "collate_origin", "collate function"))
+                    empty = float(len(targets) == 0)
                     if (world.sum([empty], device)[0] if world.distributed else empty):
                         advance(1)
                         continue
-                    targets = _class_targets(batch, getattr(train_loader, "collate_origin", "collate function")).to(device)
+                    targets = targets.to(device)
                     images = to_device_normalized(batch.inputs, mean, std, device)
                     # The gradient of a step is the mean over its group of batches; the last group
                     # of an epoch may be shorter than --accumulate.
