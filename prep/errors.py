@@ -96,7 +96,7 @@ class DiskError(PrepError):
 
         Args:
             exc: the error the operating system raised.
-            doing: what prep was doing, such as ``"writing the checkpoint"``.
+            doing: what prep was doing, as a verb: ``"move"`` gives "Cannot move PATH: ...".
         """
         paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
         cause = cls.ADVICE.get(exc.errno) or (exc.strerror or str(exc)).rstrip(".")

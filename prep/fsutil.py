@@ -116,18 +116,15 @@ def partial_copy_path(dst: str) -> str:
     return f"{folder}{os.sep}.prep-partial-{zlib.crc32(name.encode('utf-8', 'surrogateescape')):08x}"
 
 
-def copy_new_file(src: str, dst: str, durable: bool = False) -> None:
+def copy_new_file(src: str, dst: str) -> None:
     """Copy ``src`` to ``dst``, which must not exist, so that ``dst`` is never partial.
 
-    The bytes go to ``partial_copy_path(dst)`` first (in the kernel, with sendfile), are
-    flushed, and only the finished copy is renamed to ``dst`` (never replacing a file): a
-    process killed at any moment leaves either no ``dst`` or a complete one, plus at most a
-    hidden partial file that the next run removes. A failure (a full disk) removes the
-    partial file before it raises.
-
-    Args:
-        durable: also flush the copy to the disk (fsync) before the rename, so that it
-            survives a power cut, not only a killed process.
+    The bytes go to ``partial_copy_path(dst)`` first (in the kernel, with sendfile, so
+    nothing waits in a user-space buffer), and only the finished copy is renamed to ``dst``
+    (never replacing a file): a process killed at any moment leaves either no ``dst`` or a
+    complete one, plus at most a hidden partial file that the next run removes. A failure (a
+    full disk) removes the partial file before it raises. The copy is not fsynced: that
+    would guard against a power cut too, at many times the cost of a copy.
 
     Raises:
         FileExistsError: ``dst`` exists.
@@ -149,8 +146,6 @@ def copy_new_file(src: str, dst: str, durable: bool = False) -> None:
                     raise
                 source.seek(offset)  # a file system without sendfile: plain reads and writes
                 shutil.copyfileobj(source, target)
-            if durable:
-                os.fsync(target.fileno())
         rename_no_replace(tmp, dst)
     except BaseException:
         with suppress(OSError):

@@ -6,9 +6,9 @@ import difflib
 import fnmatch
 import logging
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from prep.errors import UnknownNameError
+from prep.errors import PluginError, PrepError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -22,6 +22,27 @@ class Registration(Generic[T]):
     name: str
     value: T
     plugin: str
+    kind: str = "entry"
+
+    @property
+    def origin(self) -> str:
+        """Who this is, for messages: ``splitter 'evil' (plugin 'evilsplit')``."""
+        return f"{self.kind} {self.name!r} (plugin {self.plugin!r})"
+
+    def call(self, *args: Any) -> Any:
+        """Call the registered object; a failure that is not a ``PrepError`` becomes a
+        ``PluginError`` naming it and its plugin. Picklable as a bound method, so it also
+        serves as a DataLoader worker's collate function.
+
+        Raises:
+            PluginError: the plugin's code raised.
+        """
+        try:
+            return self.value(*args)
+        except PrepError:
+            raise
+        except Exception as exc:  # a plugin's bug: say whose
+            raise PluginError(f"The {self.origin} failed: {type(exc).__name__}: {exc}") from None
 
 
 class Registry(Generic[T]):
@@ -46,7 +67,7 @@ class Registry(Generic[T]):
                 "%s %r from plugin %r replaces the one from plugin %r",
                 self.kind, name, plugin, previous.plugin,
             )
-        self._entries[name] = Registration(name, value, plugin)
+        self._entries[name] = Registration(name, value, plugin, self.kind)
 
     def get(self, name: str) -> T:
         """Return the object registered as ``name``.

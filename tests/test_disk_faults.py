@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from prep.cli import app
-from prep.errors import DiskError, PlacementError
+from prep.errors import DiskError
 from prep.fsutil import copy_new_file, partial_copy_path, rename_no_replace
-from prep.split.api import split_dataset, undo_split
+from prep.split.api import split_dataset
 from prep.split.journal import JOURNAL_NAME, Journal, Status
 from prep.split.plan import SplitOptions
 
@@ -228,4 +228,3 @@ def test_a_stale_partial_copy_is_removed_when_a_killed_copy_split_is_finished(tm
 def test_disk_error_message_names_path_and_cause() -> None:
     message = str(DiskError.from_os_error(OSError(errno.EROFS, "Read-only file system", "/data/out"), "write"))
     assert message == "Cannot write /data/out: Read-only file system (the file system is read-only; choose a writable folder)."
-    assert isinstance(PlacementError("x"), Exception)

@@ -15,20 +15,9 @@ from prep.errors import PluginError
 from prep.plugins import create_plugin_host, reset_plugin_host
 
 from conftest import jpeg_bytes, snapshot, write
-from test_plugins import install_fake_plugin
+from test_plugins import install_fake_plugin, site  # noqa: F401 - site is a fixture
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    yield folder
-    for name in [m for m in sys.modules if m.startswith("misbehaving")]:
-        del sys.modules[name]
-    reset_plugin_host()
 
 
 def install(site: Path, name: str, source: str) -> None:

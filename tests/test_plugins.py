@@ -90,7 +90,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
     yield folder
-    for name in [m for m in sys.modules if m.startswith(("goodplugin", "brokenplugin", "raisingplugin", "badsig", "listenerplugin"))]:
+    for name in [m for m in sys.modules if m.startswith(("goodplugin", "brokenplugin", "raisingplugin", "badsig", "listenerplugin", "misbehaving"))]:
         del sys.modules[name]
     reset_plugin_host()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from prep.errors import PluginError, PrepError, UsageError
+from prep.errors import PluginError, UsageError
 from prep.hookspecs import hookimpl
 from prep.registry import Registration
 
@@ -111,13 +111,8 @@ def _preset_transforms(preset: Registration, image_size: int, train: bool, task:
     the plugin when it did not."""
     import albumentations as A
 
-    origin = f"augmentation preset {preset.name!r} (plugin {preset.plugin!r})"
-    try:
-        transforms = preset.value(image_size, train, task)
-    except PrepError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"The {origin} failed: {type(exc).__name__}: {exc}") from None
+    origin = preset.origin
+    transforms = preset.call(image_size, train, task)
     if not isinstance(transforms, (list, tuple)):
         raise PluginError(f"The {origin} returned {type(transforms).__name__}; it must return a list of albumentations transforms.")
     allowed = (A.BasicTransform, A.BaseCompose)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from prep.data.sampling import SeededSampler
-from prep.errors import PluginError, PrepError
+from prep.errors import PluginError
 from prep.plugins import collate_fns
 
 log = logging.getLogger(__name__)
@@ -39,25 +39,6 @@ class _SeedWorker:
         transform = getattr(info.dataset, "transform", None) if info else None
         if hasattr(transform, "set_random_seed"):
             transform.set_random_seed(seed)
-
-
-class CheckedCollate:
-    """A collate function whose failures name the function and its plugin (picklable, so
-    it also runs in worker processes). What it returns is checked by its user: the engine
-    needs a ``Batch``, other loaders may not."""
-
-    def __init__(self, function: Callable[[list[Any]], Any], origin: str) -> None:
-        self.function = function
-        self.origin = origin
-
-    def __call__(self, samples: list[Any]) -> Any:
-        try:
-            batch = self.function(samples)
-        except PrepError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"The {self.origin} failed: {type(exc).__name__}: {exc}") from None
-        return batch
 
 
 class ReportingLoader:
@@ -129,7 +110,6 @@ def create_loader(
     """
     workers = os.cpu_count() or 1 if workers is None else workers
     registration = collate_fns().registration(collate)
-    origin = f"collate function {registration.name!r} (plugin {registration.plugin!r})"
     # prep's datasets take (index, sample_seed) keys; any other dataset gets plain indexes.
     sampler = SeededSampler(
         len(dataset), seed=seed, shuffle=train, with_seeds=getattr(dataset, "accepts_sample_seeds", False),
@@ -144,7 +124,8 @@ def create_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=CheckedCollate(registration.value, origin),
+        # Runs in the workers; a failure comes back naming the collate function's plugin.
+        collate_fn=registration.call,
         pin_memory=torch.device(device).type == "cuda" if device is not None else False,
         persistent_workers=workers > 0,
         worker_init_fn=_SeedWorker(seed),
@@ -152,4 +133,4 @@ def create_loader(
         drop_last=drop_last,
         prefetch_factor=4 if workers > 0 else None,
     )
-    return ReportingLoader(loader, sampler, origin)
+    return ReportingLoader(loader, sampler, registration.origin)

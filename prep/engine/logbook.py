@@ -27,9 +27,10 @@ class MetricsLog:
     def __init__(self, run_dir: Path, tensorboard: bool = True, classes: list[str] | None = None, keep_through: int | None = None) -> None:
         """Args:
             keep_through: continue the existing log up to this epoch only (a resumed run
-                passes the epoch its checkpoint holds; None keeps every epoch). Epochs logged after it, by a process killed before it
-                saved that epoch's checkpoint, are dropped: the resumed run measures them
-                again, and each epoch stays in the log once.
+                passes the epoch its checkpoint holds; None keeps every epoch). Epochs
+                logged after it, by a process killed before it saved that epoch's
+                checkpoint, are dropped: the resumed run measures them again, and each
+                epoch stays in the log once.
         """
         self.run_dir = run_dir
         self.classes = classes or []

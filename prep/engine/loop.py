@@ -144,7 +144,7 @@ def evaluate(
     with torch.no_grad(), progress.task("Validating", len(loader)) as advance:
         for batch in loader:
             advance(1)
-            targets = _class_targets(batch, getattr(loader, "collate_origin", "collate function"))
+            targets = _class_targets(batch, loader)
             if len(targets) == 0:
                 continue
             targets = targets.to(device)
@@ -173,8 +173,9 @@ def _wrap_for_training(
     return wrapped, (ddp if world.distributed else None)
 
 
-def _class_targets(batch, origin: str) -> torch.Tensor:
+def _class_targets(batch, loader) -> torch.Tensor:
     """The batch's targets, if they are what cross-entropy and accuracy need: class indices."""
+    origin = getattr(loader, "collate_origin", "collate function")
     if not isinstance(getattr(batch, "inputs", None), torch.Tensor) or not hasattr(batch, "targets"):
         raise PluginError(
             f"The {origin} returned {type(batch).__name__}; the engine needs a prep.data.collate.Batch "
@@ -357,7 +358,7 @@ def fit(
                     # A batch whose every image was corrupt is empty. Under torchrun all ranks
                     # skip it together: one rank skipping alone would leave the others waiting
                     # in DDP's all-reduce forever.
-                    targets = _class_targets(batch, getattr(train_loader, "collate_origin", "collate function"))
+                    targets = _class_targets(batch, train_loader)
                     empty = float(len(targets) == 0)
                     if (world.sum([empty], device)[0] if world.distributed else empty):
                         advance(1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prep.errors import PluginError, PrepError, TargetExistsError, UsageError
+from prep.errors import PluginError, TargetExistsError, UsageError
 from prep.plugins import label_parsers, splitters
 from prep.registry import Registration
 from prep.progress import NO_PROGRESS, Progress
@@ -289,13 +289,11 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
 def _assign_splits(splitter: Registration, units: list[Unit], request: SplitRequest, seed: int) -> list[str]:
     """Call a splitter and check its answer before anything moves: one documented split
     name per unit (so nothing can ever be written outside OUT), naming the plugin if not."""
-    origin = f"splitter {splitter.name!r} (plugin {splitter.plugin!r})"
+    origin = splitter.origin
     try:
-        assigned = splitter.value(units, request, seed)
-    except PrepError:
-        raise
-    except Exception as exc:  # a plugin's bug: say whose
-        raise PluginError(f"The {origin} failed: {type(exc).__name__}: {exc}. Nothing was moved.") from None
+        assigned = splitter.call(units, request, seed)
+    except PluginError as exc:
+        raise PluginError(f"{exc}. Nothing was moved.") from None
     if isinstance(assigned, (str, bytes)) or not hasattr(assigned, "__len__"):
         raise PluginError(f"The {origin} returned {type(assigned).__name__}, not a list of split names. Nothing was moved.")
     assigned = list(assigned)
