@@ -291,6 +291,9 @@ def _ddp_rank(rank: int, root: str, out: str, port: int, batch_size: int, accumu
     torch.set_num_threads(1)
     model, summary = _plain_run(Path(root), Path(out) / "run", batch_size, TrainConfig(**SGD_PLAIN, accumulate=accumulate), World(rank, rank, 2))
     torch.save({"model": model.state_dict(), "steps": summary["steps"]}, Path(out) / f"rank{rank}.pt")
+    # Both ranks finish before either tears down: a rank whose peer closes the Gloo
+    # connection under it aborts ("terminate called without an active exception").
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
