@@ -154,22 +154,38 @@ def test_predict_skips_unreadable_images_and_counts_them(tiny_split: Path, tmp_p
     assert len(rows) == 1 + 3 and not any("broken" in row or "empty" in row for row in rows)
 
 
+def _wait_for(path: Path, process: subprocess.Popen, limit: float = 300) -> float:
+    """Seconds until ``path`` exists (or the process ended)."""
+    began = time.perf_counter()
+    while not path.exists() and process.poll() is None and time.perf_counter() - began < limit:
+        time.sleep(0.01)
+    return time.perf_counter() - began
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_keeps_best_and_log_consistent(tiny_split: Path, tmp_path: Path) -> None:
-    """KILLS real ``prep train`` processes, each SIGKILLed at a random moment (start-up,
-    training, validation, a checkpoint save), then resumed to the end."""
+    """KILLS real ``prep train`` processes, each SIGKILLed at a random moment, then resumed
+    to the end. One in four kills lands anywhere from start-up to the first checkpoint (the
+    run must then refuse to resume, or resume from it); the others land anywhere after it
+    (training, validation, a checkpoint save), where resuming is what is tested."""
     rng = random.Random(1234)
     command = [sys.executable, "-m", "prep", "--quiet", "train", str(tiny_split), "--epochs", "4", "--image-size", "16",
                "--batch-size", "4", "--workers", "0", "--lr", "0.01", "--optimizer", "adam", "--scheduler", "none"]
-    # One undisturbed run tells how long a whole run takes here.
+    # One undisturbed run tells how long start-up plus the first epoch, and the whole run, take here.
+    clean = subprocess.Popen([*command, "--run-dir", str(tmp_path / "clean")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_checkpoint = _wait_for(tmp_path / "clean" / "last.pt", clean)
     began = time.perf_counter()
-    subprocess.run([*command, "--run-dir", str(tmp_path / "clean")], check=True, capture_output=True, timeout=300)
-    whole = time.perf_counter() - began
+    assert clean.wait(timeout=300) == 0
+    after_first = time.perf_counter() - began
     outcomes = {"killed before last.pt": 0, "resumed": 0, "finished before the kill": 0}
     for trial in range(KILLS):
         run_dir = tmp_path / f"run{trial}"
         process = subprocess.Popen([*command, "--run-dir", str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.3, whole))
+        if trial % 4 == 0:
+            time.sleep(rng.uniform(0.3, first_checkpoint))
+        else:
+            _wait_for(run_dir / "last.pt", process)
+            time.sleep(rng.uniform(0, after_first))
         process.send_signal(signal.SIGKILL)
         process.wait()
         if process.returncode == 0:
