@@ -1,3 +1,70 @@
-"""prep: from a raw Kaggle image folder to a trained PyTorch model, through plugins."""
+"""prep: from a raw Kaggle image folder to a trained PyTorch model, through plugins.
+
+What a plugin needs is importable from here (``import prep``), and nothing internal is::
+
+    from prep import Trainer, ModelRequest, TrainConfig, hookimpl
+
+The names that need torch are imported on first use, so ``import prep`` stays cheap at
+start-up, when every plugin is loaded. The test kit is ``prep.testing``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from prep.engine.config import TrainConfig
+from prep.errors import (
+    DatasetNotFoundError, PluginError, PrepError, TaskMismatchError, UnknownNameError, UsageError,
+)
+from prep.hookspecs import hookimpl
+from prep.trainer import ModelRequest, Trainer
 
 __version__ = "0.1.0"
+
+# Imported when first used: name -> module.
+_LAZY = {
+    # Training.
+    "train": "prep.training",
+    "TrainOptions": "prep.run_config",
+    "TrainingRun": "prep.engine.events",
+    "Task": "prep.engine.task",
+    "EpochMetrics": "prep.engine.task",
+    "ClassificationTask": "prep.builtin_tasks.classification",
+    "ConfusionMatrix": "prep.engine.metrics",
+    "WeightsError": "prep.weights",
+    # Data.
+    "Batch": "prep.data.collate",
+    "CorruptSample": "prep.data.datasets",
+    "uint8_channels_last_collate": "prep.data.collate",
+    # Splitting.
+    "Unit": "prep.split.splitters",
+    "SplitRequest": "prep.split.splitters",
+    "SplitSize": "prep.split.splitters",
+    # Registries: look up what plugins registered.
+    "trainers": "prep.plugins",
+    "tasks": "prep.plugins",
+    "collate_fns": "prep.plugins",
+    "augmentation_presets": "prep.plugins",
+    "splitters": "prep.plugins",
+    "label_parsers": "prep.plugins",
+    "lr_lambdas": "prep.plugins",
+}
+
+__all__ = [
+    "DatasetNotFoundError", "ModelRequest", "PluginError", "PrepError", "TaskMismatchError", "TrainConfig",
+    "Trainer", "UnknownNameError", "UsageError", "__version__", "hookimpl", *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prep' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -104,3 +104,7 @@ class DiskError(PrepError):
         if doing:
             return cls(f"Cannot {doing}{' ' + paths if paths else ''}: {strerror} ({cause}).")
         return cls(f"{paths + ': ' if paths else ''}{strerror} ({cause}).")
+
+
+class TaskMismatchError(PrepError):
+    """A trainer's task does not fit the dataset's layout (a classifier on masks, say)."""

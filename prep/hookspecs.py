@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
     from prep.augment.presets import Preset
     from prep.engine.events import TrainingRun
-    from prep.training import Trainer
+    from prep.engine.task import Task
+    from prep.trainer import Trainer
     from prep.split.label_parsers import LabelParser
     from prep.split.splitters import Splitter
 
@@ -73,9 +74,21 @@ def register_collate_fns(register: Callable[[str, Callable], None]) -> None:
 def register_trainers(register: Callable[[str, "Trainer"], None]) -> None:
     """Register trainers for ``prep train --plugin NAME``.
 
-    Call ``register(name, trainer)``. A trainer (see ``prep.training.Trainer``) builds the
-    model for the dataset's classes, says which parameters are the new head, and gives
-    its default recipe; prep's shared engine does the training, checkpoints and logging.
+    Call ``register(name, trainer)`` with an instance of a ``prep.Trainer`` subclass. A
+    trainer names its task, builds the model from a ``prep.ModelRequest`` (saying which part
+    is the new head), declares its architectures and recipes, and may supply its own loss;
+    prep's shared engine does the training, checkpoints and logging.
+    """
+
+
+@hookspec
+def register_tasks(register: Callable[[str, "Task"], None]) -> None:
+    """Register tasks: kinds of problem that trainers can name (``Trainer.task``).
+
+    Call ``register(name, task)``. A task (see ``prep.engine.task.Task``) gives the engine
+    the dataset of a split and its collate function, the default loss, metric accumulators,
+    the metric to monitor and its direction, and the pictures at the end of a run. Built-in:
+    ``classification``.
     """
 
 
@@ -104,9 +117,10 @@ def register_commands(app: "typer.Typer") -> None:
 def on_train_start(run: "TrainingRun") -> None:
     """Called once when a training run starts (or resumes), before the first batch.
 
-    ``run`` (``prep.engine.events.TrainingRun``) gives the run folder, the resolved
-    config, the model, the optimiser, the class names, the epoch and step the run starts
-    from, and ``is_main`` (false in the other processes of a torchrun job).
+    ``run`` (``prep.TrainingRun``) gives the run folder, the resolved config, the model,
+    the optimiser, the class names, the task, the monitored metric and its direction, the
+    epoch and step the run starts from, and ``is_main`` (false in the other processes of a
+    torchrun job).
     """
 
 
@@ -114,16 +128,17 @@ def on_train_start(run: "TrainingRun") -> None:
 def on_epoch_end(run: "TrainingRun", metrics: dict) -> None:
     """Called after every epoch's validation, once its checkpoints are saved.
 
-    ``metrics`` is the record written to ``metrics.jsonl``: ``epoch``, ``step``,
-    ``train_loss``, ``train_acc``, ``valid_loss``, ``valid_acc``, ``lr``,
-    ``images_per_s``, ``per_class_acc`` and ``confusion``. Call
-    ``run.request_stop(reason)`` to end the run after this epoch. An exception is
-    reported with the plugin's name and the run goes on (strict mode stops it).
+    ``metrics`` is the record written to ``metrics.jsonl``: the engine's ``epoch``,
+    ``step``, ``train_loss``, ``valid_loss``, ``lr``, ``images_per_s`` and
+    ``backbone_frozen``, and the task's (classification: ``train_acc``, ``valid_acc``,
+    ``per_class_acc``, ``confusion``). Call ``run.request_stop(reason)`` to end the run
+    after this epoch. An exception is reported with the plugin's name and the run goes on
+    (strict mode stops it).
     """
 
 
 @hookspec
 def on_train_end(run: "TrainingRun", summary: dict) -> None:
     """Called once when a run ends for any reason but an error, after ``summary.json``
-    is written. ``summary`` is its content (``status``, best and final metrics, the
-    checkpoint paths)."""
+    is written. ``summary`` is its content (``status``, ``best_<monitor>`` and
+    ``final_<monitor>``, the checkpoint paths)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from prep.errors import PrepError
-from prep.training import options_from_data
+from prep.run_config import options_from_data
 
 
 def load_model(checkpoint: Path, device: str | None = None):
@@ -22,28 +22,31 @@ def load_model(checkpoint: Path, device: str | None = None):
     """
     from prep.engine.checkpoint import load_checkpoint, load_model_weights
     from prep.engine.loop import pick_device
-    from prep.plugins import trainers
+    from prep.trainer import ModelRequest, split_model
+    from prep.training import trainer_registration
 
     state = load_checkpoint(checkpoint)
     if "options" not in state:
         raise PrepError(f"{checkpoint} does not say which trainer made it; it was not written by prep train")
     options = options_from_data(state["options"])
-    options.weights = "none"  # the checkpoint has the weights
-    model, _ = trainers().get(options.plugin).build_model(len(state["classes"]), options)
+    # The checkpoint has the weights.
+    request = ModelRequest(tuple(state["classes"]), options.arch, "none", options.image_size)
+    model, _ = split_model(trainer_registration(options.plugin).call_method("build_model", request))
     load_model_weights(model, state["model"], checkpoint)
     model.to(pick_device(device)).eval()
     return model, state
 
 
-def _eval_transform(state: dict[str, Any]):
+def _eval_transform(state: dict[str, Any], layout: str = "classification"):
     from prep.augment.presets import build_pipeline
 
     options = state["options"]
-    return build_pipeline(options["preset"], options["image_size"], train=False)
+    return build_pipeline(options["preset"], options["image_size"], train=False, task=layout)
 
 
 def evaluate_checkpoint(checkpoint: Path, root: Path | None, split: str = "valid", *, batch_size: int = 64, workers: int | None = None, device: str | None = None, out_png: Path | None = None) -> dict[str, Any]:
-    """Loss, accuracy (``acc``), per-class accuracy and confusion matrix on a split.
+    """The task's metrics on a split, with the loss (classification: accuracy ``acc``,
+    per-class accuracy and the confusion matrix).
 
     ``root`` None means the dataset the checkpoint was trained on, when it is still there,
     else the working directory's (``prep.workspace.resolve_dataset``). Writes the confusion
@@ -52,13 +55,15 @@ def evaluate_checkpoint(checkpoint: Path, root: Path | None, split: str = "valid
     Raises:
         DatasetNotFoundError: no dataset given, recorded or found.
     """
-    from prep.data.datasets import ClassificationDataset
     from prep.data.loader import create_loader
     from prep.engine.loop import evaluate, pick_device
     from prep.engine.plots import plot_confusion
+    from prep.plugins import collate_fns
+    from prep.training import trainer_registration, task_for
 
     target = pick_device(device)
     model, state = load_model(checkpoint, device)
+    trainer = trainer_registration(state["options"]["plugin"]).value
     if root is None:
         from prep.workspace import resolve_dataset
 
@@ -66,17 +71,30 @@ def evaluate_checkpoint(checkpoint: Path, root: Path | None, split: str = "valid
         root = recorded if recorded is not None and (recorded / "train").is_dir() else resolve_dataset(None)
     # Decoded exactly as in training (including reduced-scale JPEG decoding), or the
     # figures would drift from the ones the run reported.
-    dataset = ClassificationDataset(root, split, transform=_eval_transform(state), classes=state["classes"], decode_min_side=state["options"]["image_size"])
-    loader = create_loader(dataset, batch_size, train=False, workers=workers, device=target)
-    loss, confusion = evaluate(model, loader, state["mean"], state["std"], target, len(state["classes"]))
-    metrics = {
-        "split": split, "images": confusion.total, "loss": loss, "acc": confusion.accuracy(),
-        "per_class_acc": dict(zip(state["classes"], confusion.per_class_accuracy())),
-        "confusion": confusion.as_lists(), "classes": state["classes"],
-    }
-    if out_png is not None:
-        metrics["confusion_png"] = str(plot_confusion(confusion.as_lists(), state["classes"], out_png))
+    task = task_for(state["options"]["plugin"], trainer, root)
+    classes = state["classes"]
+    dataset = task.dataset(root, split, classes=classes, transform=_eval_transform(state, task.layout), decode_min_side=state["options"]["image_size"])
+    collate = collate_fns().registration(task.collate)
+    loader = create_loader(dataset, batch_size, train=False, collate_fn=collate.call, collate_origin=collate.origin, workers=workers, device=target)
+    loss_fn = task.loss(_train_config(state), classes, train=False)
+    loss, computed, images = evaluate(model, loader, task, loss_fn, classes, state["mean"], state["std"], target)
+    metrics = {"split": split, "images": images, "loss": loss, **computed, "classes": classes}
+    if isinstance(metrics.get("per_class_acc"), list):
+        metrics["per_class_acc"] = dict(zip(classes, metrics["per_class_acc"]))
+    if out_png is not None and "confusion" in metrics:
+        metrics["confusion_png"] = str(plot_confusion(metrics["confusion"], classes, out_png))
     return metrics
+
+
+def _train_config(state: dict[str, Any]):
+    """The run's settings from a checkpoint (the loss depends on some), tolerating names a
+    later or earlier prep version wrote."""
+    from dataclasses import fields
+
+    from prep.engine.config import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in state.get("config", {}).items() if k in known})
 
 
 def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, device: str | None = None) -> tuple[list[str], list[tuple[Path, list[float]]], list[tuple[Path, str]]]:
@@ -96,7 +114,8 @@ def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, devic
     from prep.data.collate import to_device_normalized
     from prep.engine.loop import pick_device
     from prep.images import ImageDecodeError, load_rgb
-    from prep.split.checks import is_image_name
+    from prep.layout import is_image_name
+    from prep.training import trainer_registration
 
     files: list[Path] = []
     for item in inputs:
@@ -109,6 +128,9 @@ def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, devic
     if not files:
         raise PrepError("No images to predict")
     model, state = load_model(checkpoint, device)
+    task = trainer_registration(state["options"]["plugin"]).value.task
+    if task != "classification":
+        raise PrepError(f"prep predict writes class probabilities, for classification models; {checkpoint} is a {task} model")
     transform = _eval_transform(state)
     target = pick_device(device)
     size = state["options"]["image_size"]  # decoded as in training

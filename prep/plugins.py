@@ -16,6 +16,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from functools import cache, partial
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ DEFAULT_PLUGINS = (
     "prep.split.splitters",
     "prep.augment.presets",
     "prep.data.collate_plugin",
+    "prep.builtin_tasks.classification",
 )
 
 
@@ -57,11 +59,16 @@ class PluginFailure:
 
 @dataclass
 class PluginHost:
-    """The plugin manager plus what went wrong while filling it."""
+    """The plugin manager plus what was loaded, and what went wrong while filling it.
+
+    Attributes:
+        loaded: one line per plugin loaded, in order (``prep -v`` prints them).
+    """
 
     manager: pluggy.PluginManager
     failures: list[PluginFailure] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    loaded: list[str] = field(default_factory=list)
 
     def record_failure(self, failure: PluginFailure) -> None:
         if strict_mode():
@@ -106,7 +113,21 @@ class PluginHost:
 
 
 def describe_plugins(host: PluginHost) -> dict[str, Any]:
-    """What ``prep plugins`` shows: every plugin with its version and hooks, and failures."""
+    """What ``prep plugins`` shows: every plugin with its version, hooks and what it registered
+    in each registry, the trainers' options, and every failure at load or registration.
+
+    Every registry is filled first, so that a plugin failing while it registers shows here.
+    """
+    registrations: dict[str, dict[str, list[str]]] = {}
+    trainer_rows = []
+    for hook_name, registry_of in REGISTRIES.items():
+        registry = registry_of()
+        for entry in registry.history:
+            names = registrations.setdefault(entry.plugin, {}).setdefault(registry.kind, [])
+            winner = registry.registration(entry.name)
+            names.append(entry.name if winner is entry else f"{entry.name} (replaced by {winner.plugin})")
+        if hook_name == "register_trainers":
+            trainer_rows = [_describe_trainer(registry.registration(name)) for name in registry.names()]
     plugins = []
     for name, plugin in sorted(host.manager.list_name_plugin()):
         callers = host.manager.get_hookcallers(plugin) or []
@@ -115,12 +136,21 @@ def describe_plugins(host: PluginHost) -> dict[str, Any]:
             "version": host.versions.get(name, "unknown version"),
             "builtin": name in DEFAULT_PLUGINS,
             "hooks": sorted(caller.name for caller in callers),
+            "registered": registrations.get(name, {}),
         })
     failures = [
         {"name": f.plugin, "version": f.version, "stage": f.stage, "error": f.error}
         for f in host.failures
     ]
-    return {"plugins": plugins, "failures": failures}
+    return {"plugins": plugins, "trainers": trainer_rows, "failures": failures}
+
+
+def _describe_trainer(registration) -> dict[str, Any]:
+    from prep.trainer import Trainer
+
+    trainer = registration.value
+    about = trainer.describe() if isinstance(trainer, Trainer) else {"error": "not a prep.Trainer subclass"}
+    return {"name": registration.name, "plugin": registration.plugin, **about}
 
 
 def strict_mode() -> bool:
@@ -142,6 +172,7 @@ def _load_entry_points(host: PluginHost) -> None:
         dist = entry_point.dist
         version = f"{dist.name} {dist.version}" if dist is not None else "unknown version"
         host.versions[entry_point.name] = version
+        started = time.perf_counter()
         try:
             plugin = entry_point.load()
             host.manager.register(plugin, name=entry_point.name)
@@ -149,6 +180,11 @@ def _load_entry_points(host: PluginHost) -> None:
             host.record_failure(
                 PluginFailure(entry_point.name, version, "load", f"{type(exc).__name__}: {exc}")
             )
+            continue
+        host.loaded.append(
+            f"Loaded plugin {entry_point.name!r} ({version}) from entry point {entry_point.value} "
+            f"in {(time.perf_counter() - started) * 1000:.0f} ms"
+        )
 
 
 def _register_default_plugins(host: PluginHost) -> None:
@@ -157,6 +193,7 @@ def _register_default_plugins(host: PluginHost) -> None:
     for module_name in DEFAULT_PLUGINS:
         host.manager.register(importlib.import_module(module_name), name=module_name)
         host.versions[module_name] = f"prep {__version__} (built-in)"
+        host.loaded.append(f"Loaded built-in plugin {module_name!r}")
 
 
 def create_plugin_host() -> PluginHost:
@@ -177,14 +214,16 @@ def plugin_host() -> PluginHost:
 
 @contextmanager
 def temporary_plugin(plugin: object, name: str) -> Iterator[None]:
-    """Register ``plugin`` with the process-wide host while the block runs (the CLI's
-    own listeners of training events, for instance)."""
+    """Register ``plugin`` with the process-wide host while the block runs, with the
+    registries refilled before and after, so that its ``register_*`` hooks count too."""
     manager = plugin_host().manager
     manager.register(plugin, name=name)
+    _registry.cache_clear()
     try:
         yield
     finally:
         manager.unregister(plugin)
+        _registry.cache_clear()
 
 
 def reset_plugin_host() -> None:
@@ -227,3 +266,20 @@ def lr_lambdas() -> Registry:
 def trainers() -> Registry:
     """Every registered trainer, by name."""
     return _registry("register_trainers", "trainer")
+
+
+def tasks() -> Registry:
+    """Every registered task, by name."""
+    return _registry("register_tasks", "task")
+
+
+# Every registry, by the hook that fills it: what ``prep plugins`` lists.
+REGISTRIES = {
+    "register_trainers": trainers,
+    "register_tasks": tasks,
+    "register_collate_fns": collate_fns,
+    "register_augmentation_presets": augmentation_presets,
+    "register_splitters": splitters,
+    "register_label_parsers": label_parsers,
+    "register_lr_lambdas": lr_lambdas,
+}

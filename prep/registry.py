@@ -44,6 +44,20 @@ class Registration(Generic[T]):
         except Exception as exc:  # a plugin's bug: say whose
             raise PluginError(f"The {self.origin} failed: {type(exc).__name__}: {exc}") from None
 
+    def call_method(self, method: str, *args: Any) -> Any:
+        """Call a method of the registered object, naming it and its plugin on failure as
+        ``call`` does.
+
+        Raises:
+            PluginError: the plugin's code raised.
+        """
+        try:
+            return getattr(self.value, method)(*args)
+        except PrepError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"The {self.origin} failed in {method}: {type(exc).__name__}: {exc}") from None
+
 
 class Registry(Generic[T]):
     """A name -> object table for one kind of thing (label parsers, splitters, ...).
@@ -56,6 +70,8 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Registration[T]] = {}
+        # Every registration in order, the replaced ones too (``prep plugins`` shows them).
+        self.history: list[Registration[T]] = []
 
     def register(self, name: str, value: T, *, plugin: str) -> None:
         """Add ``value`` under ``name`` on behalf of ``plugin``."""
@@ -68,6 +84,7 @@ class Registry(Generic[T]):
                 self.kind, name, plugin, previous.plugin,
             )
         self._entries[name] = Registration(name, value, plugin, self.kind)
+        self.history.append(self._entries[name])
 
     def get(self, name: str) -> T:
         """Return the object registered as ``name``.

@@ -1,185 +1,90 @@
-"""``train``: the function behind ``prep train``. It finds the data, the trainer plugin and the
-normalisation, then hands over to the shared engine (``prep.engine.loop.fit``)."""
+"""``train``: the function behind ``prep train``. It turns the names it is given (trainer, task,
+collate function, LR lambda, preset) into objects, checks that the trainer fits the data, and
+hands over to the shared engine (``prep.engine.loop.fit``)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Sequence
 
 from prep.engine.config import TrainConfig
+from prep.errors import PluginError, TaskMismatchError
 from prep.progress import NO_PROGRESS, Progress
+from prep.run_config import TrainOptions, options_as_data, resolve_config
+from prep.trainer import ModelRequest, Trainer, split_model
 
 if TYPE_CHECKING:
-    import torch
+    from prep.engine.task import Task
+    from prep.registry import Registration
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-
-
-@dataclass
-class TrainOptions:
-    """What ``prep train`` was asked; ``None`` means the trainer's recipe decides."""
-
-    plugin: str = "resnet-finetune"
-    arch: str = "resnet18"
-    weights: str = "none"  # imagenet | none | a path to a state dict
-    recipe: str | None = None  # one of the trainer's named recipes (None: its default)
-    epochs: int | None = None
-    max_steps: int | None = None
-    batch_size: int = 64
-    image_size: int = 224
-    lr: float | None = None
-    optimizer: str | None = None
-    scheduler: str | None = None
-    weight_decay: float | None = None
-    warmup_epochs: float | None = None
-    label_smoothing: float | None = None
-    freeze_backbone: int | None = None  # epochs of training the head alone
-    accumulate: int | None = None
-    clip_grad_norm: float | None = None
-    patience: int | None = None  # early stopping: epochs without a better valid_acc
-    min_delta: float | None = None
-    amp: str | None = None
-    compile: bool | None = None
-    preset: str = "light"
-    collate: str | None = None  # a registered collate function (None: the trainer's)
-    seed: int = 0
-    device: str | None = None
-    workers: int | None = None
-    resume: bool = False
-    run_dir: Path | None = None
+LAMBDA_PREFIX = "lambda:"
 
 
-# TrainOptions that override the recipe's TrainConfig, by the config field they set.
-_OVERRIDES = {
-    "epochs": "epochs", "max_steps": "max_steps", "lr": "lr", "optimizer": "optimizer", "scheduler": "scheduler",
-    "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "label_smoothing": "label_smoothing",
-    "freeze_backbone": "freeze_backbone_epochs", "accumulate": "accumulate", "clip_grad_norm": "clip_grad_norm",
-    "patience": "early_stop_patience", "min_delta": "early_stop_min_delta", "amp": "amp", "compile": "compile",
-    "seed": "seed", "device": "device",
-}
-
-
-class Trainer(Protocol):
-    """What a trainer plugin provides; the engine does the rest.
-
-    A trainer may also set ``collate`` to the name of a registered collate function
-    (default ``uint8-channels-last``); ``--collate`` overrides it.
-    """
-
-    task: str  # "classification"
-
-    def build_model(self, num_classes: int, options: TrainOptions) -> tuple["torch.nn.Module", "torch.nn.Module | None"]:
-        """The model for ``num_classes``, and its new head (None when everything is new)."""
-
-    def recipe(self, options: TrainOptions) -> TrainConfig:
-        """The training settings of the recipe ``options.recipe`` names (None: the
-        trainer's default); raise ``prep.errors.UsageError`` for a name it does not know."""
-
-    def pretrained(self, options: TrainOptions) -> bool:
-        """True when the weights were trained on ImageNet (normalise with its constants)."""
-
-
-def options_as_data(options: TrainOptions) -> dict[str, Any]:
-    """The options as plain data (for checkpoints and config files)."""
-    return {f.name: (str(v) if isinstance(v := getattr(options, f.name), Path) else v) for f in fields(TrainOptions)}
-
-
-def options_from_data(data: dict[str, Any]) -> TrainOptions:
-    """``TrainOptions`` from ``options_as_data`` output, ignoring names this version lacks."""
-    known = {f.name for f in fields(TrainOptions)}
-    options = TrainOptions(**{k: v for k, v in data.items() if k in known})
-    options.run_dir = Path(options.run_dir) if options.run_dir else None
-    return options
-
-
-def resolve_config(trainer: Trainer, options: TrainOptions, base: TrainConfig | None = None) -> TrainConfig:
-    """The run's settings: ``base`` (default: the trainer's recipe), then every option that
-    was given."""
-    config = replace(base) if base is not None else trainer.recipe(options)
-    for option, name in _OVERRIDES.items():
-        if getattr(options, option) is not None:
-            setattr(config, name, getattr(options, option))
-    return config
-
-
-@dataclass
-class RunConfig:
-    """A run's ``config.yaml``, read back to repeat the run."""
-
-    data: Path
-    options: TrainOptions
-    train: TrainConfig
-
-
-def _fits(setting: Any, default: Any) -> bool:
-    """Whether a setting read from YAML has the kind of value its default has (settings
-    whose default is None take None or a number, or a string for ``device``)."""
-    if isinstance(setting, bool) or isinstance(default, bool):
-        return isinstance(setting, bool) and isinstance(default, bool)
-    if default is None:
-        return setting is None or isinstance(setting, (int, float, str))
-    if isinstance(default, float):
-        return isinstance(setting, (int, float))
-    return isinstance(setting, type(default))
-
-
-def read_run_config(path: Path) -> RunConfig:
-    """Read the ``config.yaml`` that ``prep train`` wrote in a run folder.
-
-    The options come back with ``resume`` off and no ``run_dir``, so that repeating a run
-    starts a new one beside it.
+def trainer_registration(name: str) -> "Registration[Trainer]":
+    """The registration of the trainer ``name``, checked to be a ``prep.Trainer``.
 
     Raises:
-        RunConfigError: the file is missing, is not YAML, or was not written by prep train.
+        UnknownNameError: no such trainer. PluginError: it is not a ``prep.Trainer``.
     """
-    import yaml
+    from prep.plugins import trainers
 
-    from prep.errors import RunConfigError
-
-    try:
-        value = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RunConfigError(f"Cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise RunConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(value, dict) or not {"data", "options", "train"} <= set(value):
-        raise RunConfigError(f"{path} is not a run config written by prep train (it needs data, options and train)")
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    unknown = sorted(set(value["train"]) - set(defaults))
-    if unknown:
-        raise RunConfigError(f"{path}: unknown train settings {', '.join(unknown)}")
-    for name, setting in value["train"].items():
-        if not _fits(setting, defaults[name]):
-            raise RunConfigError(f"{path}: train setting {name} must be like {defaults[name]!r}, not {setting!r}")
-    options = options_from_data(value["options"])
-    options.resume, options.run_dir = False, None
-    return RunConfig(Path(value["data"]), options, TrainConfig(**value["train"]))
+    registration = trainers().registration(name)
+    if not isinstance(registration.value, Trainer):
+        raise PluginError(
+            f"The {registration.origin} is a {type(registration.value).__name__}, not a prep.Trainer; "
+            f"its plugin must subclass prep.Trainer (see the plugin guide)."
+        )
+    return registration
 
 
-def normalization(root: Path, pretrained: bool, workers: int | None, may_compute: bool = True) -> tuple[list[float], list[float], str]:
-    """ImageNet's constants for ImageNet weights, else stats.json (computed if missing,
-    when ``may_compute``)."""
-    if pretrained:
-        return IMAGENET_MEAN, IMAGENET_STD, "imagenet"
-    from prep.errors import StatsNotFoundError
-    from prep.stats.dataset_stats import compute_dataset_stats, read_mean_std, write_stats
+def task_for(trainer_name: str, trainer: Trainer, root: Path) -> "Task":
+    """The task ``trainer`` trains, after checking that ``root`` has its layout.
 
-    try:
-        mean, std = read_mean_std(root)
-        return mean, std, "stats.json"
-    except StatsNotFoundError:
-        if not may_compute:
-            raise
-        write_stats(root, compute_dataset_stats(root, workers=workers))
-        mean, std = read_mean_std(root)
-        return mean, std, "computed now"
+    Raises:
+        TaskMismatchError: the dataset is of another layout (a classifier on masks, say).
+        UnknownNameError: no installed plugin provides the trainer's task.
+        DatasetNotFoundError: ``root`` is not a split dataset.
+    """
+    from prep.data.splits import dataset_kind
+    from prep.layout import CLASSIFICATION, SEGMENTATION
+    from prep.plugins import tasks, trainers
+
+    kind = dataset_kind(root)
+    registry = tasks()
+    # A task that is not installed still has a known layout when it is one of prep's own kinds,
+    # so the mismatch is named before the missing task.
+    layout = _layout_of(trainer, registry)
+    if layout in (CLASSIFICATION, SEGMENTATION) and layout != kind:
+        shape = "images/ and masks/ folders" if kind == SEGMENTATION else "class folders"
+        fitting = [name for name in trainers().names() if _layout_of(trainers().get(name), registry) == kind]
+        advice = f"use a {kind} trainer: --plugin {' or '.join(fitting)}" if fitting else f"no installed trainer trains {kind}"
+        raise TaskMismatchError(
+            f"The trainer {trainer_name!r} trains {trainer.task}, but {root} is a {kind} dataset "
+            f"(its train split has {shape}); {advice}."
+        )
+    return registry.get(trainer.task)
 
 
-def _new_run_dir(options: TrainOptions) -> Path:
-    base = Path("runs") / f"{options.plugin}-{options.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+def _layout_of(trainer: Any, tasks_registry) -> str | None:
+    task = getattr(trainer, "task", None)
+    return tasks_registry.get(task).layout if task in tasks_registry else task
+
+
+def _lr_lambdas(scheduler: str) -> dict[str, Any]:
+    """The plugin LR lambda that ``--scheduler lambda:NAME`` names, by name (else none)."""
+    if not scheduler.startswith(LAMBDA_PREFIX):
+        return {}
+    from prep.plugins import lr_lambdas
+
+    name = scheduler[len(LAMBDA_PREFIX):]
+    registration = lr_lambdas().registration(name)
+    return {name: registration.call}
+
+
+def _new_run_dir(plugin: str, arch: str | None) -> Path:
+    base = Path("runs") / "-".join(filter(None, (plugin, arch, time.strftime("%Y%m%d-%H%M%S"))))
     candidate, n = base, 1
     while candidate.exists():
         n += 1
@@ -187,52 +92,78 @@ def _new_run_dir(options: TrainOptions) -> Path:
     return candidate
 
 
-def train(root: Path, options: TrainOptions, *, config: TrainConfig | None = None, progress: Progress = NO_PROGRESS) -> dict[str, Any]:
+def train(
+    root: Path, options: TrainOptions, *, config: TrainConfig | None = None,
+    callbacks: Sequence[object] = (), progress: Progress = NO_PROGRESS,
+) -> dict[str, Any]:
     """Train with a registered trainer on a split dataset; return the run's summary.
 
     Args:
-        root: the split dataset (``train/`` and ``valid/`` class folders).
-        options: what to train and how; ``None`` fields come from the recipe.
+        root: the split dataset (``train/`` and ``valid/``).
+        options: what to train and how; ``None`` fields come from the trainer.
         config: settings to start from instead of the trainer's recipe (a repeated run's).
+        callbacks: more listeners of the run's events (``prep.engine.events``), called after
+            the installed plugins' hooks.
         progress: receives a task per epoch, with the live loss and images/s.
 
+    Returns:
+        ``summary.json``'s content, plus ``normalization`` (where mean and std came from),
+        ``run_dir``, ``monitor`` and ``is_main``.
+
     Raises:
-        UnknownNameError: no such trainer plugin or collate function.
+        UnknownNameError: no such trainer, task, collate function or LR lambda.
+        TaskMismatchError: the trainer's task does not fit the dataset.
         RunExistsError: ``options.run_dir`` already holds a run and ``resume`` is off.
         DatasetNotFoundError, PrepError: bad data or options, with the reason.
     """
     import torch
 
     from prep.augment.presets import build_pipeline
-    from prep.data.datasets import ClassificationDataset
     from prep.data.loader import create_loader
     from prep.engine.distributed import World
-    from prep.engine.loop import fit
-    from prep.plugins import trainers
+    from prep.engine.events import PluginCallbacks
+    from prep.engine.loop import fit, resolve_monitor
+    from prep.normalization import normalization
+    from prep.plugins import collate_fns, plugin_host
+    from prep.weights import check_weights
 
-    trainer = trainers().get(options.plugin)
-    config = resolve_config(trainer, options, config)
+    # Everything the options name is checked before anything is read or written.
+    registration = trainer_registration(options.plugin)
+    trainer = registration.value
+    task = task_for(options.plugin, trainer, root)
+    request = ModelRequest(
+        tuple(task.classes(root)), trainer.choose_arch(options.arch), check_weights(options.weights), options.image_size,
+    )
+    config = resolve_config(trainer, options, request, config)
+    monitor, _ = resolve_monitor(task, config)
+    lr_lambdas = _lr_lambdas(config.scheduler)
+    collate_name = options.collate or trainer.collate or task.collate
+    train_collate, valid_collate = collate_fns().registration(collate_name), collate_fns().registration(task.collate)
+
     world = World.from_env()
     device = world.device(config.device)
-    size = options.image_size
-    collate = options.collate or getattr(trainer, "collate", "uint8-channels-last")
-    train_set = ClassificationDataset(root, "train", transform=build_pipeline(options.preset, size, train=True, seed=config.seed), decode_min_side=size)
-    valid_set = ClassificationDataset(root, "valid", transform=build_pipeline(options.preset, size, train=False), classes=train_set.classes, decode_min_side=size)
-    loader_settings = {"rank": world.rank, "world_size": world.size, "workers": options.workers, "seed": config.seed, "device": device}
-    train_loader = create_loader(train_set, options.batch_size, train=True, collate=collate, **loader_settings)
-    valid_loader = create_loader(valid_set, options.batch_size, train=False, **loader_settings)
-    # Under torchrun every rank would compute and write stats.json at once.
-    mean, std, source = normalization(root, trainer.pretrained(options), options.workers, may_compute=not world.distributed)
+    size, classes = options.image_size, list(request.classes)
+
+    def loader(split: str, collate: "Registration", train: bool):
+        transform = build_pipeline(options.preset, size, train=train, task=task.layout, seed=config.seed if train else None)
+        dataset = task.dataset(root, split, classes=classes, transform=transform, decode_min_side=size)
+        return create_loader(
+            dataset, options.batch_size, train=train, collate_fn=collate.call, collate_origin=collate.origin,
+            rank=world.rank, world_size=world.size, workers=options.workers, seed=config.seed, device=device,
+        )
+
+    train_loader, valid_loader = loader("train", train_collate, True), loader("valid", valid_collate, False)
     torch.manual_seed(config.seed)
-    model, head = trainer.build_model(len(train_set.classes), options)
-    run_dir = options.run_dir or _new_run_dir(options)
-    options = replace(options, run_dir=run_dir, collate=collate)  # recorded as resolved
+    model, head = split_model(registration.call_method("build_model", request))
+    loss = registration.call_method("loss", config, classes)
+    # Under torchrun every rank would compute and write stats.json at once.
+    mean, std, source = normalization(root, trainer.pretrained(request), options.workers, may_compute=not world.distributed)
+    run_dir = options.run_dir or _new_run_dir(options.plugin, request.arch)
+    recorded = replace(options, run_dir=run_dir, collate=collate_name, arch=request.arch)
     summary = fit(
-        model, train_loader, valid_loader, config, run_dir, classes=train_set.classes, mean=mean, std=std,
-        head=head, resume=options.resume, progress=progress, world=world,
-        extra={"data": str(root.resolve()), "options": options_as_data(options)},
+        model, train_loader, valid_loader, config, run_dir, task=task, classes=classes, mean=mean, std=std,
+        loss=loss, head=head, callbacks=[PluginCallbacks(plugin_host()), *callbacks], lr_lambdas=lr_lambdas,
+        resume=options.resume, progress=progress, world=world,
+        extra={"data": str(root.resolve()), "options": options_as_data(recorded)},
     )
-    summary["normalization"] = source
-    summary["run_dir"] = str(run_dir)
-    summary["is_main"] = world.is_main
-    return summary
+    return {**summary, "normalization": source, "run_dir": str(run_dir), "monitor": monitor, "is_main": world.is_main}

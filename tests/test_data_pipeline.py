@@ -146,7 +146,7 @@ def test_segmentation_dataset_pairs_images_and_masks(tmp_path: Path):
     write(root / "train" / "images" / "alone.jpg", jpeg_bytes(9, size=(32, 32)))
     dataset = SegmentationDataset(root, "train", transform=build_pipeline("heavy", 16, train=True, task="segmentation", seed=1))
     assert len(dataset) == 3 and [p.name for p in dataset.unpaired] == ["alone.jpg"]
-    batch = next(iter(create_loader(dataset, 3, train=False, collate="segmentation", workers=0)))
+    batch = next(iter(create_loader(dataset, 3, train=False, collate_fn=segmentation_collate, workers=0)))
     assert batch.inputs.shape == (3, 16, 16, 3) and batch.targets.shape == (3, 16, 16)
     assert set(batch.targets.unique().tolist()) <= {0, 1}  # 0/255 masks read as class ids
 

@@ -22,6 +22,7 @@ from prep.data.loader import create_loader
 from prep.engine.checkpoint import load_checkpoint
 from prep.engine.distributed import World
 from prep.engine.loop import NonFiniteLossError, TrainConfig, fit
+from prep.builtin_tasks.classification import ClassificationTask
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
@@ -40,6 +41,9 @@ def dataset_root(tmp_path_factory) -> Path:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pixels).save(path)
     return root
+
+
+TASK = ClassificationTask()
 
 
 class TinyNet(torch.nn.Module):
@@ -66,7 +70,7 @@ def run(root: Path, run_dir: Path, config: TrainConfig, model=None, resume=False
     torch.manual_seed(config.seed)
     model = model or TinyNet()
     train, valid, classes = loaders(root, config.seed)
-    summary = fit(model, train, valid, config, run_dir, classes=classes, mean=MEAN, std=STD, head=model.head, resume=resume)
+    summary = fit(model, train, valid, config, run_dir, task=TASK, classes=classes, mean=MEAN, std=STD, head=model.head, resume=resume)
     return model, summary
 
 
@@ -208,7 +212,7 @@ def test_freezing_needs_a_head(dataset_root: Path, tmp_path: Path):
 
     train, valid, classes = loaders(dataset_root)
     with pytest.raises(UsageError, match="--freeze-backbone"):
-        fit(TinyNet(), train, valid, TrainConfig(freeze_backbone_epochs=1), tmp_path / "run", classes=classes, mean=MEAN, std=STD)
+        fit(TinyNet(), train, valid, TrainConfig(freeze_backbone_epochs=1), tmp_path / "run", task=TASK, classes=classes, mean=MEAN, std=STD)
 
 
 def test_a_run_folder_holding_a_run_is_never_overwritten(dataset_root: Path, tmp_path: Path):
@@ -236,7 +240,7 @@ def test_progress_shows_each_epoch_with_live_loss_and_images_per_second(dataset_
     progress = RecordingProgress()
     train, valid, classes = loaders(dataset_root)
     model = TinyNet()
-    fit(model, train, valid, TrainConfig(epochs=2, lr=0.01), tmp_path / "run", classes=classes, mean=MEAN, std=STD, head=model.head, progress=progress)
+    fit(model, train, valid, TrainConfig(epochs=2, lr=0.01), tmp_path / "run", task=TASK, classes=classes, mean=MEAN, std=STD, head=model.head, progress=progress)
     names = [(d, t) for d, t, _ in progress.tasks]
     assert names == [("Epoch 1/2", len(train)), ("Validating", len(valid)), ("Epoch 2/2", len(train)), ("Validating", len(valid))]
     epoch_updates = progress.tasks[0][2]
@@ -266,7 +270,7 @@ def _plain_run(root: Path, run_dir: Path, batch_size: int, config: TrainConfig, 
     summary = fit(
         model, create_loader(train, batch_size, train=True, workers=0, **place),
         create_loader(valid, 16, train=False, workers=0, **place),
-        config, run_dir, classes=train.classes, mean=MEAN, std=STD, head=model.head, world=world,
+        config, run_dir, task=TASK, classes=train.classes, mean=MEAN, std=STD, head=model.head, world=world,
     )
     return model, summary
 

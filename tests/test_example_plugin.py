@@ -65,4 +65,4 @@ def test_the_example_plugins_own_tests_pass_once_installed(installed: Path):
         capture_output=True, text=True, env=env, cwd=PLUGIN,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout

@@ -122,7 +122,9 @@ COLLATE = """
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ("return Batch(images, torch.full((len(samples), 2), 0.5))", "(4, 2) torch.float32"),
+    # Class probabilities are welcome, but over the dataset's 2 classes, not 3.
+    ("return Batch(images, torch.full((len(samples), 3), 1 / 3))", "(4, 3) torch.float32 tensor for 4 images"),
+    ("return Batch(images, torch.full((len(samples),), 7))", "returned class index 7, but the dataset has 2 classes"),
     ("return images", "returned Tensor; the engine needs"),
     ("raise ValueError('no')", "ValueError: no"),
 ])

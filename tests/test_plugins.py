@@ -41,20 +41,15 @@ def register_augmentation_presets(register):
 @hookimpl
 def register_trainers(register):
     import torch
-    from prep.engine.loop import TrainConfig
+    import prep
 
-    class Tiny:
-        task = "classification"
-
-        def pretrained(self, options):
-            return False
-
-        def build_model(self, num_classes, options):
-            head = torch.nn.Linear(3, num_classes)
+    class Tiny(prep.Trainer):
+        def build_model(self, request):
+            head = torch.nn.Linear(3, request.num_classes)
             return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), head), head
 
-        def recipe(self, options):
-            return TrainConfig(epochs=1, lr=0.1, optimizer="sgd", scheduler="none")
+        def recipe(self, name, request):
+            return prep.TrainConfig(epochs=1, lr=0.1, optimizer="sgd", scheduler="none")
 
     register("tiny-trainer", Tiny())
 
@@ -90,7 +85,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
     yield folder
-    for name in [m for m in sys.modules if m.startswith(("goodplugin", "brokenplugin", "raisingplugin", "badsig", "listenerplugin", "misbehaving"))]:
+    for name in [m for m in sys.modules if m.startswith(("goodplugin", "brokenplugin", "raisingplugin", "badsig", "listenerplugin", "misbehaving", "seamplugin"))]:
         del sys.modules[name]
     reset_plugin_host()
 
@@ -157,7 +152,10 @@ def test_register_collate_fns_from_an_installed_plugin(site: Path, tmp_path: Pat
     reset_plugin_host()
     for i in range(5):
         write(tmp_path / "d" / "train" / "a" / f"{i}.jpg", jpeg_bytes(i))
-    loader = create_loader(ClassificationDataset(tmp_path / "d"), 2, train=False, collate="count-only", workers=0)
+    from prep.plugins import collate_fns
+
+    counting = collate_fns().registration("count-only")
+    loader = create_loader(ClassificationDataset(tmp_path / "d"), 2, train=False, collate_fn=counting.call, workers=0)
     assert list(loader) == [2, 2, 1]
 
 
@@ -353,10 +351,10 @@ def test_prep_load_plugins_chooses_which_load(site: Path, monkeypatch: pytest.Mo
 def test_every_hook_has_a_test_and_a_documented_section():
     hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "prep_spec")]
     assert hooks, "no hookspecs found"
-    this_file = Path(__file__).read_text()
+    tests = "".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
     guide = (Path(__file__).parents[1] / "plugins" / "README.md").read_text()
     for hook in hooks:
-        assert f"def test_{hook}" in this_file, f"hook {hook} has no test named test_{hook}..."
+        assert f"def test_{hook}" in tests, f"hook {hook} has no test named test_{hook}..."
         assert f"### `{hook}(" in guide, f"hook {hook} has no section in plugins/README.md"
         assert inspect.getdoc(getattr(hookspecs, hook)), f"hook {hook} has no docstring"
 

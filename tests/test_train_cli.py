@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from prep.cli import app
 from prep.engine.checkpoint import load_checkpoint
+from prep import ModelRequest
 from prep.training import TrainOptions, train
 
 runner = CliRunner()
@@ -52,19 +53,20 @@ def test_local_weights_load_into_the_body_and_the_head_is_new(split_sample: Path
     torch.save(source.state_dict(), weights)
     from prep_trainers.resnet_finetune import ResNetFinetune
 
-    model, head = ResNetFinetune().build_model(2, TrainOptions(arch="resnet18", weights=str(weights)))
+    model, head = ResNetFinetune().build_model(ModelRequest(("a", "b"), "resnet18", str(weights)))
     assert head.out_features == 2 and model.fc is head
     assert torch.equal(model.conv1.weight, source.conv1.weight)
     assert torch.equal(model.layer4[1].bn2.running_mean, source.layer4[1].bn2.running_mean)
 
 
 def test_weights_of_another_architecture_are_a_clear_error(tmp_path: Path):
-    from prep_trainers.resnet_finetune import ResNetFinetune, WeightsError
+    from prep.weights import WeightsError
+    from prep_trainers.resnet_finetune import ResNetFinetune
 
     weights = tmp_path / "resnet34.pt"
     torch.save(torchvision.models.resnet34().state_dict(), weights)
     with pytest.raises(WeightsError, match="does not fit this architecture"):
-        ResNetFinetune().build_model(2, TrainOptions(arch="resnet18", weights=str(weights)))
+        ResNetFinetune().build_model(ModelRequest(("a", "b"), "resnet18", str(weights)))
 
 
 def test_resume_continues_a_run(split_sample: Path, tmp_path: Path):
@@ -112,7 +114,7 @@ def test_the_summary_line_of_a_run_stopped_before_any_validation():
     from prep.cli.train import _describe
 
     line = _describe({"status": "interrupted", "epochs": 0, "best_valid_acc": None, "final_valid_acc": None,
-                      "normalization": "stats.json", "run_dir": "runs/x"})
+                      "normalization": "stats.json", "run_dir": "runs/x", "monitor": "valid_acc"})
     assert line == ("interrupted: 0 epochs, best valid_acc n/a, final n/a; normalisation from stats.json; run in runs/x\n"
                     "Continue it with: prep train --resume --run-dir runs/x")
 
@@ -127,7 +129,8 @@ def test_train_errors_are_messages(split_sample: Path):
     result = runner.invoke(app, ["train", str(split_sample), "--amp", "fp8", "--epochs", "1", "--workers", "0", "--run-dir", str(split_sample.parent / "amp")])
     assert result.exit_code == 2 and "--amp must be one of auto, bf16, fp16, off" in result.output
     result = runner.invoke(app, ["train", str(split_sample), "--arch", "resnet9000", "--epochs", "1", "--workers", "0"])
-    assert result.exit_code == 1 and "resnet9000" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "--arch must be resnet18, resnet34, resnet50 or another torchvision classifier, not 'resnet9000'" in result.output
+    assert not (Path("runs")).exists()  # refused before anything was written
 
 
 def test_every_package_is_listed_in_pyproject():
@@ -228,33 +231,36 @@ def test_config_errors_are_messages(tmp_path: Path):
 
 
 def test_every_engine_option_reaches_the_config():
-    from prep.training import resolve_config
+    from prep.run_config import resolve_config
     from prep_trainers.resnet_finetune import ResNetFinetune
 
     given = dict(
         epochs=4, max_steps=9, lr=0.5, optimizer="rmsprop", scheduler="onecycle", weight_decay=0.2, warmup_epochs=1.5,
         label_smoothing=0.3, freeze_backbone=2, accumulate=3, clip_grad_norm=0.7, patience=5, min_delta=0.01,
-        amp="bf16", compile=True, seed=11, device="cpu",
+        amp="bf16", compile=True, seed=11, device="cpu", monitor="valid_loss", monitor_mode="min",
     )
-    config = resolve_config(ResNetFinetune(), TrainOptions(**given))
+    request = ModelRequest(("a", "b"), "resnet18")
+    config = resolve_config(ResNetFinetune(), TrainOptions(**given), request)
     assert (config.epochs, config.max_steps, config.lr, config.optimizer, config.scheduler) == (4, 9, 0.5, "rmsprop", "onecycle")
     assert (config.weight_decay, config.warmup_epochs, config.label_smoothing, config.freeze_backbone_epochs) == (0.2, 1.5, 0.3, 2)
     assert (config.accumulate, config.clip_grad_norm, config.early_stop_patience, config.early_stop_min_delta) == (3, 0.7, 5, 0.01)
     assert (config.amp, config.compile, config.seed, config.device) == ("bf16", True, 11, "cpu")
-    untouched = resolve_config(ResNetFinetune(), TrainOptions())
-    assert untouched == ResNetFinetune().recipe(TrainOptions())
+    assert (config.monitor, config.monitor_mode) == ("valid_loss", "min")
+    untouched = resolve_config(ResNetFinetune(), TrainOptions(), request)
+    assert untouched == ResNetFinetune().recipe("modern", request)
 
 
 def test_named_recipes():
     from prep.errors import UsageError
     from prep_trainers.resnet_finetune import ResNetFinetune
 
-    book = ResNetFinetune().recipe(TrainOptions(recipe="book"))
+    trainer = ResNetFinetune()
+    book = trainer.recipe(trainer.choose_recipe("book"), ModelRequest(("a", "b")))
     assert (book.optimizer, book.lr, book.momentum, book.scheduler, book.step_size, book.gamma, book.epochs) == ("sgd", 0.001, 0.9, "step", 7, 0.1, 25)
-    modern = ResNetFinetune().recipe(TrainOptions(weights="imagenet"))
+    modern = trainer.recipe(trainer.choose_recipe(None), ModelRequest(("a", "b"), weights="imagenet"))
     assert (modern.optimizer, modern.scheduler, modern.epochs, modern.backbone_lr_scale) == ("adamw", "cosine", 3, 0.1)
     with pytest.raises(UsageError, match="modern, book"):
-        ResNetFinetune().recipe(TrainOptions(recipe="fast"))
+        trainer.choose_recipe("fast")
 
 
 def test_the_book_recipe_and_freezing_from_the_cli(split_sample: Path, tmp_path: Path):

@@ -61,6 +61,12 @@ def root(
 ) -> None:
     """From a raw Kaggle image folder to a trained PyTorch model."""
     output.configure(verbose, quiet)
+    if verbose:
+        from prep.plugins import plugin_host
+
+        # The plugins loaded before the options were read, so their lines are printed now.
+        for line in plugin_host().loaded:
+            output.stderr.print(output.escape(line), soft_wrap=True)
 
 
 def _register_commands() -> None:
@@ -70,7 +76,7 @@ def _register_commands() -> None:
     app.command("split")(split.split_command)
     app.command("stats")(stats.stats_command)
     app.command("augment")(augment.augment_command)
-    app.command("train")(train.train_command)
+    app.command("train", cls=train.TrainCommand)(train.train_command)
     app.command("evaluate")(use_model.evaluate_command)
     app.command("predict")(use_model.predict_command)
     app.command("export")(export.export_command)

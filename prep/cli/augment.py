@@ -22,7 +22,7 @@ def augment_command(
 ) -> None:
     """Draw sample images with augmented versions (masks overlaid for segmentation)."""
     from prep.augment.preview import render_preview
-    from prep.split.splitters import canonical_split_name
+    from prep.layout import canonical_split_name
     from prep.workspace import resolve_dataset
 
     path = render_preview(

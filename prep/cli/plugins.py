@@ -1,4 +1,5 @@
-"""``prep plugins``: what is installed, with versions and hooks, and what failed to load."""
+"""``prep plugins``: what is installed, with versions, hooks and what each registered; the
+trainers with their options; and what failed to load or register."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from prep.cli import output
 def plugins_command(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """List the plugins prep loaded (built-in and installed), their hooks, and any failures."""
+    """List the plugins (built-in and installed), what each registered, the trainers' options, and any failures."""
     from prep.plugins import describe_plugins, plugin_host
 
     described = describe_plugins(plugin_host())
@@ -22,11 +23,27 @@ def plugins_command(
     from rich.table import Table
 
     table = Table(title="Plugins")
-    for column in ("name", "version", "hooks"):
+    for column in ("name", "version", "registered"):
         table.add_column(column)
     for plugin in described["plugins"]:
-        table.add_row(plugin["name"], plugin["version"], ", ".join(plugin["hooks"]))
+        registered = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in plugin["registered"].items())
+        other_hooks = [h for h in plugin["hooks"] if not h.startswith("register_")]
+        if other_hooks:
+            registered += ("\n" if registered else "") + f"hooks: {', '.join(other_hooks)}"
+        table.add_row(output.escape(plugin["name"]), output.escape(plugin["version"]), output.escape(registered))
     output.stdout.print(table)
+    trainers = Table(title="Trainers (prep train --plugin NAME)")
+    for column in ("name", "task", "--arch", "--recipe"):
+        trainers.add_column(column, overflow="fold")
+    for trainer in described["trainers"]:
+        if "error" in trainer:
+            trainers.add_row(output.escape(trainer["name"]), "", "", output.escape(trainer["error"]))
+            continue
+        archs = ", ".join(f"{a}*" if a == trainer["default_arch"] else a for a in trainer["architectures"]) or "-"
+        recipes = ", ".join(f"{r}*" if r == trainer["default_recipe"] else r for r in trainer["recipes"]) or "-"
+        trainers.add_row(*(output.escape(v) for v in (trainer["name"], trainer["task"], archs, recipes)))
+    output.stdout.print(trainers)
+    output.stdout.print("* the default")
     for failure in described["failures"]:
         output.stdout.print(
             "[red]Failed[/] " + output.escape(f"{failure['name']} ({failure['version']}) at {failure['stage']}: {failure['error']}")

@@ -12,33 +12,73 @@ from typing import Optional
 
 import typer
 
+from typer.core import TyperCommand
+
 from prep.cli import output
 from prep.console import INTERRUPTED_EXIT_CODE
-from prep.hookspecs import hookimpl
+from prep.weights import WEIGHTS_HELP
 
 ENGINE = "Engine (default: the recipe's)"
 
 
-class EpochPrinter:
-    """Prints a line per epoch: a plugin, like any other listener of training events."""
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
-    @hookimpl
+
+class EpochPrinter:
+    """Prints a line per epoch: a callback, like any other listener of training events."""
+
     def on_epoch_end(self, run, metrics: dict) -> None:
-        if run.is_main:
-            output.info(
-                f"epoch {metrics['epoch']}/{run.config.epochs}: train_loss {metrics['train_loss']:.4f} "
-                f"valid_loss {metrics['valid_loss']:.4f} valid_acc {metrics['valid_acc']:.4f} "
-                f"({metrics['images_per_s']:.0f} img/s{', backbone frozen' if metrics['backbone_frozen'] else ''})"
-            )
+        if not run.is_main:
+            return
+        shown = [key for key in ("train_loss", "valid_loss") if key != run.monitor] + [run.monitor]
+        output.info(
+            f"epoch {metrics['epoch']}/{run.config.epochs}: " + " ".join(f"{key} {_number(metrics.get(key))}" for key in shown)
+            + f" ({metrics['images_per_s']:.0f} img/s{', backbone frozen' if metrics['backbone_frozen'] else ''})"
+        )
+
+
+def describe_trainers() -> str:
+    """One paragraph per registered trainer: its task, architectures and recipes."""
+    from prep.plugins import trainers
+    from prep.trainer import Trainer
+
+    registry = trainers()
+    lines = []
+    for name in registry.names():
+        trainer = registry.get(name)
+        if not isinstance(trainer, Trainer):
+            continue
+        about = trainer.describe()
+
+        def choices(values: list[str], default: str | None) -> str:
+            return ", ".join(f"{v} (default)" if v == default else v for v in values)
+
+        line = f"{name} ({about['task']}): {about['summary']}"
+        if about["architectures"]:
+            line += f" --arch {choices(about['architectures'], about['default_arch'])}."
+        if about["recipes"]:
+            line += f" --recipe {choices(about['recipes'], about['default_recipe'])}."
+        lines.append(line)
+    return "Trainers: " + ("\n\n".join(lines) if lines else "none registered")
+
+
+class TrainCommand(TyperCommand):
+    """``prep train --help`` lists the installed trainers and their options, read when help
+    is shown (not at every start-up)."""
+
+    def format_help(self, ctx, formatter):  # noqa: ANN001 - click's signature
+        self.epilog = describe_trainers()
+        return super().format_help(ctx, formatter)
 
 
 def train_command(
     ctx: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
     plugin: str = typer.Option("resnet-finetune", "--plugin", help="A registered trainer (see prep plugins)."),
-    arch: str = typer.Option("resnet18", "--arch", help="resnet18 | resnet34 | resnet50 | another torchvision classifier."),
-    weights: str = typer.Option("none", "--weights", help="imagenet (downloads; needs internet) | none | PATH to a state dict."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="The trainer's named recipe; resnet-finetune: modern (default) | book."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="The trainer's architecture (default: the trainer's; see the list below)."),
+    weights: str = typer.Option("none", "--weights", help=WEIGHTS_HELP),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="The trainer's named recipe (default: its first; see the list below)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the trainer's recipe)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
@@ -52,8 +92,10 @@ def train_command(
     freeze_backbone: Optional[int] = typer.Option(None, "--freeze-backbone", min=0, rich_help_panel=ENGINE, help="Train only the head for the first K epochs, then everything."),
     accumulate: Optional[int] = typer.Option(None, "--accumulate", min=1, rich_help_panel=ENGINE, help="Batches per optimiser step."),
     clip_grad_norm: Optional[float] = typer.Option(None, "--clip-grad-norm", min=0, rich_help_panel=ENGINE),
-    patience: Optional[int] = typer.Option(None, "--patience", min=0, rich_help_panel=ENGINE, help="Early stopping: epochs without a better valid_acc."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=0, rich_help_panel=ENGINE, help="Early stopping: epochs without a better monitored metric."),
     min_delta: Optional[float] = typer.Option(None, "--min-delta", min=0, rich_help_panel=ENGINE, help="Early stopping: the least gain that counts."),
+    monitor: Optional[str] = typer.Option(None, "--monitor", rich_help_panel=ENGINE, help="The metric that picks best.pt and stops early (default: the task's; classification: valid_acc)."),
+    monitor_mode: Optional[str] = typer.Option(None, "--monitor-mode", rich_help_panel=ENGINE, help="max | min (default: the task's; min for a loss)."),
     amp: Optional[str] = typer.Option(None, "--amp", rich_help_panel=ENGINE, help="auto | bf16 | fp16 | off (mixed precision is used on CUDA only)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", rich_help_panel=ENGINE, help="torch.compile the model."),
     preset: str = typer.Option("light", "--preset", help="Augmentation preset or pipeline file."),
@@ -68,8 +110,8 @@ def train_command(
 ) -> None:
     """Train a model with a trainer plugin, on GPU when there is one."""
     from prep.errors import UsageError
-    from prep.plugins import temporary_plugin
-    from prep.training import TrainOptions, read_run_config, train
+    from prep.run_config import TrainOptions, read_run_config
+    from prep.training import train
     from prep.workspace import resolve_dataset
 
     if resume and run_dir is None:
@@ -95,8 +137,7 @@ def train_command(
     else:
         options = TrainOptions(**requested)
         dataset = resolve_dataset(data)
-    with temporary_plugin(EpochPrinter(), "prep.cli.train"):
-        summary = train(dataset, options, config=base, progress=output.RichProgress(min_total=1))
+    summary = train(dataset, options, config=base, callbacks=[EpochPrinter()], progress=output.RichProgress(min_total=1))
     if not summary.pop("is_main"):  # under torchrun, rank 0 speaks for the job
         return
     if as_json:
@@ -108,12 +149,10 @@ def train_command(
 
 
 def _describe(summary: dict) -> str:
-    def acc(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.4f}"
-
+    monitor = summary["monitor"]
     text = (
-        f"{summary['status']}: {summary['epochs']} epochs, best valid_acc {acc(summary['best_valid_acc'])}, "
-        f"final {acc(summary['final_valid_acc'])}; normalisation from {summary['normalization']}; run in {summary['run_dir']}"
+        f"{summary['status']}: {summary['epochs']} epochs, best {monitor} {_number(summary[f'best_{monitor}'])}, "
+        f"final {_number(summary[f'final_{monitor}'])}; normalisation from {summary['normalization']}; run in {summary['run_dir']}"
     )
     if summary["status"] == "interrupted":
         text += f"\nContinue it with: prep train --resume --run-dir {summary['run_dir']}"

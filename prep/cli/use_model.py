@@ -23,7 +23,7 @@ def evaluate_command(
 ) -> None:
     """Accuracy (acc), loss, per-class accuracy and a confusion matrix PNG on a split."""
     from prep.inference import evaluate_checkpoint
-    from prep.split.splitters import canonical_split_name
+    from prep.layout import canonical_split_name
 
     metrics = evaluate_checkpoint(checkpoint, data, canonical_split_name(split), batch_size=batch_size, workers=workers, device=device, out_png=out)
     if as_json:

@@ -28,6 +28,18 @@ class Batch(NamedTuple):
     skipped: tuple[CorruptSample, ...] = ()
 
 
+def check_batch(batch: Any, origin: str) -> None:
+    """Raise ``PluginError`` naming ``origin`` unless ``batch`` is a ``Batch`` whose inputs
+    are a tensor (what the engine normalises on the device)."""
+    if not isinstance(getattr(batch, "inputs", None), torch.Tensor) or not hasattr(batch, "targets"):
+        from prep.errors import PluginError
+
+        raise PluginError(
+            f"The {origin} returned {type(batch).__name__}; the engine needs a prep.Batch "
+            f"(inputs: a uint8 N x H x W x 3 tensor, targets)."
+        )
+
+
 def _split_good(samples: Sequence[Any]) -> tuple[list[Any], tuple[CorruptSample, ...]]:
     good = [s for s in samples if not isinstance(s, CorruptSample)]
     return good, tuple(s for s in samples if isinstance(s, CorruptSample))

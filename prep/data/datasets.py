@@ -18,7 +18,7 @@ import torch
 from prep.data.splits import class_names, classification_samples, find_split_dirs, segmentation_pairs
 from prep.errors import DatasetNotFoundError
 from prep.images import ImageDecodeError, load_rgb
-from prep.split.splitters import canonical_split_name
+from prep.layout import canonical_split_name
 
 
 def _key(key) -> tuple[int, int | None]:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
+from prep.data.collate import uint8_channels_last_collate
 from prep.data.sampling import SeededSampler
 from prep.errors import PluginError
-from prep.plugins import collate_fns
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def create_loader(
     batch_size: int,
     *,
     train: bool,
-    collate: str = "uint8-channels-last",
+    collate_fn: Callable[[list[Any]], Any] = uint8_channels_last_collate,
+    collate_origin: str = "collate function",
     workers: int | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
@@ -98,18 +99,17 @@ def create_loader(
         dataset: returns samples that the named collate function understands.
         batch_size: samples per batch.
         train: shuffle, in an order that depends only on ``seed`` and the epoch.
-        collate: a registered collate function name.
+        collate_fn: turns a list of samples into a batch; it runs in the worker processes,
+            so it must pickle (a module-level function, or a registration's ``call``).
+        collate_origin: who ``collate_fn`` is, for messages about what it returned
+            (``Registration.origin``).
         workers: worker processes; default: all cores; 0 loads in the main process.
         seed: seeds the shuffle and every worker's random state.
         device: where batches will go; memory is pinned only for CUDA.
         drop_last: drop a last, smaller batch.
         rank, world_size: this process's share under torchrun (see ``SeededSampler``).
-
-    Raises:
-        UnknownNameError: unknown collate function.
     """
     workers = os.cpu_count() or 1 if workers is None else workers
-    registration = collate_fns().registration(collate)
     # prep's datasets take (index, sample_seed) keys; any other dataset gets plain indexes.
     sampler = SeededSampler(
         len(dataset), seed=seed, shuffle=train, with_seeds=getattr(dataset, "accepts_sample_seeds", False),
@@ -124,8 +124,7 @@ def create_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        # Runs in the workers; a failure comes back naming the collate function's plugin.
-        collate_fn=registration.call,
+        collate_fn=collate_fn,
         pin_memory=torch.device(device).type == "cuda" if device is not None else False,
         persistent_workers=workers > 0,
         worker_init_fn=_SeedWorker(seed),
@@ -133,4 +132,4 @@ def create_loader(
         drop_last=drop_last,
         prefetch_factor=4 if workers > 0 else None,
     )
-    return ReportingLoader(loader, sampler, registration.origin)
+    return ReportingLoader(loader, sampler, collate_origin)

@@ -1,8 +1,7 @@
 """Finding the splits, classes and samples of a dataset that ``prep split`` made.
 
-A classification dataset is ``ROOT/<split>/<class>/<image>``; a segmentation dataset is
-``ROOT/<split>/images/<image>`` with ``ROOT/<split>/masks/<mask>``. Split folders named
-``val`` or ``validation`` are read as ``valid``.
+The layout is the contract in ``prep.layout``: ``ROOT/<split>/<class>/<image>`` for
+classification, ``ROOT/<split>/images|masks/`` for segmentation.
 """
 
 from __future__ import annotations
@@ -11,10 +10,8 @@ import os
 from pathlib import Path
 
 from prep.errors import DatasetNotFoundError, UnfinishedSplitError
-from prep.split.checks import is_image_name
+from prep.layout import IMAGES_DIR, MASK_SUFFIX, MASKS_DIR, REJECTED_DIR, SEGMENTATION, SPLITS, canonical_split_name, is_image_name, is_junk, split_kind
 from prep.split.journal import Status, split_status
-from prep.split.layouts import REJECTED_DIR, is_junk
-from prep.split.splitters import canonical_split_name
 
 
 def find_split_dirs(root: Path) -> dict[str, Path]:
@@ -38,17 +35,22 @@ def find_split_dirs(root: Path) -> dict[str, Path]:
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.is_dir() and not is_junk(entry.name, is_dir=True) and entry.name != REJECTED_DIR:
             name = canonical_split_name(entry.name)
-            if name in ("train", "valid", "test"):
+            if name in SPLITS:
                 found.setdefault(name, Path(entry.path))
     if "train" not in found:
         raise DatasetNotFoundError(f"{root} has no train/ folder; run prep split on it first.")
     return found
 
 
+def dataset_kind(root: Path) -> str:
+    """``segmentation`` or ``classification``: the layout of the dataset's train split
+    (see ``prep.layout``)."""
+    return split_kind(find_split_dirs(root)["train"])
+
+
 def is_segmentation(root: Path) -> bool:
     """True when the train split holds ``images/`` and ``masks/`` folders."""
-    train = find_split_dirs(root)["train"]
-    return (train / "images").is_dir() and (train / "masks").is_dir()
+    return dataset_kind(root) == SEGMENTATION
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -84,10 +86,10 @@ def segmentation_pairs(split_dir: Path) -> tuple[list[tuple[Path, Path]], list[P
     """(image, mask) pairs of a split matched by name (a ``_mask`` suffix is allowed), and
     the images that have no mask."""
     masks = {}
-    for mask in _images_in(split_dir / "masks"):
-        masks[mask.stem.removesuffix("_mask")] = mask
+    for mask in _images_in(split_dir / MASKS_DIR):
+        masks[mask.stem.removesuffix(MASK_SUFFIX)] = mask
     pairs, unpaired = [], []
-    for image in _images_in(split_dir / "images"):
+    for image in _images_in(split_dir / IMAGES_DIR):
         mask = masks.get(image.stem)
         if mask is None:
             unpaired.append(image)

@@ -1,1 +1,1 @@
-"""The training engine that every trainer shares (being built: see issue 4)."""
+"""The training engine that every trainer shares: the loop, checkpoints, metrics, logging."""

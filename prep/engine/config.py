@@ -29,7 +29,9 @@ class TrainConfig:
     freeze_backbone_epochs: int = 0  # train only the head (and norm layers) for this many epochs
     amp: str = "auto"  # auto (bf16 or fp16 on CUDA, off on CPU) | bf16 | fp16 | off
     compile: bool = False  # torch.compile the model (worth it for long GPU runs)
-    early_stop_patience: int | None = None  # epochs without improvement of valid_acc
+    early_stop_patience: int | None = None  # epochs without improvement of the monitored metric
     early_stop_min_delta: float = 0.0
+    monitor: str | None = None  # the metrics key that picks best.pt and stops early (default: the task's, valid_acc)
+    monitor_mode: str | None = None  # max | min (default: the task's; min for a *_loss)
     seed: int = 0
     device: str | None = None  # default: cuda when present, else cpu

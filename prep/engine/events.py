@@ -1,22 +1,26 @@
-"""Training events: what the loop tells plugins while it runs.
+"""Training events: what the loop tells its callbacks while it runs.
 
-The loop calls the ``on_train_start``, ``on_epoch_end`` and ``on_train_end`` hooks (see
-``prep.hookspecs``) through ``emit``, which calls every plugin's implementation on its own:
-a callback that raises is reported by plugin name and the run goes on, unless
-``PREP_STRICT_PLUGINS`` is set. A callback sees the run as a ``TrainingRun`` and may ask it
-to stop after the current epoch.
+``fit`` takes a sequence of callbacks: objects with any of the methods ``on_train_start(run)``,
+``on_epoch_end(run, metrics)`` and ``on_train_end(run, summary)``. The caller chooses them;
+``prep train`` passes ``PluginCallbacks``, which calls the hooks of the same names on every
+installed plugin, each on its own (a plugin callback that raises is reported by plugin name
+and the run goes on, unless ``PREP_STRICT_PLUGINS`` is set), and its own line printer. A
+callback sees the run as a ``TrainingRun`` and may ask it to stop after the current epoch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     import torch
 
     from prep.engine.config import TrainConfig
+    from prep.plugins import PluginHost
+
+EVENTS = ("on_train_start", "on_epoch_end", "on_train_end")
 
 
 @dataclass
@@ -29,7 +33,10 @@ class TrainingRun:
         model: the model being trained (unwrapped, even under DDP).
         optimizer: its optimiser.
         classes: class names, in the order of the model's outputs.
-        epoch: epochs completed so far.
+        task: the task's name (``"classification"``).
+        monitor: the metrics key that chooses ``best.pt`` and drives early stopping.
+        mode: ``"max"`` when a larger ``monitor`` is better, else ``"min"``.
+        epoch: epochs completed so far (the first epoch is 1 in metrics records).
         step: optimiser steps taken so far.
         is_main: True in the process that writes files (rank 0 under torchrun).
     """
@@ -39,6 +46,9 @@ class TrainingRun:
     model: "torch.nn.Module"
     optimizer: "torch.optim.Optimizer"
     classes: list[str]
+    task: str = "classification"
+    monitor: str = "valid_acc"
+    mode: str = "max"
     epoch: int = 0
     step: int = 0
     is_main: bool = True
@@ -52,8 +62,26 @@ class TrainingRun:
         self.stop_reason = reason
 
 
-def emit(hook_name: str, **kwargs: Any) -> None:
-    """Call ``hook_name`` on every plugin, each on its own (see ``PluginHost.call_each``)."""
-    from prep.plugins import plugin_host
+def emit(callbacks: Sequence[object], event: str, **kwargs: Any) -> None:
+    """Call ``event`` on every callback that has it, in order."""
+    for callback in callbacks:
+        method = getattr(callback, event, None)
+        if method is not None:
+            method(**kwargs)
 
-    plugin_host().call_each(hook_name, lambda plugin: kwargs)
+
+class PluginCallbacks:
+    """The installed plugins' ``on_*`` hooks as one callback, each plugin called on its own
+    (see ``PluginHost.call_each``)."""
+
+    def __init__(self, host: "PluginHost") -> None:
+        self.host = host
+
+    def on_train_start(self, run: TrainingRun) -> None:
+        self.host.call_each("on_train_start", lambda plugin: {"run": run})
+
+    def on_epoch_end(self, run: TrainingRun, metrics: dict[str, Any]) -> None:
+        self.host.call_each("on_epoch_end", lambda plugin: {"run": run, "metrics": metrics})
+
+    def on_train_end(self, run: TrainingRun, summary: dict[str, Any]) -> None:
+        self.host.call_each("on_train_end", lambda plugin: {"run": run, "summary": summary})

@@ -1,12 +1,14 @@
 """The training loop every trainer shares: read it top to bottom.
 
-``fit`` trains a classifier on batches from ``prep.data.loader`` (uint8 channels-last images,
+``fit`` trains a model on batches from ``prep.data.loader`` (uint8 channels-last images,
 normalised on the device), validates after every epoch, and keeps the run folder up to date:
 ``config.yaml`` (the resolved settings, which ``prep train --config`` repeats), ``last.pt``
 and ``best.pt`` checkpoints (atomic; everything needed to resume exactly),
-``metrics.jsonl``/``metrics.csv``, and at the end ``summary.json`` and PNG plots. Plugins
-hear about the run through the ``on_train_start``, ``on_epoch_end`` and ``on_train_end``
-hooks (``prep.engine.events``).
+``metrics.jsonl``/``metrics.csv``, and at the end ``summary.json`` and the task's PNG
+pictures. The loop does not know the task (``prep.engine.task``): the loss, the metrics, the
+number to monitor and its direction, and the pictures come from the task object it is
+given. Callbacks hear about the run through ``on_train_start``, ``on_epoch_end`` and
+``on_train_end`` (``prep.engine.events``).
 
 What stops a run: the last epoch or ``max_steps``; early stopping; a callback's
 ``request_stop``; a loss that is not finite (the last good checkpoint stays, and
@@ -28,7 +30,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -42,10 +44,10 @@ from prep.engine.distributed import World
 from prep.engine.events import TrainingRun, emit
 from prep.engine.freezing import BackboneFreezer
 from prep.engine.logbook import MetricsLog
-from prep.engine.metrics import ConfusionMatrix
 from prep.engine.optim import build_optimizer, parameter_groups
-from prep.engine.schedulers import LRSchedule, ScheduleConfig
-from prep.errors import PluginError, PrepError, UsageError
+from prep.engine.schedulers import LRSchedule, LrLambdaFactory, ScheduleConfig
+from prep.engine.task import MODES, EpochMetrics, Loss, Task
+from prep.errors import PrepError, UsageError
 from prep.fsutil import atomic_write_bytes
 from prep.progress import NO_PROGRESS, Progress
 
@@ -133,29 +135,91 @@ def _first_interrupt_stops_gently() -> Iterator[dict[str, bool]]:
 
 
 def evaluate(
-    model: torch.nn.Module, loader, mean, std, device: torch.device, num_classes: int,
+    model: torch.nn.Module, loader, task: Task, loss_fn: Loss, classes: list[str], mean, std, device: torch.device,
     *, world: World = World(), progress: Progress = NO_PROGRESS,
-) -> tuple[float, ConfusionMatrix]:
-    """Mean cross-entropy and the confusion matrix over a loader (over every rank's share
-    under torchrun)."""
+) -> tuple[float, dict[str, Any], int]:
+    """The mean loss, the task's validation metrics (unprefixed: ``acc``, ``per_class_acc``
+    ...) and the number of images, over a loader (over every rank's share under torchrun)."""
     model.eval()
-    confusion = ConfusionMatrix(num_classes)
+    metrics = task.metrics(classes, train=False)
+    origin = getattr(loader, "collate_origin", "collate function")
     total_loss, count = 0.0, 0
     with torch.no_grad(), progress.task("Validating", len(loader)) as advance:
         for batch in loader:
             advance(1)
-            targets = _class_targets(batch, loader)
-            if len(targets) == 0:
+            targets = task.targets(batch, classes, origin)
+            n = len(batch.inputs)
+            if n == 0:
                 continue
-            targets = targets.to(device)
-            images = to_device_normalized(batch.inputs, mean, std, device)
-            logits = model(images).float()
-            total_loss += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
-            count += len(targets)
-            confusion.update(logits, targets)
+            targets = _to_device(targets, device)
+            outputs = model(to_device_normalized(batch.inputs, mean, std, device))
+            total_loss += loss_fn(outputs, targets).item() * n
+            count += n
+            metrics.update(_detached(outputs), targets)
     total_loss, count = world.sum([total_loss, float(count)], device)
-    confusion.matrix = world.sum_tensor(confusion.matrix, device)
-    return total_loss / max(count, 1), confusion
+    _sum_counts(metrics, world, device)
+    return total_loss / max(count, 1), metrics.compute(), int(count)
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """Tensors, alone or inside lists, tuples and dicts, moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def _detached(outputs: Any) -> Any:
+    if isinstance(outputs, torch.Tensor):
+        return outputs.detach()
+    if isinstance(outputs, dict):
+        return {k: _detached(v) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(_detached(v) for v in outputs)
+    return outputs
+
+
+def _sum_counts(metrics: EpochMetrics, world: World, device: torch.device, carried: dict[str, torch.Tensor] | None = None) -> None:
+    """Add up a metric's counts over every rank, plus what an interrupted run had counted."""
+    for name, value in metrics.counts.items():
+        total = world.sum_tensor(value, device)
+        if carried and name in carried:
+            total = total + carried[name].to(total.device)
+        metrics.counts[name] = total
+
+
+def _phase_record(phase: str, loss: float, computed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A pass's numbers, prefixed with its phase (``valid_acc``), and its lists and tables
+    under their own names (``per_class_acc``, ``confusion``)."""
+    numbers = {f"{phase}_loss": loss}
+    tables = {}
+    for name, value in computed.items():
+        if value is None or isinstance(value, (int, float)):
+            numbers[f"{phase}_{name}"] = value
+        else:
+            tables[name] = value
+    return numbers, tables
+
+
+def resolve_monitor(task: Task, config: TrainConfig) -> tuple[str, str]:
+    """The metrics key to monitor and its direction: the config's, else the task's.
+
+    A monitor given without a mode is minimised when it is a loss and maximised otherwise.
+
+    Raises:
+        UsageError: the key is not one the engine or the task records, or the mode is unknown.
+    """
+    monitor = config.monitor or task.monitor
+    known = [f"{phase}_{name}" for phase in ("valid", "train") for name in ("loss", *task.metric_names)]
+    if monitor not in known:
+        raise UsageError(f"--monitor must be one of {', '.join(known)} for the {task.name} task, not {monitor!r}")
+    mode = config.monitor_mode or (task.mode if monitor == task.monitor else "min" if monitor.endswith("_loss") else "max")
+    if mode not in MODES:
+        raise UsageError(f"--monitor-mode must be max or min, not {mode!r}")
+    return monitor, mode
 
 
 def _wrap_for_training(
@@ -171,24 +235,6 @@ def _wrap_for_training(
     if config.compile:
         wrapped = torch.compile(wrapped)
     return wrapped, (ddp if world.distributed else None)
-
-
-def _class_targets(batch, loader) -> torch.Tensor:
-    """The batch's targets, if they are what cross-entropy and accuracy need: class indices."""
-    origin = getattr(loader, "collate_origin", "collate function")
-    if not isinstance(getattr(batch, "inputs", None), torch.Tensor) or not hasattr(batch, "targets"):
-        raise PluginError(
-            f"The {origin} returned {type(batch).__name__}; the engine needs a prep.data.collate.Batch "
-            f"(inputs: a uint8 N x H x W x 3 tensor, targets)."
-        )
-    targets = batch.targets
-    if isinstance(targets, torch.Tensor) and targets.dtype == torch.int64 and targets.ndim == 1 and len(targets) == len(batch.inputs):
-        return targets
-    shape = f"a {tuple(targets.shape)} {targets.dtype} tensor" if isinstance(targets, torch.Tensor) else type(targets).__name__
-    raise PluginError(
-        f"The {origin} returned targets as {shape}, but this trainer needs class indices: an int64 "
-        f"tensor with one entry per image. Soft targets (mixup, cutmix) need a trainer with its own loss."
-    )
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -240,10 +286,14 @@ def fit(
     config: TrainConfig,
     run_dir: Path,
     *,
+    task: Task,
     classes: list[str],
     mean: list[float],
     std: list[float],
+    loss: Loss | None = None,
     head: torch.nn.Module | None = None,
+    callbacks: Sequence[object] = (),
+    lr_lambdas: dict[str, LrLambdaFactory] | None = None,
     resume: bool = False,
     extra: dict[str, Any] | None = None,
     progress: Progress = NO_PROGRESS,
@@ -256,24 +306,39 @@ def fit(
         train_loader, valid_loader: loaders from ``prep.data.loader.create_loader``.
         config: the run's settings.
         run_dir: the run folder; it must not hold a run already unless ``resume``.
+        task: what the data is (``prep.engine.task.Task``): it checks the batches and gives
+            the default loss, the metrics, the number to monitor and the pictures.
         classes, mean, std: stored with the checkpoints, so the model can be used alone.
+        loss: the training loss, ``loss(outputs, targets)``, instead of the task's
+            (validation always uses the task's).
         head: the newly initialised part of the model (discriminative learning rates and
             ``freeze_backbone_epochs`` need it).
+        callbacks: objects with any of ``on_train_start``, ``on_epoch_end`` and
+            ``on_train_end`` (``prep.engine.events``).
+        lr_lambdas: the factories that ``config.scheduler = "lambda:NAME"`` may name.
         resume: continue from ``run_dir/last.pt`` exactly where it stopped.
         extra: plain data (such as the trainer's options) stored in every checkpoint and
             in config.yaml.
         progress: draws a bar per epoch with the live loss and images/s.
         world: this process's place in a torchrun job (default: from the environment).
 
+    Returns:
+        The summary (also written to ``summary.json``): ``status``, ``epochs``, ``steps``,
+        ``best_<monitor>``, ``final_<monitor>``, ``best_epoch``, ``classes``, and the paths
+        of ``best`` and ``last``.
+
     Raises:
         RunExistsError: ``run_dir`` holds a run and ``resume`` is false.
         NonFiniteLossError: the loss became NaN or infinite.
         CheckpointError: ``resume`` found an unusable ``last.pt``.
+        UsageError: a setting the engine cannot use (``--amp``, ``--monitor``, the scheduler).
     """
     world = world or World.from_env()
     device = world.device(config.device)
     world.join(device)
-    autocast, scaler = _autocast(device, config.amp)  # checks --amp before anything is written
+    # Settings are checked before anything is written.
+    autocast, scaler = _autocast(device, config.amp)
+    monitor, mode = resolve_monitor(task, config)
     _check_run_dir(run_dir, resume)
     io = RunIO(run_dir, world.is_main, progress)
     torch.manual_seed(config.seed)
@@ -292,12 +357,15 @@ def fit(
     schedule = LRSchedule(optimizer, ScheduleConfig(
         name=config.scheduler, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
         warmup_epochs=config.warmup_epochs, step_size=config.step_size, gamma=config.gamma,
-    ))
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    ), lr_lambdas)
+    loss_fn = loss or task.loss(config, classes, train=True)
+    valid_loss_fn = task.loss(config, classes, train=False)
+    better = (lambda value, best: value > best + config.early_stop_min_delta) if mode == "max" else (lambda value, best: value < best - config.early_stop_min_delta)
 
-    epoch, step, best, bad_epochs, best_epoch = 0, 0, -math.inf, 0, None
-    # What a Ctrl-C'd epoch had done: its batches (skipped on resume) and its training sums.
-    partial: dict[str, float] | None = None
+    epoch, step, best, bad_epochs, best_epoch = 0, 0, -math.inf if mode == "max" else math.inf, 0, None
+    # What a Ctrl-C'd epoch had done: its batches (skipped on resume), its training loss and
+    # its metrics' counts.
+    partial: dict[str, Any] | None = None
     if io.is_main:
         _discard_interrupted_saves(run_dir)
     if resume:
@@ -317,9 +385,12 @@ def fit(
     # A resumed log keeps the epochs that last.pt has: one logged after the last save is
     # measured again rather than written twice.
     log_book = MetricsLog(run_dir, classes=classes, keep_through=epoch if resume else 0) if io.is_main else None
-    run = TrainingRun(run_dir, config, model, optimizer, classes, epoch=epoch, step=step, is_main=world.is_main)
+    run = TrainingRun(
+        run_dir, config, model, optimizer, classes, task=task.name, monitor=monitor, mode=mode,
+        epoch=epoch, step=step, is_main=world.is_main,
+    )
 
-    def checkpoint_state(partial_epoch: dict[str, float] | None = None) -> dict[str, Any]:
+    def checkpoint_state(partial_epoch: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None, "rng": capture_rng_state(),
@@ -329,9 +400,10 @@ def fit(
         }
 
     stopped, record = "completed", None
+    train_origin = getattr(train_loader, "collate_origin", "collate function")
     # From here on a Ctrl-C, even during a plugin's on_train_start, stops gently.
     with _first_interrupt_stops_gently() as interrupt:
-        emit("on_train_start", run=run)
+        emit(callbacks, "on_train_start", run=run)
         freezer.apply(epoch)
         trainable, ddp = _wrap_for_training(model, config, world, device)
         while epoch < config.epochs and stopped == "completed":
@@ -348,22 +420,24 @@ def fit(
             if not partial:
                 torch.manual_seed(config.seed * 1_000_003 + epoch)
             model.train()
-            started, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            train_metrics = task.metrics(classes, train=True)
+            started, seen, loss_sum = time.perf_counter(), 0, 0.0
             optimizer.zero_grad(set_to_none=True)
             batches = len(train_loader)
             with io.progress.task(f"Epoch {epoch + 1}/{config.epochs}", batches) as advance:
                 if done:
                     advance(done)
                 for index, batch in enumerate(train_loader, start=done):
+                    targets = task.targets(batch, classes, train_origin)
+                    n = len(batch.inputs)
                     # A batch whose every image was corrupt is empty. Under torchrun all ranks
                     # skip it together: one rank skipping alone would leave the others waiting
                     # in DDP's all-reduce forever.
-                    targets = _class_targets(batch, train_loader)
-                    empty = float(len(targets) == 0)
+                    empty = float(n == 0)
                     if (world.sum([empty], device)[0] if world.distributed else empty):
                         advance(1)
                         continue
-                    targets = targets.to(device)
+                    targets = _to_device(targets, device)
                     images = to_device_normalized(batch.inputs, mean, std, device)
                     # The gradient of a step is the mean over its group of batches; the last group
                     # of an epoch may be shorter than --accumulate.
@@ -373,22 +447,22 @@ def fit(
                     # Under DDP, gradients are all-reduced only on the batch that steps.
                     with nullcontext() if steps_now or ddp is None else ddp.no_sync():
                         with autocast:
-                            logits = trainable(images)
-                            loss = criterion(logits.float(), targets)
+                            outputs = trainable(images)
+                            loss_value = loss_fn(outputs, targets)
                         # One small all-reduce under torchrun, so that every rank stops at
                         # the same step: a rank left alone would wait forever.
-                        not_finite, stop_now = world.sum([float(not torch.isfinite(loss)), float(interrupt["stop"])], device)
+                        not_finite, stop_now = world.sum([float(not torch.isfinite(loss_value)), float(interrupt["stop"])], device)
                         if not_finite:
-                            value = loss.item()
+                            value = loss_value.item()
                             became = f"became {value}" if not math.isfinite(value) else "became NaN or infinite in another process"
                             raise NonFiniteLossError(
                                 f"The loss {became} at step {step} (epoch {epoch + 1}); stopped. "
                                 f"The last good checkpoint is {run_dir / 'last.pt'}. Try a lower --lr."
                             )
-                        (scaler.scale(loss) if scaler else loss).div(group_size).backward()
-                    seen += len(targets)
-                    loss_sum += loss.item() * len(targets)
-                    correct += (logits.argmax(1) == targets).sum().item()
+                        (scaler.scale(loss_value) if scaler else loss_value).div(group_size).backward()
+                    seen += n
+                    loss_sum += loss_value.item() * n
+                    train_metrics.update(_detached(outputs), targets)
                     advance(1, status=f"loss {loss_sum / seen:.4f} · {seen * world.size / (time.perf_counter() - started):.0f} img/s")
                     if not steps_now:
                         continue
@@ -411,29 +485,33 @@ def fit(
                         stopped = "max-steps"
                         break
             elapsed = time.perf_counter() - started
-            seen, loss_sum, correct = world.sum([float(seen), loss_sum, float(correct)], device)
+            seen, loss_sum = world.sum([float(seen), loss_sum], device)
             images_per_s = seen / max(elapsed, 1e-9)
+            _sum_counts(train_metrics, world, device, carried=partial.get("counts") if partial else None)
             if partial:
-                seen, loss_sum, correct = seen + partial["seen"], loss_sum + partial["loss_sum"], correct + partial["correct"]
+                seen, loss_sum = seen + partial["seen"], loss_sum + partial["loss_sum"]
                 partial = None
             if stopped == "interrupted":
                 # Leave at once: no validation, no epoch-end scheduler step; --resume finishes
                 # this epoch from its next batch, exactly as if it had never stopped.
-                io.save("last.pt", checkpoint_state({"batches": index + 1, "seen": seen, "loss_sum": loss_sum, "correct": correct}))
+                counts = {name: value.cpu() for name, value in train_metrics.counts.items()}
+                io.save("last.pt", checkpoint_state({"batches": index + 1, "seen": seen, "loss_sum": loss_sum, "counts": counts}))
                 break
-            valid_loss, confusion = evaluate(model, valid_loader, mean, std, device, len(classes), world=world, progress=io.progress)
-            valid_acc = confusion.accuracy()
+            valid_loss, valid_metrics, _ = evaluate(
+                model, valid_loader, task, valid_loss_fn, classes, mean, std, device, world=world, progress=io.progress,
+            )
             epoch += 1
             schedule.after_epoch(valid_loss)
-            improved = valid_acc > best + config.early_stop_min_delta
-            best, bad_epochs = (valid_acc, 0) if improved else (best, bad_epochs + 1)
-            best_epoch = epoch if improved else best_epoch
+            train_numbers, _ = _phase_record("train", loss_sum / max(seen, 1), train_metrics.compute())
+            valid_numbers, tables = _phase_record("valid", valid_loss, valid_metrics)
             record = {
-                "epoch": epoch, "step": step, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                "valid_loss": valid_loss, "valid_acc": valid_acc, "lr": schedule.lrs()[0],
-                "images_per_s": images_per_s, "backbone_frozen": freezer.frozen,
-                "per_class_acc": confusion.per_class_accuracy(), "confusion": confusion.as_lists(),
+                "epoch": epoch, "step": step, **train_numbers, **valid_numbers, "lr": schedule.lrs()[0],
+                "images_per_s": images_per_s, "backbone_frozen": freezer.frozen, **tables,
             }
+            value = record[monitor]
+            improved = value is not None and math.isfinite(value) and better(value, best)
+            best, bad_epochs = (value, 0) if improved else (best, bad_epochs + 1)
+            best_epoch = epoch if improved else best_epoch
             if log_book is not None:
                 log_book.append(record)
             state = checkpoint_state()
@@ -443,14 +521,14 @@ def fit(
             if improved:
                 io.save("best.pt", state)
             run.epoch, run.step = epoch, step
-            emit("on_epoch_end", run=run, metrics=record)
+            emit(callbacks, "on_epoch_end", run=run, metrics=record)
             if config.early_stop_patience is not None and bad_epochs > config.early_stop_patience and stopped == "completed":
                 stopped = "early-stopped"
             if world.sum([float(run.stop_reason is not None)], device)[0] and stopped == "completed":
                 stopped = "stopped"
     summary = {
         "status": stopped, "epochs": epoch, "steps": step,
-        "best_valid_acc": best if math.isfinite(best) else None, "final_valid_acc": record["valid_acc"] if record else None,
+        f"best_{monitor}": best if math.isfinite(best) else None, f"final_{monitor}": record[monitor] if record else None,
         "best_epoch": best_epoch, "classes": classes,
         # Only files that exist: a run stopped in its first epoch has no best.pt yet.
         "best": str(run_dir / "best.pt") if (run_dir / "best.pt").exists() else None,
@@ -460,12 +538,9 @@ def fit(
         summary["stop_reason"] = run.stop_reason or "another process's callback asked to stop"
     if log_book is not None:
         if log_book.records:
-            from prep.engine.plots import plot_confusion, plot_curves
-
-            plot_curves(log_book.records, run_dir / "curves.png")
-            plot_confusion(log_book.records[-1]["confusion"], classes, run_dir / "confusion.png")
+            task.pictures(log_book.records, classes, run_dir)
         log_book.close()  # also when a Ctrl-C came before any epoch ended: TensorBoard's writer has a thread
     io.write_json("summary.json", summary)
     world.barrier()
-    emit("on_train_end", run=run, summary=summary)
+    emit(callbacks, "on_train_end", run=run, summary=summary)
     return summary

@@ -15,19 +15,20 @@ def _pyplot():
     return plt
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Loss and accuracy per epoch, train against valid, side by side."""
+def plot_curves(records: Sequence[dict[str, Any]], path: Path, metric: str = "acc", title: str = "accuracy") -> Path:
+    """Loss and one metric per epoch (``train_<metric>`` and ``valid_<metric>``), train
+    against valid, side by side."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [r["epoch"] for r in records]
-    for axis, metric in zip(axes, ("loss", "acc")):
+    for axis, name in zip(axes, ("loss", metric)):
         for split in ("train", "valid"):
-            key = f"{split}_{metric}"
+            key = f"{split}_{name}"
             points = [(e, r[key]) for e, r in zip(epochs, records) if r.get(key) is not None]
             if points:
                 axis.plot(*zip(*points), marker="o", label=split)
         axis.set_xlabel("epoch")
-        axis.set_title("loss" if metric == "loss" else "accuracy")
+        axis.set_title("loss" if name == "loss" else title)
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()

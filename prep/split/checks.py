@@ -22,6 +22,7 @@ import zlib
 from typing import Callable, NamedTuple
 
 from prep.jpeg_header import ends_with_eoi, jpeg_frame_header
+from prep.layout import IMAGE_EXTENSIONS, extension
 from prep.parallel import map_chunks
 
 HEAD_BYTES = 4096
@@ -29,13 +30,6 @@ TAIL_BYTES = 32
 FIRST_READ_BYTES = 64 * 1024
 # Pillow refuses images above twice its MAX_IMAGE_PIXELS (89,478,485) as bombs.
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
-
-IMAGE_EXTENSIONS = {
-    ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
-    ".png": "PNG", ".gif": "GIF", ".bmp": "BMP", ".webp": "WEBP",
-    ".tif": "TIFF", ".tiff": "TIFF",
-}
-
 
 class Verify(str, enum.Enum):
     quick = "quick"
@@ -64,18 +58,6 @@ class Probe(NamedTuple):
     detail: str = ""
     # Equal fingerprints mark candidate duplicates; only those are hashed in full.
     fingerprint: tuple = ()
-
-
-def extension(name: str) -> str:
-    """The lower-cased extension with its dot (``".jpg"``), or ``""``.
-
-    Cheaper than os.path.splitext, which matters when called for every file."""
-    dot = name.rfind(".")
-    return name[dot:].lower() if dot > name.rfind("/") else ""
-
-
-def is_image_name(name: str) -> bool:
-    return extension(name) in IMAGE_EXTENSIONS
 
 
 def sniff_format(head: bytes) -> str | None:

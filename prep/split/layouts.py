@@ -19,23 +19,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from prep.errors import LabelsFileError, LayoutError
-from prep.split.checks import is_image_name
+from prep.layout import REJECTED_DIR, SPLITS, canonical_split_name, is_image_name, is_junk
 from prep.split.label_parsers import LabelParser, sanitize_class_name
-from prep.split.splitters import canonical_split_name
 
-JUNK_FILES = {"thumbs.db", "desktop.ini", ".ds_store", "icon\r"}
-JUNK_DIRS = {".ipynb_checkpoints", "__macosx", "__pycache__", "$recycle.bin"}
-REJECTED_DIR = "_rejected"
 # Kaggle ships its unlabeled images as test/, test1/, test2/ beside the labeled ones.
 UNLABELED_FOLDER = re.compile(r"^test\d*$", re.IGNORECASE)
-
-
-def is_junk(name: str, is_dir: bool = False) -> bool:
-    """Files and folders that are never samples or classes: OS litter and hidden names."""
-    lowered = name.lower()
-    if name.startswith("."):  # .DS_Store, ._resource forks, .git, .ipynb_checkpoints
-        return True
-    return lowered in (JUNK_DIRS if is_dir else JUNK_FILES)
 
 
 class Sample(NamedTuple):
@@ -291,7 +279,7 @@ def discover(src: Path, options: LayoutOptions, skip: set[Path] = frozenset()) -
     root = src / "PetImages" if (src / "PetImages").is_dir() else src
     splits_with_classes = [
         d.name for d in _subdirs(root)
-        if canonical_split_name(d.name) in ("train", "valid", "test") and _subdirs(d) and not _has_images(d)
+        if canonical_split_name(d.name) in SPLITS and _subdirs(d) and not _has_images(d)
     ]
     if len({canonical_split_name(n) for n in splits_with_classes} & {"train", "valid"}) == 2:
         raise LayoutError(

@@ -22,9 +22,10 @@ from prep.progress import NO_PROGRESS, Progress
 from prep.split.checks import DEFAULT_MAX_PIXELS, Probe, Reason, Verify, probe_paths
 from prep.split.duplicates import find_duplicates
 from prep.split.journal import Entry
-from prep.split.layouts import REJECTED_DIR, Inventory, LayoutOptions, Sample, is_junk
+from prep.layout import IMAGES_DIR, MASKS_DIR, REJECTED_DIR, SPLITS, is_junk
+from prep.split.layouts import Inventory, LayoutOptions, Sample
 from prep.split.label_parsers import regex_label_parser
-from prep.split.splitters import SPLITS, SplitRequest, SplitSize, Unit
+from prep.split.splitters import SplitRequest, SplitSize, Unit
 
 log = logging.getLogger(__name__)
 
@@ -343,9 +344,9 @@ def _add_sample(entries, destinations, sample: Sample, split: str, size: int, di
     if sample.mask_rel is None:
         entries.append(Entry(sample.rel, destinations.claim(f"{split}/{sample.label}", sample.rel), split, sample.label, size, digest))
         return
-    image_dst = destinations.claim(f"{split}/images", sample.rel)
+    image_dst = destinations.claim(f"{split}/{IMAGES_DIR}", sample.rel)
     entries.append(Entry(sample.rel, image_dst, split, None, size, digest))
-    entries.append(Entry(sample.mask_rel, destinations.claim(f"{split}/masks", sample.mask_rel), split, None, mask_probe[sample.mask_rel].size))
+    entries.append(Entry(sample.mask_rel, destinations.claim(f"{split}/{MASKS_DIR}", sample.mask_rel), split, None, mask_probe[sample.mask_rel].size))
 
 
 def check_targets(src: Path, out: Path, entries: list[Entry]) -> None:

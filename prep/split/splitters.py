@@ -15,17 +15,10 @@ from typing import Callable, Sequence
 
 from prep.errors import TooFewSamplesError, UsageError
 from prep.hookspecs import hookimpl
+from prep.layout import SPLITS
 
-SPLITS = ("train", "valid", "test")
 # Held-out splits in the order they are filled; train takes what is left.
 HELD_OUT = ("test", "valid")
-SPLIT_ALIASES = {"val": "valid", "validation": "valid", "training": "train", "testing": "test"}
-
-
-def canonical_split_name(name: str) -> str:
-    """``val`` and ``validation`` -> ``valid``; other names pass through, lower-cased."""
-    lowered = name.lower()
-    return SPLIT_ALIASES.get(lowered, lowered)
 
 
 @dataclass(frozen=True)

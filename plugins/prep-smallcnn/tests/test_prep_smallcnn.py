@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from prep.data.datasets import CorruptSample
-from prep.plugins import collate_fns, trainers
-from prep.training import TrainOptions
+import prep
+from prep import CorruptSample, ModelRequest
+from prep.testing import make_classification_dataset, train_briefly
 from prep_smallcnn.cutout import cutout_collate
 
 
 def test_prep_finds_the_trainer_and_the_collate_function():
     # Through the installed entry point, as `prep train --plugin small-cnn` will.
-    assert trainers().get("small-cnn").collate == "cutout"
-    assert collate_fns().get("cutout") is cutout_collate
+    assert prep.trainers().get("small-cnn").collate == "cutout"
+    assert prep.collate_fns().get("cutout") is cutout_collate
 
 
 def test_cutout_paints_one_square_per_image_and_keeps_the_rest():
@@ -31,5 +31,14 @@ def test_cutout_paints_one_square_per_image_and_keeps_the_rest():
 
 
 def test_the_model_fits_the_classes():
-    model, head = trainers().get("small-cnn").build_model(5, TrainOptions(plugin="small-cnn"))
+    request = ModelRequest(("a", "b", "c", "d", "e"), arch="wide")
+    model, head = prep.trainers().get("small-cnn").build_model(request)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 5) and head.out_features == 5
+
+
+def test_one_short_run_through_prep(tmp_path):
+    # prep's test kit: a tiny split dataset, and one epoch with the installed trainer.
+    data = make_classification_dataset(tmp_path / "data", classes=("round", "square"), per_class=8)
+    summary = train_briefly("small-cnn", data, tmp_path / "run")
+    assert summary["status"] == "completed" and summary["epochs"] == 1
+    assert (tmp_path / "run" / "best.pt").exists() and summary["classes"] == ["round", "square"]

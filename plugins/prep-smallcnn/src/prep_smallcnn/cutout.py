@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from prep.data.collate import Batch, uint8_channels_last_collate
+from prep import Batch, uint8_channels_last_collate
 
 SIDE_FRACTION = 0.25  # the square's side, as a fraction of the image's shorter side
 

@@ -7,7 +7,7 @@ functions that need them.
 
 from __future__ import annotations
 
-from prep.hookspecs import hookimpl
+from prep import hookimpl
 
 
 @hookimpl

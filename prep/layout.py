@@ -1,0 +1,67 @@
+"""The on-disk contract between ``prep split`` and everything that reads a split dataset.
+
+``prep split`` writes, and stats, augment, train and evaluate read:
+
+* a classification dataset: ``ROOT/<split>/<class>/<image>``;
+* a segmentation dataset: ``ROOT/<split>/images/<image>`` and ``ROOT/<split>/masks/<mask>``,
+  a mask named like its image (a ``_mask`` suffix is allowed);
+
+where ``<split>`` is ``train``, ``valid`` or ``test`` (``val``, ``validation``, ``training``
+and ``testing`` are read as those), files set aside are under ``ROOT/_rejected/``, and OS
+litter and hidden names are never samples or classes. Both sides import these names from
+here, so the writer and the readers cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPLITS = ("train", "valid", "test")
+SPLIT_ALIASES = {"val": "valid", "validation": "valid", "training": "train", "testing": "test"}
+REJECTED_DIR = "_rejected"
+IMAGES_DIR = "images"
+MASKS_DIR = "masks"
+MASK_SUFFIX = "_mask"
+
+CLASSIFICATION = "classification"
+SEGMENTATION = "segmentation"
+
+IMAGE_EXTENSIONS = {
+    ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
+    ".png": "PNG", ".gif": "GIF", ".bmp": "BMP", ".webp": "WEBP",
+    ".tif": "TIFF", ".tiff": "TIFF",
+}
+JUNK_FILES = {"thumbs.db", "desktop.ini", ".ds_store", "icon\r"}
+JUNK_DIRS = {".ipynb_checkpoints", "__macosx", "__pycache__", "$recycle.bin"}
+
+
+def canonical_split_name(name: str) -> str:
+    """``val`` and ``validation`` -> ``valid``; other names pass through, lower-cased."""
+    lowered = name.lower()
+    return SPLIT_ALIASES.get(lowered, lowered)
+
+
+def extension(name: str) -> str:
+    """The lower-cased extension with its dot (``".jpg"``), or ``""``.
+
+    Cheaper than os.path.splitext, which matters when called for every file."""
+    dot = name.rfind(".")
+    return name[dot:].lower() if dot > name.rfind("/") else ""
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has an image extension prep reads."""
+    return extension(name) in IMAGE_EXTENSIONS
+
+
+def is_junk(name: str, is_dir: bool = False) -> bool:
+    """Files and folders that are never samples or classes: OS litter and hidden names."""
+    if name.startswith("."):  # .DS_Store, ._resource forks, .git, .ipynb_checkpoints
+        return True
+    return name.lower() in (JUNK_DIRS if is_dir else JUNK_FILES)
+
+
+def split_kind(split_dir: Path) -> str:
+    """``segmentation`` when a split folder holds ``images/`` and ``masks/``, else
+    ``classification`` (class folders)."""
+    return SEGMENTATION if (split_dir / IMAGES_DIR).is_dir() and (split_dir / MASKS_DIR).is_dir() else CLASSIFICATION

@@ -1,0 +1,139 @@
+"""What ``prep train`` was asked (``TrainOptions``), how it becomes a run's settings, and how
+a run's ``config.yaml`` is read back to repeat it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from prep.engine.config import TrainConfig
+from prep.trainer import ModelRequest, Trainer
+
+
+@dataclass
+class TrainOptions:
+    """What ``prep train`` was asked; ``None`` means the trainer's recipe decides."""
+
+    plugin: str = "resnet-finetune"
+    arch: str | None = None  # None: the trainer's default_arch
+    weights: str = "none"  # imagenet | none | a path to a state dict (see prep.weights)
+    recipe: str | None = None  # one of the trainer's named recipes (None: its default)
+    epochs: int | None = None
+    max_steps: int | None = None
+    batch_size: int = 64
+    image_size: int = 224
+    lr: float | None = None
+    optimizer: str | None = None
+    scheduler: str | None = None
+    weight_decay: float | None = None
+    warmup_epochs: float | None = None
+    label_smoothing: float | None = None
+    freeze_backbone: int | None = None  # epochs of training the head alone
+    accumulate: int | None = None
+    clip_grad_norm: float | None = None
+    patience: int | None = None  # early stopping: epochs without a better monitored metric
+    min_delta: float | None = None
+    monitor: str | None = None  # the metrics key for best.pt and early stopping (None: the task's)
+    monitor_mode: str | None = None  # max | min
+    amp: str | None = None
+    compile: bool | None = None
+    preset: str = "light"
+    collate: str | None = None  # a registered collate function (None: the trainer's)
+    seed: int = 0
+    device: str | None = None
+    workers: int | None = None
+    resume: bool = False
+    run_dir: Path | None = None
+
+
+# TrainOptions that override the recipe's TrainConfig, by the config field they set.
+_OVERRIDES = {
+    "epochs": "epochs", "max_steps": "max_steps", "lr": "lr", "optimizer": "optimizer", "scheduler": "scheduler",
+    "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "label_smoothing": "label_smoothing",
+    "freeze_backbone": "freeze_backbone_epochs", "accumulate": "accumulate", "clip_grad_norm": "clip_grad_norm",
+    "patience": "early_stop_patience", "min_delta": "early_stop_min_delta", "monitor": "monitor",
+    "monitor_mode": "monitor_mode", "amp": "amp", "compile": "compile",
+    "seed": "seed", "device": "device",
+}
+
+
+def options_as_data(options: TrainOptions) -> dict[str, Any]:
+    """The options as plain data (for checkpoints and config files)."""
+    return {f.name: (str(v) if isinstance(v := getattr(options, f.name), Path) else v) for f in fields(TrainOptions)}
+
+
+def options_from_data(data: dict[str, Any]) -> TrainOptions:
+    """``TrainOptions`` from ``options_as_data`` output, ignoring names this version lacks."""
+    known = {f.name for f in fields(TrainOptions)}
+    options = TrainOptions(**{k: v for k, v in data.items() if k in known})
+    options.run_dir = Path(options.run_dir) if options.run_dir else None
+    return options
+
+
+def resolve_config(trainer: Trainer, options: TrainOptions, request: ModelRequest, base: TrainConfig | None = None) -> TrainConfig:
+    """The run's settings: ``base`` (default: the trainer's recipe), then every option that
+    was given.
+
+    Raises:
+        UsageError: a recipe the trainer does not have.
+    """
+    config = replace(base) if base is not None else trainer.recipe(trainer.choose_recipe(options.recipe), request)
+    for option, name in _OVERRIDES.items():
+        if getattr(options, option) is not None:
+            setattr(config, name, getattr(options, option))
+    return config
+
+
+@dataclass
+class RunConfig:
+    """A run's ``config.yaml``, read back to repeat the run."""
+
+    data: Path
+    options: TrainOptions
+    train: TrainConfig
+
+
+def _fits(setting: Any, default: Any) -> bool:
+    """Whether a setting read from YAML has the kind of value its default has (settings
+    whose default is None take None or a number, or a string for ``device``)."""
+    if isinstance(setting, bool) or isinstance(default, bool):
+        return isinstance(setting, bool) and isinstance(default, bool)
+    if default is None:
+        return setting is None or isinstance(setting, (int, float, str))
+    if isinstance(default, float):
+        return isinstance(setting, (int, float))
+    return isinstance(setting, type(default))
+
+
+def read_run_config(path: Path) -> RunConfig:
+    """Read the ``config.yaml`` that ``prep train`` wrote in a run folder.
+
+    The options come back with ``resume`` off and no ``run_dir``, so that repeating a run
+    starts a new one beside it.
+
+    Raises:
+        RunConfigError: the file is missing, is not YAML, or was not written by prep train.
+    """
+    import yaml
+
+    from prep.errors import RunConfigError
+
+    try:
+        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RunConfigError(f"Cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise RunConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(value, dict) or not {"data", "options", "train"} <= set(value):
+        raise RunConfigError(f"{path} is not a run config written by prep train (it needs data, options and train)")
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    unknown = sorted(set(value["train"]) - set(defaults))
+    if unknown:
+        raise RunConfigError(f"{path}: unknown train settings {', '.join(unknown)}")
+    for name, setting in value["train"].items():
+        if not _fits(setting, defaults[name]):
+            raise RunConfigError(f"{path}: train setting {name} must be like {defaults[name]!r}, not {setting!r}")
+    options = options_from_data(value["options"])
+    options.resume, options.run_dir = False, None
+    return RunConfig(Path(value["data"]), options, TrainConfig(**value["train"]))

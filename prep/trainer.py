@@ -1,0 +1,138 @@
+"""What a trainer plugin provides: a subclass of ``Trainer``, registered by name.
+
+A trainer names its task, builds a model from a ``ModelRequest`` and may declare
+architectures, recipes and its own loss; everything else (data, loop, checkpoints, metrics)
+is the engine's. The smallest trainer is a ``build_model``::
+
+    class TinyTrainer(prep.Trainer):
+        def build_model(self, request):
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(request.num_classes))
+
+Kept free of torch, so that plugins can define trainers while prep starts up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prep.engine.config import TrainConfig
+from prep.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from prep.engine.task import Loss
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What ``Trainer.build_model`` receives: everything a model needs, nothing of the CLI.
+
+    Attributes:
+        classes: the class names, in the order of the model's outputs.
+        arch: the architecture asked for with ``--arch``, else the trainer's
+            ``default_arch`` (``None`` when the trainer has no architectures).
+        weights: ``"imagenet"``, ``"none"``, or the path of a weights file (see
+            ``prep.weights``, which loads any of them for you).
+        image_size: the side of the training images, in pixels.
+    """
+
+    classes: tuple[str, ...]
+    arch: str | None = None
+    weights: str = "none"
+    image_size: int = 224
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class Trainer:
+    """The base of every trainer; override what differs from these defaults.
+
+    Attributes:
+        task: the name of the task it trains (``"classification"``; see ``prep plugins``).
+        collate: the name of the collate function for training batches (``None``: the
+            task's); ``--collate`` overrides it.
+        architectures: the names ``--arch`` accepts, shown in ``prep train --help`` and
+            ``prep plugins`` (empty: the trainer has no choice of architecture).
+        default_arch: the architecture used when ``--arch`` is not given.
+        recipes: the names ``--recipe`` accepts; the first is the default.
+    """
+
+    task: str = "classification"
+    collate: str | None = None
+    architectures: tuple[str, ...] = ()
+    default_arch: str | None = None
+    recipes: tuple[str, ...] = ("default",)
+
+    def build_model(self, request: ModelRequest) -> "torch.nn.Module | tuple[torch.nn.Module, torch.nn.Module | None]":
+        """The model for ``request``: a module, or ``(model, head)`` where ``head`` is the
+        newly initialised part (it gives users ``--freeze-backbone`` and a lower learning
+        rate for the rest, ``TrainConfig.backbone_lr_scale``). The model takes normalised
+        float images ``N x 3 x H x W`` and returns what the task's loss and metrics take
+        (classification: logits ``N x classes``). Checkpoints are reloaded by calling this
+        again with ``weights="none"``, so it must depend on nothing else."""
+        raise NotImplementedError(f"{type(self).__name__} must define build_model(request)")
+
+    def recipe(self, name: str, request: ModelRequest) -> TrainConfig:
+        """The training settings of the recipe ``name`` (one of ``recipes``, already
+        checked). Options given on the command line replace its values. Default:
+        ``TrainConfig()``."""
+        return TrainConfig()
+
+    def loss(self, config: TrainConfig, classes: list[str]) -> "Loss | None":
+        """``loss(outputs, targets) -> scalar tensor``, or ``None`` for the task's default.
+        Supply one for targets the default does not take, or another objective."""
+        return None
+
+    def pretrained(self, request: ModelRequest) -> bool:
+        """True when the model starts from ImageNet weights, so that images are normalised
+        with ImageNet's constants (else with the dataset's ``stats.json``)."""
+        return request.weights == "imagenet"
+
+    def choose_arch(self, requested: str | None) -> str | None:
+        """The architecture to build: ``requested`` (checked against ``architectures``),
+        else ``default_arch``.
+
+        Raises:
+            UsageError: an architecture this trainer does not offer.
+        """
+        if requested is None:
+            return self.default_arch
+        if not self.architectures:
+            raise UsageError(f"This trainer has no choice of architecture; leave out --arch (it was {requested!r})")
+        if requested not in self.architectures:
+            raise UsageError(f"--arch must be one of this trainer's {', '.join(self.architectures)}, not {requested!r}")
+        return requested
+
+    def choose_recipe(self, requested: str | None) -> str:
+        """``requested`` if it is one of ``recipes``, else the first recipe.
+
+        Raises:
+            UsageError: a recipe this trainer does not have.
+        """
+        if requested is None:
+            return self.recipes[0]
+        if requested not in self.recipes:
+            raise UsageError(f"--recipe must be one of this trainer's {', '.join(self.recipes)}, not {requested!r}")
+        return requested
+
+    def describe(self) -> dict[str, Any]:
+        """What ``prep plugins`` and ``prep train --help`` show about this trainer."""
+        doc = (type(self).__doc__ or "").strip().splitlines()
+        return {
+            "task": self.task, "summary": doc[0] if doc else "",
+            "architectures": list(self.architectures), "default_arch": self.default_arch,
+            "recipes": list(self.recipes), "default_recipe": self.recipes[0] if self.recipes else None,
+            "collate": self.collate,
+        }
+
+
+def split_model(built: Any) -> tuple["torch.nn.Module", "torch.nn.Module | None"]:
+    """``build_model``'s answer as ``(model, head)``."""
+    if isinstance(built, tuple):
+        model, head = built
+        return model, head
+    return built, None

@@ -1,0 +1,104 @@
+"""``--weights imagenet|none|PATH``: the one place where starting weights are checked and loaded.
+
+Every trainer can use it:
+
+* ``check_weights(value)`` before anything is built: ``imagenet``, ``none`` or an existing file;
+* ``torchvision_model(name, weights)`` builds a torchvision model by name with ImageNet's
+  weights (downloaded once and cached by torchvision; offline, a one-line ``WeightsError``
+  says what to do instead) or none;
+* ``load_matching_weights(model, path, skip=head)`` loads a state dict file (a bare state
+  dict, or a prep checkpoint's ``model``) into a model, except the new head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prep.errors import PrepError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+IMAGENET = "imagenet"
+NONE = "none"
+WEIGHTS_HELP = "imagenet (torchvision's; downloaded once, needs internet) | none | PATH to a state dict or a prep checkpoint."
+
+
+class WeightsError(PrepError):
+    """Starting weights cannot be had or do not fit the model."""
+
+
+def check_weights(value: str) -> str:
+    """``imagenet``, ``none`` or the path of an existing file, as given.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if value in (IMAGENET, NONE):
+        return value
+    if not Path(value).is_file():
+        raise UsageError(f"--weights must be imagenet, none or a weights file; {value} is not a file")
+    return value
+
+
+def torchvision_model(name: str, weights: str) -> "torch.nn.Module":
+    """torchvision's model ``name``, with ImageNet's weights for ``weights="imagenet"`` and
+    random ones otherwise (load a file afterwards with ``load_matching_weights``).
+
+    Raises:
+        UsageError: torchvision has no model of that name.
+        WeightsError: the ImageNet weights cannot be downloaded.
+    """
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError:
+        raise UsageError(f"torchvision has no model named {name!r}") from None
+    if weights != IMAGENET:
+        return builder(weights=None)
+    try:
+        return builder(weights="DEFAULT")
+    except Exception as exc:  # URLError, HTTPError, a proxy's reply, a truncated download
+        reason = getattr(exc, "reason", None) or exc
+        raise WeightsError(
+            f"Cannot download torchvision's ImageNet weights for {name} ({reason}). Connect once so that "
+            f"torchvision caches them, or pass --weights PATH to a weights file, or --weights none."
+        ) from None
+
+
+def load_matching_weights(model: "torch.nn.Module", path: Path, *, skip: str | None = None) -> int:
+    """Load every tensor of ``path`` into ``model``, except those under ``skip`` (the new head).
+
+    Returns:
+        How many tensors were loaded.
+
+    Raises:
+        WeightsError: the file is unreadable or unsafe, or leaves part of the model unloaded.
+    """
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"Cannot load weights {path}: {str(exc).splitlines()[0]}") from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds no state dict (found {type(state).__name__})")
+
+    def kept(key: str) -> bool:
+        return skip is None or not key.startswith(skip + ".")
+
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if kept(k) and k in own and own[k].shape == v.shape}
+    missing = [k for k in own if kept(k) and k not in usable]
+    unexpected = [k for k in state if kept(k) and k not in own]
+    if missing or unexpected:
+        example = (missing or unexpected)[0]
+        raise WeightsError(
+            f"{path} does not fit this architecture: {len(missing)} tensors missing or of another "
+            f"shape and {len(unexpected)} unexpected, such as {example}"
+        )
+    model.load_state_dict(usable, strict=False)
+    return len(usable)
