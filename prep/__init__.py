@@ -33,6 +33,8 @@ _LAZY = {
     "ClassificationTask": "prep.builtin_tasks.classification",
     "ConfusionMatrix": "prep.engine.metrics",
     "WeightsError": "prep.weights",
+    "torchvision_model": "prep.weights",
+    "load_matching_weights": "prep.weights",
     # Data.
     "Batch": "prep.data.collate",
     "CorruptSample": "prep.data.datasets",
