@@ -31,7 +31,9 @@ class EpochPrinter:
     def on_epoch_end(self, run, metrics: dict) -> None:
         if not run.is_main:
             return
-        shown = [key for key in ("train_loss", "valid_loss") if key != run.monitor] + [run.monitor]
+        # The losses, every validation number of the task, and the monitored key wherever it is.
+        shown = ["train_loss"] + [k for k, v in metrics.items() if k.startswith("valid_") and (v is None or isinstance(v, float))]
+        shown += [run.monitor] if run.monitor not in shown else []
         output.info(
             f"epoch {metrics['epoch']}/{run.config.epochs}: " + " ".join(f"{key} {_number(metrics.get(key))}" for key in shown)
             + f" ({metrics['images_per_s']:.0f} img/s{', backbone frozen' if metrics['backbone_frozen'] else ''})"

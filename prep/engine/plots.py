@@ -19,6 +19,8 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, metric: str = "ac
     """Loss and one metric per epoch (``train_<metric>`` and ``valid_<metric>``), train
     against valid, side by side."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [r["epoch"] for r in records]
     for axis, name in zip(axes, ("loss", metric)):
@@ -28,6 +30,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, metric: str = "ac
             if points:
                 axis.plot(*zip(*points), marker="o", label=split)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         axis.set_title("loss" if name == "loss" else title)
         axis.grid(alpha=0.3)
         axis.legend()
