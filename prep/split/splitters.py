@@ -15,7 +15,6 @@ from typing import Callable, Sequence
 
 from prep.errors import TooFewSamplesError, UsageError
 from prep.hookspecs import hookimpl
-from prep.layout import SPLITS
 
 # Held-out splits in the order they are filled; train takes what is left.
 HELD_OUT = ("test", "valid")
