@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from prep.errors import PrepError
-from prep.run_config import options_from_data
+from prep.run_config import config_from_data, options_from_data
 
 
 def load_model(checkpoint: Path, device: str | None = None):
@@ -76,7 +76,7 @@ def evaluate_checkpoint(checkpoint: Path, root: Path | None, split: str = "valid
     dataset = task.dataset(root, split, classes=classes, transform=_eval_transform(state, task.layout), decode_min_side=state["options"]["image_size"])
     collate = collate_fns().registration(task.collate)
     loader = create_loader(dataset, batch_size, train=False, collate_fn=collate.call, collate_origin=collate.origin, workers=workers, device=target)
-    loss_fn = task.loss(_train_config(state), classes, train=False)
+    loss_fn = task.loss(config_from_data(state.get("config", {})), classes, train=False)
     loss, computed, images = evaluate(model, loader, task, loss_fn, classes, state["mean"], state["std"], target)
     metrics = {"split": split, "images": images, "loss": loss, **computed, "classes": classes}
     if isinstance(metrics.get("per_class_acc"), list):
@@ -85,16 +85,6 @@ def evaluate_checkpoint(checkpoint: Path, root: Path | None, split: str = "valid
         metrics["confusion_png"] = str(plot_confusion(metrics["confusion"], classes, out_png))
     return metrics
 
-
-def _train_config(state: dict[str, Any]):
-    """The run's settings from a checkpoint (the loss depends on some), tolerating names a
-    later or earlier prep version wrote."""
-    from dataclasses import fields
-
-    from prep.engine.config import TrainConfig
-
-    known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in state.get("config", {}).items() if k in known})
 
 
 def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, device: str | None = None) -> tuple[list[str], list[tuple[Path, list[float]]], list[tuple[Path, str]]]:

@@ -63,12 +63,23 @@ def options_as_data(options: TrainOptions) -> dict[str, Any]:
     return {f.name: (str(v) if isinstance(v := getattr(options, f.name), Path) else v) for f in fields(TrainOptions)}
 
 
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The items of ``data`` that are fields of the dataclass ``cls``: a checkpoint written by
+    another prep version may hold names this one lacks."""
+    known = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in known}
+
+
 def options_from_data(data: dict[str, Any]) -> TrainOptions:
     """``TrainOptions`` from ``options_as_data`` output, ignoring names this version lacks."""
-    known = {f.name for f in fields(TrainOptions)}
-    options = TrainOptions(**{k: v for k, v in data.items() if k in known})
+    options = TrainOptions(**_known_fields(TrainOptions, data))
     options.run_dir = Path(options.run_dir) if options.run_dir else None
     return options
+
+
+def config_from_data(data: dict[str, Any]) -> TrainConfig:
+    """A checkpoint's ``TrainConfig`` (its ``config``), ignoring names this version lacks."""
+    return TrainConfig(**_known_fields(TrainConfig, data))
 
 
 def resolve_config(trainer: Trainer, options: TrainOptions, request: ModelRequest, base: TrainConfig | None = None) -> TrainConfig:
