@@ -108,3 +108,11 @@ class DiskError(PrepError):
 
 class TaskMismatchError(PrepError):
     """A trainer's task does not fit the dataset's layout (a classifier on masks, say)."""
+
+
+class ClassTableError(PrepError):
+    """A segmentation class table (classes.csv) cannot be read or contradicts itself."""
+
+
+class MaskError(PrepError):
+    """Segmentation masks hold values that are not classes of the dataset, or cannot be read as classes."""

@@ -4,7 +4,8 @@
 
 * a classification dataset: ``ROOT/<split>/<class>/<image>``;
 * a segmentation dataset: ``ROOT/<split>/images/<image>`` and ``ROOT/<split>/masks/<mask>``,
-  a mask named like its image (a ``_mask`` suffix is allowed);
+  a mask named like its image (a ``_mask`` suffix is allowed), and optionally the class
+  table ``ROOT/classes.csv`` (see ``prep.segmentation.class_table``);
 
 where ``<split>`` is ``train``, ``valid`` or ``test`` (``val``, ``validation``, ``training``
 and ``testing`` are read as those), files set aside are under ``ROOT/_rejected/``, and OS
@@ -22,6 +23,8 @@ REJECTED_DIR = "_rejected"
 IMAGES_DIR = "images"
 MASKS_DIR = "masks"
 MASK_SUFFIX = "_mask"
+# A segmentation dataset's class table (``id,name[,r,g,b]``), beside its splits.
+CLASS_TABLE = "classes.csv"
 
 CLASSIFICATION = "classification"
 SEGMENTATION = "segmentation"

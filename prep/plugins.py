@@ -41,6 +41,7 @@ DEFAULT_PLUGINS = (
     "prep.augment.presets",
     "prep.data.collate_plugin",
     "prep.builtin_tasks.classification",
+    "prep.builtin_tasks.segmentation",
 )
 
 

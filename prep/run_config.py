@@ -29,6 +29,8 @@ class TrainOptions:
     weight_decay: float | None = None
     warmup_epochs: float | None = None
     label_smoothing: float | None = None
+    loss: str | None = None  # the task's loss spec (None: the task's default)
+    class_weights: list[float] | None = None
     freeze_backbone: int | None = None  # epochs of training the head alone
     accumulate: int | None = None
     clip_grad_norm: float | None = None
@@ -51,6 +53,7 @@ class TrainOptions:
 _OVERRIDES = {
     "epochs": "epochs", "max_steps": "max_steps", "lr": "lr", "optimizer": "optimizer", "scheduler": "scheduler",
     "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "label_smoothing": "label_smoothing",
+    "loss": "loss", "class_weights": "class_weights",
     "freeze_backbone": "freeze_backbone_epochs", "accumulate": "accumulate", "clip_grad_norm": "clip_grad_norm",
     "patience": "early_stop_patience", "min_delta": "early_stop_min_delta", "monitor": "monitor",
     "monitor_mode": "monitor_mode", "amp": "amp", "compile": "compile",
@@ -111,6 +114,8 @@ def _fits(setting: Any, default: Any) -> bool:
     if isinstance(setting, bool) or isinstance(default, bool):
         return isinstance(setting, bool) and isinstance(default, bool)
     if default is None:
+        if isinstance(setting, list):  # class weights
+            return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in setting)
         return setting is None or isinstance(setting, (int, float, str))
     if isinstance(default, float):
         return isinstance(setting, (int, float))

@@ -135,7 +135,8 @@ def train(
         tuple(task.classes(root)), trainer.choose_arch(options.arch), check_weights(options.weights), options.image_size,
     )
     config = resolve_config(trainer, options, request, config)
-    monitor, _ = resolve_monitor(task, config)
+    monitor, _ = resolve_monitor(task, config, list(request.classes))
+    task_loss = task.loss(config, list(request.classes), train=True)  # checks --loss and --class-weights
     lr_lambdas = _lr_lambdas(config.scheduler)
     collate_name = options.collate or trainer.collate or task.collate
     train_collate, valid_collate = collate_fns().registration(collate_name), collate_fns().registration(task.collate)
@@ -155,7 +156,7 @@ def train(
     train_loader, valid_loader = loader("train", train_collate, True), loader("valid", valid_collate, False)
     torch.manual_seed(config.seed)
     model, head = split_model(registration.call_method("build_model", request))
-    loss = registration.call_method("loss", config, classes)
+    loss = registration.call_method("loss", config, classes) or task_loss
     # Under torchrun every rank would compute and write stats.json at once.
     mean, std, source = normalization(root, trainer.pretrained(request), options.workers, may_compute=not world.distributed)
     run_dir = options.run_dir or _new_run_dir(options.plugin, request.arch)
@@ -164,6 +165,20 @@ def train(
         model, train_loader, valid_loader, config, run_dir, task=task, classes=classes, mean=mean, std=std,
         loss=loss, head=head, callbacks=[PluginCallbacks(plugin_host()), *callbacks], lr_lambdas=lr_lambdas,
         resume=options.resume, progress=progress, world=world,
-        extra={"data": str(root.resolve()), "options": options_as_data(recorded)},
+        extra={"data": str(root.resolve()), "options": options_as_data(recorded), "class_table": _class_table_text(root)},
     )
-    return {**summary, "normalization": source, "run_dir": str(run_dir), "monitor": monitor, "is_main": world.is_main}
+    examples = None
+    if world.is_main and summary["epochs"] and hasattr(task, "examples"):
+        examples = task.examples(model, valid_loader.dataset, classes, mean, std, device, run_dir)
+    return {
+        **summary, "normalization": source, "run_dir": str(run_dir), "monitor": monitor, "is_main": world.is_main,
+        **({"examples": str(examples)} if examples else {}),
+    }
+
+
+def _class_table_text(root: Path) -> str | None:
+    """The dataset's class table, kept in every checkpoint: predict colours its masks with it."""
+    from prep.layout import CLASS_TABLE
+
+    path = root / CLASS_TABLE
+    return path.read_text(encoding="utf-8-sig") if path.is_file() else None

@@ -13,7 +13,7 @@ Every trainer can use it:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from prep.errors import PrepError, UsageError
 
@@ -58,8 +58,18 @@ def torchvision_model(name: str, weights: str) -> "torch.nn.Module":
         raise UsageError(f"torchvision has no model named {name!r}") from None
     if weights != IMAGENET:
         return builder(weights=None)
+    return with_downloaded_weights(lambda: builder(weights="DEFAULT"), name)
+
+
+def with_downloaded_weights(build: "Callable[[], torch.nn.Module]", name: str) -> "torch.nn.Module":
+    """``build()``, which downloads torchvision's ImageNet weights for ``name`` (or finds them
+    cached); offline, a one-line ``WeightsError`` instead of a network traceback.
+
+    Raises:
+        WeightsError: the weights cannot be downloaded.
+    """
     try:
-        return builder(weights="DEFAULT")
+        return build()
     except Exception as exc:  # URLError, HTTPError, a proxy's reply, a truncated download
         reason = getattr(exc, "reason", None) or exc
         raise WeightsError(

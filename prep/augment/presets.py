@@ -3,7 +3,8 @@
 Also a built-in plugin: it registers ``none``, ``light``, ``medium`` and ``heavy``. Each
 preset builds a train or an eval pipeline for a task (``classification`` or
 ``segmentation``). Eval pipelines only resize the short side to ``size / 0.875`` and take
-the centre ``size x size`` crop. Geometric transforms move masks with the image using
+the centre ``size x size`` crop (segmentation: resize the whole image to ``size x size``,
+so that every pixel is scored). Geometric transforms move masks with the image using
 nearest-neighbour interpolation (albumentations' default for masks), so a mask never gains
 a value it did not have; colour transforms touch the image only.
 """
@@ -22,9 +23,12 @@ TASKS = ("classification", "segmentation")
 Preset = Callable[[int, bool, str], list]
 
 
-def eval_transforms(size: int) -> list:
+def eval_transforms(size: int, task: str = "classification") -> list:
     import albumentations as A
 
+    if task == "segmentation":
+        # The whole image is scored (and predicted): resized, never cropped.
+        return [A.Resize(height=size, width=size)]
     return [A.SmallestMaxSize(max_size=round(size / 0.875)), A.CenterCrop(height=size, width=size)]
 
 
@@ -38,12 +42,12 @@ def _crop(size: int, task: str, smallest: float) -> list:
 
 def none_preset(size: int, train: bool, task: str) -> list:
     """No augmentation: train sees what eval sees."""
-    return eval_transforms(size)
+    return eval_transforms(size, task)
 
 
 def light_preset(size: int, train: bool, task: str) -> list:
     """Random resized crop and horizontal flip: the standard fine-tuning recipe."""
-    return _crop(size, task, 0.25) if train else eval_transforms(size)
+    return _crop(size, task, 0.25) if train else eval_transforms(size, task)
 
 
 def medium_preset(size: int, train: bool, task: str) -> list:
@@ -51,7 +55,7 @@ def medium_preset(size: int, train: bool, task: str) -> list:
     import albumentations as A
 
     if not train:
-        return eval_transforms(size)
+        return eval_transforms(size, task)
     return _crop(size, task, 0.15) + [
         A.Affine(rotate=(-15, 15), scale=(0.9, 1.1), p=0.5),
         A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05, p=0.8),
@@ -63,7 +67,7 @@ def heavy_preset(size: int, train: bool, task: str) -> list:
     import albumentations as A
 
     if not train:
-        return eval_transforms(size)
+        return eval_transforms(size, task)
     return medium_preset(size, train, task) + [
         A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.03, 0.1))], p=0.3),
         A.ToGray(p=0.1),
@@ -96,7 +100,7 @@ def build_pipeline(preset: str, image_size: int, *, train: bool, task: str = "cl
     path = Path(preset)
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
         if not train:
-            return A.Compose(eval_transforms(image_size), seed=seed)
+            return A.Compose(eval_transforms(image_size, task), seed=seed)
         try:
             loaded = A.load(str(path), data_format="json" if path.suffix.lower() == ".json" else "yaml")
         except Exception as exc:  # albumentations raises many kinds for a bad file

@@ -91,6 +91,8 @@ def train_command(
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", min=0, rich_help_panel=ENGINE, help="Never applied to biases and norms."),
     warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", min=0, rich_help_panel=ENGINE, help="Linear warmup, in epochs (0.3 is fine)."),
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", min=0, max=1, rich_help_panel=ENGINE),
+    loss: Optional[str] = typer.Option(None, "--loss", rich_help_panel=ENGINE, help="The task's loss (segmentation: dice, ce (bce), focal, tversky, weighted and summed, e.g. 0.5*dice+focal; default dice+bce or dice+ce)."),
+    class_weights: Optional[str] = typer.Option(None, "--class-weights", rich_help_panel=ENGINE, help="One weight per class, comma-separated (1,5,5), for the losses that weigh classes."),
     freeze_backbone: Optional[int] = typer.Option(None, "--freeze-backbone", min=0, rich_help_panel=ENGINE, help="Train only the head for the first K epochs, then everything."),
     accumulate: Optional[int] = typer.Option(None, "--accumulate", min=1, rich_help_panel=ENGINE, help="Batches per optimiser step."),
     clip_grad_norm: Optional[float] = typer.Option(None, "--clip-grad-norm", min=0, rich_help_panel=ENGINE),
@@ -126,6 +128,7 @@ def train_command(
         ("compile" if name == "compile_model" else name): value
         for name, value in ctx.params.items() if name not in ("data", "config", "as_json")
     }
+    requested["class_weights"] = _weights(class_weights)
     base = None
     if config is not None:
         repeated = read_run_config(config)
@@ -150,12 +153,28 @@ def train_command(
         raise typer.Exit(INTERRUPTED_EXIT_CODE)
 
 
+def _weights(text: str | None) -> list[float] | None:
+    from prep.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        weights = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--class-weights takes numbers separated by commas (1,5,5), not {text!r}") from None
+    if any(w < 0 for w in weights) or not any(weights):
+        raise UsageError(f"--class-weights must not be negative, and not all zero: {text!r}")
+    return weights
+
+
 def _describe(summary: dict) -> str:
     monitor = summary["monitor"]
     text = (
         f"{summary['status']}: {summary['epochs']} epochs, best {monitor} {_number(summary[f'best_{monitor}'])}, "
         f"final {_number(summary[f'final_{monitor}'])}; normalisation from {summary['normalization']}; run in {summary['run_dir']}"
     )
+    if summary.get("examples"):
+        text += f"\nPredictions on validation samples: {summary['examples']}"
     if summary["status"] == "interrupted":
         text += f"\nContinue it with: prep train --resume --run-dir {summary['run_dir']}"
     return text

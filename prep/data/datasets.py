@@ -106,46 +106,64 @@ class ClassificationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
 
 
 def load_mask(path: Path) -> np.ndarray:
-    """A mask's class ids as ``H x W`` int64; 0/255 masks become 0/1."""
-    from PIL import Image
+    """A mask's ids as ``H x W`` int64, read without a class table (see
+    ``prep.segmentation.masks.mask_ids``); 0/255 masks become 0/1."""
+    from prep.segmentation.masks import mask_ids
 
-    with Image.open(path) as mask:
-        values = np.asarray(mask.convert("L") if mask.mode not in ("L", "P", "I;16", "I") else mask)
-    values = values.astype(np.int64)
-    if values.max(initial=0) == 255 and np.isin(values, (0, 255)).all():
-        values //= 255
-    return values
+    return mask_ids(Path(path))
+
+
+def _resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize (a mask never gains a value it did not have)."""
+    rows = (np.arange(height) * mask.shape[0] // height).clip(0, mask.shape[0] - 1)
+    columns = (np.arange(width) * mask.shape[1] // width).clip(0, mask.shape[1] - 1)
+    return mask[rows[:, None], columns[None, :]]
 
 
 class SegmentationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
-    """``ROOT/<split>/images|masks`` -> (``H x W x 3`` uint8 tensor, ``H x W`` int64 mask).
+    """``ROOT/<split>/images|masks`` -> (``H x W x 3`` uint8 tensor, ``H x W`` int64 class indices).
 
-    Images without a mask are left out. Arguments as for ``ClassificationDataset``.
+    Images without a mask are left out. A mask of another size than its image (a JPEG
+    decoded at reduced scale, a mask saved at half size) is resized to it, nearest-neighbour.
+    Other arguments as for ``ClassificationDataset``.
+
+    Args:
+        decode_mask: mask file -> ``H x W`` class indices, ``IGNORE_INDEX`` for ignored
+            pixels (default: the ids as stored, 0/255 read as 0/1); the segmentation task
+            passes a ``prep.segmentation.masks.MaskDecoder`` for the dataset's classes.
     """
 
     accepts_sample_seeds = True  # see prep.data.sampling
 
-    def __init__(self, root: Path, split: str = "train", transform: Any = None, decode_min_side: int | None = None) -> None:
+    def __init__(self, root: Path, split: str = "train", transform: Any = None, decode_min_side: int | None = None, decode_mask: Any = None) -> None:
         self.root = Path(root)
         self.samples, self.unpaired = segmentation_pairs(_split_folder(self.root, split))
         self.transform = transform
         self.decode_min_side = decode_min_side
+        self.decode_mask = decode_mask or load_mask
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _item(self, index: int, seed: int | None):
+        from prep.segmentation.masks import IGNORE_INDEX
+
         image_path, mask_path = self.samples[index]
         try:
             pixels = load_rgb(image_path, self.decode_min_side)
-            mask = load_mask(mask_path)
+            mask = self.decode_mask(mask_path)
         except (ImageDecodeError, OSError, ValueError) as exc:
             return CorruptSample(str(image_path), str(exc))
         if mask.shape != pixels.shape[:2]:
-            import cv2
-
-            mask = cv2.resize(mask.astype(np.uint8), pixels.shape[1::-1], interpolation=cv2.INTER_NEAREST).astype(np.int64)
+            mask = _resize_nearest(mask, *pixels.shape[:2])
+        # Augmentations resize masks with OpenCV, which takes 8- and 16-bit masks; the ignore
+        # value travels as the largest value of the type.
+        small = np.uint8 if mask.max(initial=0) < 255 else np.uint16
+        sentinel = np.iinfo(small).max
+        mask = np.where(mask == IGNORE_INDEX, sentinel, mask).astype(small)
         if self.transform is not None:
             out = _transform(self.transform, seed, image=pixels, mask=mask)
             pixels, mask = out["image"], out["mask"]
-        return torch.from_numpy(np.ascontiguousarray(pixels)), torch.from_numpy(np.ascontiguousarray(mask))
+        target = torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))
+        target[target == sentinel] = IGNORE_INDEX
+        return torch.from_numpy(np.ascontiguousarray(pixels)), target

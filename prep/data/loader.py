@@ -63,6 +63,10 @@ class ReportingLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    @property
+    def dataset(self) -> Any:
+        return self.loader.dataset
+
     def __iter__(self) -> Iterator[Any]:
         try:
             yield from self._batches()

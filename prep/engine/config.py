@@ -25,13 +25,15 @@ class TrainConfig:
     accumulate: int = 1  # batches per optimiser step
     clip_grad_norm: float | None = None
     label_smoothing: float = 0.0
+    loss: str | None = None  # the task's loss spec (segmentation: dice+bce, 0.5*dice+focal ...; None: the task's default)
+    class_weights: list[float] | None = None  # one per class, for the losses that weigh classes
     backbone_lr_scale: float = 1.0  # the backbone's lr as a fraction of the head's
     freeze_backbone_epochs: int = 0  # train only the head (and norm layers) for this many epochs
     amp: str = "auto"  # auto (bf16 or fp16 on CUDA, off on CPU) | bf16 | fp16 | off
     compile: bool = False  # torch.compile the model (worth it for long GPU runs)
     early_stop_patience: int | None = None  # epochs without improvement of the monitored metric
     early_stop_min_delta: float = 0.0
-    monitor: str | None = None  # the metrics key that picks best.pt and stops early (default: the task's, valid_acc)
+    monitor: str | None = None  # the metrics key that picks best.pt and stops early (default: the task's: valid_acc, valid_dice ...)
     monitor_mode: str | None = None  # max | min (default: the task's; min for a *_loss)
     seed: int = 0
     device: str | None = None  # default: cuda when present, else cpu

@@ -204,19 +204,21 @@ def _phase_record(phase: str, loss: float, computed: dict[str, Any]) -> tuple[di
     return numbers, tables
 
 
-def resolve_monitor(task: Task, config: TrainConfig) -> tuple[str, str]:
-    """The metrics key to monitor and its direction: the config's, else the task's.
+def resolve_monitor(task: Task, config: TrainConfig, classes: list[str] | None = None) -> tuple[str, str]:
+    """The metrics key to monitor and its direction: the config's, else the task's (its
+    ``monitor_for(classes)`` when it has one, as segmentation does: Dice for two classes).
 
     A monitor given without a mode is minimised when it is a loss and maximised otherwise.
 
     Raises:
         UsageError: the key is not one the engine or the task records, or the mode is unknown.
     """
-    monitor = config.monitor or task.monitor
+    default = task.monitor_for(classes) if classes is not None and hasattr(task, "monitor_for") else task.monitor
+    monitor = config.monitor or default
     known = [f"{phase}_{name}" for phase in ("valid", "train") for name in ("loss", *task.metric_names)]
     if monitor not in known:
         raise UsageError(f"--monitor must be one of {', '.join(known)} for the {task.name} task, not {monitor!r}")
-    mode = config.monitor_mode or (task.mode if monitor == task.monitor else "min" if monitor.endswith("_loss") else "max")
+    mode = config.monitor_mode or (task.mode if monitor == default else "min" if monitor.endswith("_loss") else "max")
     if mode not in MODES:
         raise UsageError(f"--monitor-mode must be max or min, not {mode!r}")
     return monitor, mode
@@ -338,7 +340,7 @@ def fit(
     world.join(device)
     # Settings are checked before anything is written.
     autocast, scaler = _autocast(device, config.amp)
-    monitor, mode = resolve_monitor(task, config)
+    monitor, mode = resolve_monitor(task, config, classes)
     _check_run_dir(run_dir, resume)
     io = RunIO(run_dir, world.is_main, progress)
     torch.manual_seed(config.seed)

@@ -64,6 +64,14 @@ class Task(Protocol):
         monitor: the record key that chooses ``best.pt`` and drives early stopping
             (``"valid_acc"``); ``TrainConfig.monitor`` overrides it.
         mode: ``"max"`` when a larger ``monitor`` is better, else ``"min"``.
+
+    Two methods are optional, and used when present:
+
+    * ``monitor_for(classes) -> str``: the monitored key when it depends on the classes
+      (segmentation monitors ``valid_dice`` for two classes, ``valid_iou`` for more);
+    * ``examples(model, dataset, classes, mean, std, device, run_dir) -> Path | None``: a
+      PNG of the model's predictions on a few samples of ``dataset`` (the validation split,
+      decoded as for validation), written at the end of ``prep train`` and by ``prep evaluate``.
     """
 
     name: str

@@ -1,0 +1,164 @@
+"""The ``segmentation`` task: a class per pixel, from ``images/`` + ``masks/`` splits.
+
+Also a built-in plugin, registering the task through ``register_tasks``. The classes come
+from the dataset's class table (``classes.csv``), else from the masks (ids 0 to the
+largest; two classes make a binary segmentation); every mask of every split is read once
+before training, and values that are no class stop the run with the files named (see
+``prep.segmentation.masks``). Two classes train one logit (sigmoid), more train one per
+class (softmax); the loss is ``TrainConfig.loss`` (default Dice + cross-entropy, see
+``prep.segmentation.losses``) with ``TrainConfig.class_weights``. Metrics (see
+``prep.segmentation.metrics``): ``dice``, ``iou``, ``pixel_acc`` per phase, ``image_dice``,
+``per_class_iou`` and ``per_class_dice`` for validation. The monitor is ``valid_dice`` for a
+binary segmentation and ``valid_iou`` (mean IoU) otherwise; higher is better.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prep.hookspecs import hookimpl
+from prep.layout import SEGMENTATION
+
+if TYPE_CHECKING:
+    import torch
+
+    from prep.engine.config import TrainConfig
+    from prep.segmentation.class_table import ClassTable
+    from prep.segmentation.masks import ClassMapping
+
+EXAMPLES = 6
+
+
+class DatasetClasses:
+    """What the masks of one dataset hold: its table, the mask-id mapping and the names."""
+
+    def __init__(self, table: "ClassTable | None", mapping: "ClassMapping", names: list[str]) -> None:
+        self.table, self.mapping, self.names = table, mapping, names
+
+
+def read_dataset_classes(root: Path, workers: int | None = None) -> DatasetClasses:
+    """Read every mask of every split of ``root`` once and work out its classes.
+
+    Raises:
+        MaskError: unreadable masks, or ids that are no class (files and values named).
+        ClassTableError: a malformed ``classes.csv``.
+    """
+    from prep.data.splits import find_split_dirs, segmentation_pairs
+    from prep.parallel import map_chunks
+    from prep.segmentation.class_table import dataset_class_table
+    from prep.segmentation.masks import MaskScan, check_mask_ids, class_names, mapping_for, scan_masks
+
+    table = dataset_class_table(root)
+    masks = [str(mask) for folder in find_split_dirs(root).values() for _, mask in segmentation_pairs(folder)[0]]
+    parts = map_chunks(scan_masks, masks, table, chunk_size=32, workers=workers or os.cpu_count() or 1, min_items=64)
+    scan = sum(parts, MaskScan())
+    mapping = mapping_for(table, scan)
+    check_mask_ids(scan, mapping, table)
+    return DatasetClasses(table, mapping, class_names(table, mapping))
+
+
+class SegmentationTask:
+    """See the module docstring."""
+
+    name = SEGMENTATION
+    layout = SEGMENTATION
+    collate = "segmentation"
+    metric_names = ("dice", "iou", "pixel_acc", "image_dice")
+    monitor = "valid_iou"
+    mode = "max"
+
+    def __init__(self) -> None:
+        # Reading every mask is the costly part; a dataset is read once per process.
+        self._read: dict[tuple[str, float], DatasetClasses] = {}
+
+    def monitor_for(self, classes: list[str]) -> str:
+        """Dice for a binary segmentation (Carvana's metric), mean IoU otherwise."""
+        return "valid_dice" if len(classes) == 2 else "valid_iou"
+
+    def dataset_classes(self, root: Path) -> DatasetClasses:
+        from prep.layout import CLASS_TABLE
+
+        table = root / CLASS_TABLE
+        key = (str(root.resolve()), table.stat().st_mtime if table.exists() else 0.0)
+        if key not in self._read:
+            self._read[key] = read_dataset_classes(root)
+        return self._read[key]
+
+    def classes(self, root: Path) -> list[str]:
+        return list(self.dataset_classes(root).names)
+
+    def dataset(self, root: Path, split: str, *, classes: list[str], transform: Any, decode_min_side: int | None):
+        from prep.data.datasets import SegmentationDataset
+        from prep.errors import MaskError
+        from prep.segmentation.masks import MaskDecoder
+
+        found = self.dataset_classes(root)
+        if list(classes) != found.names:
+            raise MaskError(
+                f"The model's classes are {', '.join(classes)}, but {root} has {', '.join(found.names)}; "
+                f"use it with a model trained on these classes"
+            )
+        return SegmentationDataset(root, split, transform=transform, decode_min_side=decode_min_side, decode_mask=MaskDecoder(found.table, found.mapping))
+
+    def targets(self, batch: Any, classes: list[str], origin: str):
+        import torch
+
+        from prep.data.collate import check_batch
+        from prep.errors import PluginError
+        from prep.segmentation.masks import IGNORE_INDEX
+
+        check_batch(batch, origin)
+        masks, images = batch.targets, batch.inputs
+        if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.int64 and masks.ndim == 3 and tuple(masks.shape) == tuple(images.shape[:3])):
+            shape = f"a {tuple(masks.shape)} {masks.dtype} tensor" if isinstance(masks, torch.Tensor) else type(masks).__name__
+            raise PluginError(
+                f"The {origin} returned targets as {shape} for images of {tuple(images.shape)}, but segmentation "
+                f"needs masks of class indices: an int64 tensor N x H x W matching the images."
+            )
+        if masks.numel():
+            valid = masks[masks != IGNORE_INDEX]
+            if valid.numel() and not (0 <= int(valid.min()) and int(valid.max()) < len(classes)):
+                bad = int(valid.max()) if int(valid.max()) >= len(classes) else int(valid.min())
+                raise PluginError(f"The {origin} returned the class index {bad}, but the dataset has {len(classes)} classes (0 to {len(classes) - 1}).")
+        return masks
+
+    def loss(self, config: "TrainConfig", classes: list[str], *, train: bool):
+        from prep.errors import UsageError
+        from prep.segmentation.losses import SegmentationLoss
+
+        weights = config.class_weights
+        if weights is not None and len(weights) != len(classes):
+            raise UsageError(f"--class-weights gives {len(weights)} weights, but the dataset has {len(classes)} classes ({', '.join(classes)})")
+        return SegmentationLoss(config.loss, weights)
+
+    def metrics(self, classes: list[str], *, train: bool):
+        from prep.segmentation.metrics import SegmentationMetrics
+
+        return SegmentationMetrics(len(classes), train)
+
+    def pictures(self, records: list[dict[str, Any]], classes: list[str], run_dir: Path) -> list[Path]:
+        from prep.engine.plots import plot_curves, plot_per_class
+
+        metric = "dice" if len(classes) == 2 else "iou"
+        written = [plot_curves(records, run_dir / "curves.png", metric=metric, title="Dice" if metric == "dice" else "mean IoU")]
+        last = records[-1] if records else {}
+        if last.get("per_class_iou") is not None:
+            written.append(plot_per_class(
+                {"IoU": last["per_class_iou"], "Dice": last["per_class_dice"]}, classes, run_dir / "per_class.png",
+                title=f"Per class, epoch {last['epoch']} (validation)",
+            ))
+        return written
+
+    def examples(self, model: "torch.nn.Module", dataset: Any, classes: list[str], mean, std, device, run_dir: Path) -> Path | None:
+        """``examples.png``: validation samples with their truth and prediction overlaid (see
+        ``prep.segmentation.overlay``)."""
+        from prep.segmentation.examples import write_examples
+
+        return write_examples(model, dataset, classes, mean, std, device, run_dir / "examples.png", count=EXAMPLES)
+
+
+@hookimpl
+def register_tasks(register) -> None:
+    register(SEGMENTATION, SegmentationTask())
