@@ -1,8 +1,12 @@
 """``export_checkpoint``: a trained model as one file that runs without prep.
 
 The exported model takes float32 images ``N x 3 x H x W`` with values in [0, 1] (what
-torchvision's ``ToTensor`` or ``pil_to_tensor(...) / 255`` give) and returns logits; the
-run's normalisation is built in, so a user cannot forget it or use the wrong constants.
+torchvision's ``ToTensor`` or ``pil_to_tensor(...) / 255`` give) and returns logits
+(classification: ``N x classes``; segmentation: ``N x K x H x W`` at the input's size, one
+logit for a binary model, from torchvision's models their ``out``); the run's normalisation
+is built in, so a user cannot forget it or use the wrong constants. Every export is run
+once more after it is written, at the training size and at another size, and compared with
+the checkpoint's own model (ONNX when onnxruntime is installed).
 The class names travel with the file: inside it for TorchScript (``classes.json`` extra
 file) and ONNX (metadata ``classes``), and in ``<file>.classes.json`` beside it.
 """
@@ -34,7 +38,9 @@ def _with_normalization(model, mean: list[float], std: list[float]):
             self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
-            return self.model((images - self.mean) / self.std)
+            outputs = self.model((images - self.mean) / self.std)
+            # torchvision's segmentation models return a dict; the export returns the logits.
+            return outputs["out"] if isinstance(outputs, dict) else outputs
 
     return NormalizedModel().eval()
 
@@ -99,4 +105,39 @@ def export_checkpoint(checkpoint: Path, format: str, out: Path | None = None, *,
     finally:
         tmp.unlink(missing_ok=True)
     atomic_write_bytes(out.with_name(out.name + ".classes.json"), classes_json.encode("utf-8"))
-    return {"path": str(out), "format": format, "classes": state["classes"], "input": "float32 N x 3 x H x W in [0, 1]"}
+    checked = _check_export(out, format, wrapped, size)
+    return {
+        "path": str(out), "format": format, "classes": state["classes"], "input": "float32 N x 3 x H x W in [0, 1]",
+        "checked": checked,
+    }
+
+
+def _check_export(path: Path, format: str, wrapped, size: int) -> str:
+    """Run the written file on two inputs (the training size, and another shape) and compare
+    with the checkpoint's model; say what was checked.
+
+    Raises:
+        ExportError: the outputs differ (the file is kept, for a bug report).
+    """
+    import torch
+
+    inputs = [torch.rand(2, 3, size, size), torch.rand(1, 3, size + 24, max(size - 40, 32))]
+    if format == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # see export_checkpoint
+            loaded = torch.jit.load(str(path))
+        run = lambda x: loaded(x)  # noqa: E731
+    else:
+        try:
+            import onnxruntime
+        except ImportError:
+            return "not run: onnxruntime is not installed"
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        run = lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])  # noqa: E731
+    with torch.no_grad():
+        for x in inputs:
+            expected, got = wrapped(x), run(x)
+            if tuple(got.shape) != tuple(expected.shape) or not torch.allclose(got, expected, rtol=1e-3, atol=1e-3):
+                difference = (got - expected).abs().max().item() if got.shape == expected.shape else f"shape {tuple(got.shape)} instead of {tuple(expected.shape)}"
+                raise ExportError(f"{path} does not reproduce the checkpoint's outputs on a {tuple(x.shape)} input (largest difference {difference})")
+    return f"outputs match the checkpoint's on {' and '.join(str(tuple(x.shape)) for x in inputs)} inputs"

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prep.errors import PrepError
+from prep.progress import NO_PROGRESS, Progress
 from prep.run_config import config_from_data, options_from_data
+
+if TYPE_CHECKING:
+    from prep.segmentation.predict import MaskOptions
 
 
 def load_model(checkpoint: Path, device: str | None = None):
@@ -37,6 +41,36 @@ def load_model(checkpoint: Path, device: str | None = None):
     return model, state
 
 
+def checkpoint_task(checkpoint: Path) -> str:
+    """The task of the model in a checkpoint file (read without building the model).
+
+    Raises:
+        CheckpointError: unreadable file. PrepError: not written by prep train.
+    """
+    import torch
+
+    from prep.engine.checkpoint import CheckpointError
+
+    try:  # memory-mapped: only the options are read, not the weights
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"No checkpoint at {checkpoint}") from None
+    except Exception:
+        from prep.engine.checkpoint import load_checkpoint
+
+        state = load_checkpoint(checkpoint)  # says precisely what is wrong with the file
+    if not isinstance(state, dict) or "options" not in state:
+        raise PrepError(f"{checkpoint} does not say which trainer made it; it was not written by prep train")
+    return model_task(state)
+
+
+def model_task(state: dict[str, Any]) -> str:
+    """The task of the trainer that wrote a checkpoint (``classification``, ``segmentation`` ...)."""
+    from prep.training import trainer_registration
+
+    return trainer_registration(state["options"]["plugin"]).value.task
+
+
 def _eval_transform(state: dict[str, Any], layout: str = "classification"):
     from prep.augment.presets import build_pipeline
 
@@ -46,11 +80,13 @@ def _eval_transform(state: dict[str, Any], layout: str = "classification"):
 
 def evaluate_checkpoint(checkpoint: Path, root: Path | None, split: str = "valid", *, batch_size: int = 64, workers: int | None = None, device: str | None = None, out_png: Path | None = None) -> dict[str, Any]:
     """The task's metrics on a split, with the loss (classification: accuracy ``acc``,
-    per-class accuracy and the confusion matrix).
+    per-class accuracy and the confusion matrix; segmentation: ``dice``, ``iou``,
+    ``image_dice``, ``pixel_acc`` and ``per_class``, class name -> ``dice`` and ``iou``).
 
     ``root`` None means the dataset the checkpoint was trained on, when it is still there,
-    else the working directory's (``prep.workspace.resolve_dataset``). Writes the confusion
-    matrix as PNG to ``out_png`` when given.
+    else the working directory's (``prep.workspace.resolve_dataset``). Writes a PNG to
+    ``out_png`` when given: the confusion matrix, or (segmentation) samples with their truth
+    and prediction.
 
     Raises:
         DatasetNotFoundError: no dataset given, recorded or found.
@@ -81,10 +117,39 @@ def evaluate_checkpoint(checkpoint: Path, root: Path | None, split: str = "valid
     metrics = {"split": split, "images": images, "loss": loss, **computed, "classes": classes}
     if isinstance(metrics.get("per_class_acc"), list):
         metrics["per_class_acc"] = dict(zip(classes, metrics["per_class_acc"]))
+    if isinstance(metrics.get("per_class_iou"), list):
+        metrics["per_class"] = {
+            name: {"dice": dice, "iou": iou}
+            for name, dice, iou in zip(classes, metrics.pop("per_class_dice"), metrics.pop("per_class_iou"))
+        }
     if out_png is not None and "confusion" in metrics:
         metrics["confusion_png"] = str(plot_confusion(metrics["confusion"], classes, out_png))
+    elif out_png is not None and hasattr(task, "examples"):
+        written = task.examples(model, dataset, classes, state["mean"], state["std"], target, out_png)
+        metrics["examples_png"] = str(written) if written else None
     return metrics
 
+
+
+def image_files(inputs: list[Path]) -> list[Path]:
+    """The image files among ``inputs``; folders are searched, sorted.
+
+    Raises:
+        PrepError: an input that does not exist, or no images at all.
+    """
+    from prep.layout import is_image_name, is_junk
+
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p.name) and not is_junk(p.name))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise PrepError(f"{item} is neither an image nor a folder")
+    if not files:
+        raise PrepError("No images to predict")
+    return files
 
 
 def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, device: str | None = None) -> tuple[list[str], list[tuple[Path, list[float]]], list[tuple[Path, str]]]:
@@ -104,19 +169,9 @@ def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, devic
     from prep.data.collate import to_device_normalized
     from prep.engine.loop import pick_device
     from prep.images import ImageDecodeError, load_rgb
-    from prep.layout import is_image_name
     from prep.training import trainer_registration
 
-    files: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p.name) and not p.name.startswith("."))
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise PrepError(f"{item} is neither an image nor a folder")
-    if not files:
-        raise PrepError("No images to predict")
+    files = image_files(inputs)
     model, state = load_model(checkpoint, device)
     task = trainer_registration(state["options"]["plugin"]).value.task
     if task != "classification":
@@ -167,3 +222,60 @@ def write_predictions(path: Path, classes: list[str], results: list[tuple[Path, 
                 best = max(range(len(classes)), key=probabilities.__getitem__)
                 writer.writerow([str(image), classes[best], *(f"{p:.6f}" for p in probabilities)])
     return path
+
+
+def predict_segmentation(
+    checkpoint: Path, inputs: list[Path], out: Path, *, kaggle_submission: bool = False, rle_order: str = "row",
+    options: "MaskOptions | None" = None, batch_size: int = 8, device: str | None = None,
+    progress: Progress = NO_PROGRESS,
+) -> dict[str, Any]:
+    """Masks for images at their own size: PNG files under the folder ``out``, or (with
+    ``kaggle_submission``) Kaggle's ``img,rle_mask`` CSV at ``out``.
+
+    Returns:
+        ``written`` (masks or rows), ``out``, ``skipped`` (``[file, reason]``), ``classes``.
+
+    Raises:
+        PrepError: no images, none readable, or a model of another task.
+        TargetExistsError: a mask file exists already (nothing is written then).
+        UsageError: bad options, or a submission from a model that is not binary.
+    """
+    import numpy as np
+
+    from prep.engine.loop import pick_device
+    from prep.segmentation.class_table import parse_class_table
+    from prep.segmentation.mask_files import mask_destinations, write_mask, write_submission
+    from prep.segmentation.overlay import class_colours
+    from prep.segmentation.predict import MaskOptions, predict_masks
+
+    options = options or MaskOptions()
+    options.check()
+    files = image_files(inputs)
+    model, state = load_model(checkpoint, device)
+    if model_task(state) != "segmentation":
+        raise PrepError(f"{checkpoint} is a {model_task(state)} model; masks come from segmentation models")
+    classes = state["classes"]
+    table = parse_class_table(state["class_table"], f"{checkpoint}'s class table") if state.get("class_table") else None
+    ids = list(table.ids) if table is not None else list(range(len(classes)))
+    colours = class_colours(len(classes), table.colours if table is not None else None)
+    skipped: list[tuple[str, str]] = []
+    binary = len(classes) == 2
+    if kaggle_submission and not binary:
+        write_submission(out, [], binary)  # raises, naming the reason
+    destinations = {} if kaggle_submission else mask_destinations(files, inputs, out)
+    with progress.task("Predicting masks", len(files)) as advance:
+        masks = predict_masks(
+            model, files, image_size=state["options"]["image_size"], mean=state["mean"], std=state["std"],
+            transform=_eval_transform(state, "segmentation"), device=pick_device(device), options=options,
+            batch_size=batch_size, on_skip=lambda path, reason: skipped.append((str(path), reason)), advance=advance,
+        )
+        if kaggle_submission:
+            written = write_submission(out, masks, binary, rle_order)
+        else:
+            written = 0
+            for file, indices in masks:
+                write_mask(destinations[file], np.asarray(indices), ids, colours)
+                written += 1
+    if not written:
+        raise PrepError(f"None of the {len(files)} images could be read (first: {skipped[0][1]})")
+    return {"written": written, "out": str(out), "skipped": skipped, "classes": classes}

@@ -169,7 +169,7 @@ def train(
     )
     examples = None
     if world.is_main and summary["epochs"] and hasattr(task, "examples"):
-        examples = task.examples(model, valid_loader.dataset, classes, mean, std, device, run_dir)
+        examples = task.examples(model, valid_loader.dataset, classes, mean, std, device, run_dir / "examples.png")
     return {
         **summary, "normalization": source, "run_dir": str(run_dir), "monitor": monitor, "is_main": world.is_main,
         **({"examples": str(examples)} if examples else {}),

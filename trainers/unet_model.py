@@ -94,8 +94,8 @@ class UNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
-        pad_h, pad_w = (-height) % STRIDE, (-width) % STRIDE
-        x = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else images
+        # Always padded, also by 0: a branch on the size would be frozen into exports.
+        x = F.pad(images, (0, (-width) % STRIDE, 0, (-height) % STRIDE), mode="replicate")
         features = []
         for stage in self.stages:
             x = stage(x)

@@ -151,12 +151,12 @@ class SegmentationTask:
             ))
         return written
 
-    def examples(self, model: "torch.nn.Module", dataset: Any, classes: list[str], mean, std, device, run_dir: Path) -> Path | None:
-        """``examples.png``: validation samples with their truth and prediction overlaid (see
+    def examples(self, model: "torch.nn.Module", dataset: Any, classes: list[str], mean, std, device, path: Path) -> Path | None:
+        """Samples of ``dataset`` with their truth and prediction overlaid (see
         ``prep.segmentation.overlay``)."""
         from prep.segmentation.examples import write_examples
 
-        return write_examples(model, dataset, classes, mean, std, device, run_dir / "examples.png", count=EXAMPLES)
+        return write_examples(model, dataset, classes, mean, std, device, path, count=EXAMPLES)
 
 
 @hookimpl

@@ -18,16 +18,29 @@ def evaluate_command(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(None, "--workers", min=0),
     device: Optional[str] = typer.Option(None, "--device"),
-    out: Path = typer.Option(Path("confusion.png"), "--out", help="Where to write the confusion matrix PNG."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the PNG: the confusion matrix (default confusion.png) or, for segmentation, samples with truth and prediction (default examples.png)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
-    """Accuracy (acc), loss, per-class accuracy and a confusion matrix PNG on a split."""
-    from prep.inference import evaluate_checkpoint
+    """A model's metrics on a split, and a PNG: accuracy, per-class accuracy and a confusion
+    matrix for classification; Dice, IoU, per-image Dice, pixel accuracy and per-class
+    Dice/IoU with an overlay of samples for segmentation."""
+    from prep.inference import checkpoint_task, evaluate_checkpoint
     from prep.layout import canonical_split_name
 
+    segmentation = checkpoint_task(checkpoint) == "segmentation"
+    out = out or Path("examples.png" if segmentation else "confusion.png")
     metrics = evaluate_checkpoint(checkpoint, data, canonical_split_name(split), batch_size=batch_size, workers=workers, device=device, out_png=out)
     if as_json:
         output.stdout.print_json(json.dumps(metrics))
+        return
+    if segmentation:
+        output.stdout.print(
+            f"{metrics['split']}: dice {_number(metrics['dice'])}, iou {_number(metrics['iou'])}, image_dice {_number(metrics['image_dice'])}, "
+            f"pixel_acc {_number(metrics['pixel_acc'])}, loss {metrics['loss']:.4f} over {metrics['images']} images"
+        )
+        for name, scores in metrics["per_class"].items():
+            output.stdout.print(output.escape(f"  {name}: dice {_number(scores['dice'])}, iou {_number(scores['iou'])}"))
+        output.stdout.print(f"Samples with truth and prediction: {metrics.get('examples_png')}")
         return
     output.stdout.print(f"{metrics['split']}: acc {metrics['acc']:.4f}, loss {metrics['loss']:.4f} over {metrics['images']} images")
     for name, acc in metrics["per_class_acc"].items():
@@ -35,20 +48,44 @@ def evaluate_command(
     output.stdout.print(f"Confusion matrix: {metrics['confusion_png']}")
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def predict_command(
     checkpoint: Path = typer.Argument(..., help="A best.pt or last.pt from a run folder."),
     images: List[Path] = typer.Argument(..., help="Image files or folders."),
-    out: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV to write."),
-    kaggle_submission: bool = typer.Option(False, "--kaggle-submission", help="Write Kaggle's id,label with label = P(dog)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Classification: the CSV (default predictions.csv). Segmentation: the folder for the masks (default masks/), or the CSV with --kaggle-submission (default submission.csv)."),
+    kaggle_submission: bool = typer.Option(False, "--kaggle-submission", help="Classification: Kaggle's id,label with label = P(dog). Segmentation: Carvana's img,rle_mask."),
+    rle_order: str = typer.Option("row", "--rle-order", help="Segmentation submissions: row (Carvana: pixels numbered along rows) | column (numbered down the columns)."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Segmentation, binary: the foreground probability from which a pixel is foreground."),
+    tta: str = typer.Option("none", "--tta", help="Segmentation: none | flip (average with the mirror image)."),
+    tile: Optional[int] = typer.Option(None, "--tile", min=16, help="Segmentation: predict large images window by window at their own resolution, in windows of this side."),
+    overlap: int = typer.Option(64, "--overlap", min=0, help="Segmentation with --tile: pixels shared by neighbouring windows."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     device: Optional[str] = typer.Option(None, "--device"),
 ) -> None:
-    """Batched predictions for images, as CSV (or a Kaggle dogs-vs-cats submission)."""
-    from prep.inference import predict, write_predictions
+    """Predictions for images: class probabilities as CSV (or a Kaggle dogs-vs-cats
+    submission), or masks at each image's own size (or a Kaggle RLE submission)."""
+    from prep.inference import checkpoint_task, predict, predict_segmentation, write_predictions
 
+    if checkpoint_task(checkpoint) == "segmentation":
+        from prep.segmentation.predict import MaskOptions
+
+        target = out or Path("submission.csv" if kaggle_submission else "masks")
+        report = predict_segmentation(
+            checkpoint, images, target, kaggle_submission=kaggle_submission, rle_order=rle_order,
+            options=MaskOptions(threshold, tta, tile, overlap), batch_size=batch_size, device=device,
+            progress=output.RichProgress(),
+        )
+        for file, reason in report["skipped"]:
+            output.warn(f"Skipped an unreadable image: {reason}")
+        what = "rows of run-length-encoded masks" if kaggle_submission else "masks"
+        output.info(f"Wrote {report['written']} {what} to {report['out']}")
+        return
     classes, results, skipped = predict(checkpoint, images, batch_size=batch_size, device=device)
     for image, reason in skipped:
         output.warn(f"Skipped an unreadable image: {reason}")
-    path = write_predictions(out, classes, results, kaggle_submission=kaggle_submission)
+    path = write_predictions(out or Path("predictions.csv"), classes, results, kaggle_submission=kaggle_submission)
     unreadable = f"; skipped {len(skipped)} unreadable image{'s' if len(skipped) != 1 else ''}" if skipped else ""
     output.info(f"Wrote {len(results)} predictions to {path}{unreadable}")

@@ -69,9 +69,9 @@ class Task(Protocol):
 
     * ``monitor_for(classes) -> str``: the monitored key when it depends on the classes
       (segmentation monitors ``valid_dice`` for two classes, ``valid_iou`` for more);
-    * ``examples(model, dataset, classes, mean, std, device, run_dir) -> Path | None``: a
-      PNG of the model's predictions on a few samples of ``dataset`` (the validation split,
-      decoded as for validation), written at the end of ``prep train`` and by ``prep evaluate``.
+    * ``examples(model, dataset, classes, mean, std, device, path) -> Path | None``: a PNG
+      at ``path`` of the model's predictions on a few samples of ``dataset`` (decoded as for
+      validation): ``examples.png`` at the end of ``prep train``, and ``prep evaluate``'s picture.
     """
 
     name: str
