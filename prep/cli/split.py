@@ -31,7 +31,8 @@ def split_command(
     label_column: Optional[str] = typer.Option(None, "--label-column", help="CSV column with labels (default: the other of two)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of segmentation masks, paired with images by name."),
     mask_suffix: str = typer.Option("_mask", "--mask-suffix", help="What a mask's name adds to its image's name."),
-    group_pattern: Optional[str] = typer.Option(None, "--group-pattern", help="Regex; files whose match (or first group) is equal stay in one split."),
+    group_pattern: Optional[str] = typer.Option(None, "--group-pattern", help="Regex; files whose match (or first group) is equal stay in one split (none: no groups; default for <id>_<view> image/mask pairs: the views of one id together)."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Segmentation class table (CSV id,name[,r,g,b]) to put into the split as classes.csv (default: SRC/classes.csv)."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Keep one of each set of identical files; set the others aside in _rejected/duplicate."),
     verify: Verify = typer.Option(Verify.quick, "--verify", help="quick: headers and ends of files; full: decode every image."),
     splitter: str = typer.Option("stratified", "--splitter", help="stratified (per class) | random | a plugin's splitter."),
@@ -64,7 +65,7 @@ def split_command(
         valid=SplitSize.parse(valid, "--valid"), test=SplitSize.parse(test, "--test"), seed=seed, mode=mode,
         out=out, splitter=splitter, label_parser=label_parser, label_pattern=label_pattern,
         group_pattern=group_pattern, labels_csv=labels, id_column=id_column, label_column=label_column,
-        masks=masks, mask_suffix=mask_suffix, dedupe=dedupe, verify=verify, max_pixels=max_pixels,
+        masks=masks, mask_suffix=mask_suffix, class_table=classes, dedupe=dedupe, verify=verify, max_pixels=max_pixels,
         **({"workers": workers} if workers else {}),
     )
     report = split_dataset(src, options, dry_run=dry_run, progress=progress)

@@ -41,6 +41,10 @@ def render_split_report(report: SplitReport, verbose: bool = False) -> None:
         if verbose:
             for item in report.rejected:
                 stdout.print(f"  {item['reason']}: {item['file']} ({item['detail']})")
+    if report.grouping:
+        stdout.print(escape(f"Grouped: {report.grouping}"))
+    if report.class_table:
+        stdout.print(escape(f"Class table: {report.class_table}"))
     dup = report.duplicates
     if dup["groups"]:
         stdout.print(

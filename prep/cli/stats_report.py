@@ -47,6 +47,12 @@ def render_stats(stats: dict[str, Any], path: Path) -> None:
     masks = stats.get("masks")
     if masks:
         stdout.print(f"Masks: {masks['masks']} read, values {masks['values'][:20]}")
+        if masks.get("class_pixels"):
+            shares = ", ".join(f"{name} {share:.1%}" for name, share in masks["class_pixels"].items())
+            source = f" (from {masks['class_table']})" if masks.get("class_table") else ""
+            stdout.print(escape(f"Classes{source}, share of pixels: {shares}"))
+        if masks.get("problem"):
+            stdout.print(f"[red]Training would stop here:[/] {escape(masks['problem'])}")
         for line in masks["advice"]:
             stdout.print(f"[yellow]{line}[/]")
     stdout.print(f"Written to {path} ({stats['seconds']:.2f}s)")

@@ -55,6 +55,8 @@ class SplitReport:
     journal: str | None
     copied_instead_of_linked: int = 0
     seconds: float = 0.0
+    grouping: str | None = None  # how files were kept together, when prep chose it
+    class_table: str | None = None  # the segmentation class table in OUT
 
     def to_dict(self) -> dict[str, Any]:
         by_reason: dict[str, int] = {}
@@ -115,7 +117,57 @@ def _plan_info(plan: Plan) -> dict[str, Any]:
             "conflicting_labels": plan.conflicting_duplicates,
         },
         "examples": [{"from": e.src, "to": e.dst} for e in moves[:EXAMPLE_MOVES]],
+        "grouping": plan.grouping,
     }
+
+
+def _class_table_source(src: Path, options: SplitOptions, layout: str) -> Path | None:
+    """The class table to put into the split: ``--classes``, else ``SRC/classes.csv``;
+    checked to be readable and well-formed.
+
+    Raises:
+        UsageError: ``--classes`` for a dataset that is not a segmentation.
+        ClassTableError: the table is unreadable or malformed.
+    """
+    from prep.errors import UsageError
+    from prep.layout import CLASS_TABLE
+    from prep.segmentation.class_table import read_class_table
+
+    given = options.class_table
+    if given is not None:
+        path = given if given.is_absolute() or given.exists() or not (src / given).exists() else src / given
+    else:
+        path = src / CLASS_TABLE
+        if not path.is_file():
+            return None
+    if layout != "segmentation":
+        if given is None:
+            return None  # a classes.csv beside class folders is the user's own file
+        raise UsageError(f"--classes is a segmentation class table, but {src} is a {layout} dataset")
+    read_class_table(path)
+    return path.resolve()
+
+
+def _check_class_table_target(source: Path | None, out: Path) -> None:
+    """Refuse, before anything moves, to replace another class table in OUT."""
+    from prep.layout import CLASS_TABLE
+
+    target = out / CLASS_TABLE
+    if source is None or not target.exists() or target.resolve() == source:
+        return
+    if target.read_bytes() != source.read_bytes():
+        raise TargetExistsError(f"{target} exists and differs from the class table {source}; move one of them away")
+
+
+def _place_class_table(journal: Journal) -> None:
+    """Copy the split's class table into OUT (once; never over another file)."""
+    from prep.fsutil import atomic_write_bytes
+    from prep.layout import CLASS_TABLE
+
+    source = journal.report.get("class_table_source")
+    target = Path(journal.out_root) / CLASS_TABLE
+    if source and not target.exists() and Path(source).is_file():
+        atomic_write_bytes(target, Path(source).read_bytes())
 
 
 def _ancestors(rel_paths: Iterable[str]) -> set[str]:
@@ -142,6 +194,7 @@ def _emptied_source_dirs(src: Path, journal: Journal) -> list[Path]:
 
 def _finish(journal: Journal, progress: Progress, resuming: bool) -> int:
     out = Path(journal.out_root)
+    _place_class_table(journal)
     for rel in journal.created_dirs:
         try:
             (out / rel).mkdir(exist_ok=True)
@@ -188,7 +241,11 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
         plan = build_plan(src, inventory, options, progress)
     with _phase("check targets"):
         check_targets(src, out, plan.entries)
-    info = (_inventory_info(inventory), _plan_info(plan))
+        table = _class_table_source(src, options, inventory.layout)
+        _check_class_table_target(table, out)
+    from prep.layout import CLASS_TABLE
+
+    info = (_inventory_info(inventory), {**_plan_info(plan), "class_table": str(out / CLASS_TABLE) if table else None})
     if dry_run:
         return _report(src, out, *info, options, "dry-run", None, started)
     out_is_new = not out.exists()
@@ -203,7 +260,7 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
             created_dirs=(["."] if out_is_new else []) + _created_dirs(out, plan), entries=plan.entries,
         )
         report = _report(src, out, *info, options, "done", journal.path, started)
-        journal.report = report.to_dict()
+        journal.report = {**report.to_dict(), "class_table_source": str(table) if table else None}
         with _phase("write journal"):
             journal.save()
         with _phase("place"):
@@ -228,7 +285,7 @@ def _continue(journal: Journal, src: Path, out: Path, options: SplitOptions, dry
             f"Finish it by re-running the same command, or reverse it with: prep split --undo {out}"
         )
     saved = dict(journal.report)
-    for key in ("totals", "rejected_by_reason"):
+    for key in ("totals", "rejected_by_reason", "class_table_source"):
         saved.pop(key, None)
     if journal.status == Status.DONE or dry_run:
         saved.update(status="already-done" if journal.status == Status.DONE else "dry-run")
@@ -238,6 +295,17 @@ def _continue(journal: Journal, src: Path, out: Path, options: SplitOptions, dry
         copied = _finish(journal, progress, resuming=True)
     saved.update(status="resumed", copied_instead_of_linked=copied, seconds=round(time.perf_counter() - started, 3))
     return SplitReport(**saved)
+
+
+def _remove_class_table_copy(journal: Journal) -> None:
+    """Remove the class table the split copied into OUT, when it is still an exact copy."""
+    from prep.layout import CLASS_TABLE
+
+    source = journal.report.get("class_table_source")
+    target = Path(journal.out_root) / CLASS_TABLE
+    if source and target.is_file() and target.resolve() != Path(source).resolve():
+        if Path(source).is_file() and Path(source).read_bytes() == target.read_bytes():
+            target.unlink()
 
 
 def _mark_undoing(journal: Journal) -> None:
@@ -277,6 +345,7 @@ def undo_split(out: Path, progress: Progress = NO_PROGRESS) -> UndoReport:
             _mark_undoing(journal)
         with progress.task("Restoring files", len(journal.entries)) as advance:
             restored = unplace(journal, advance)
+        _remove_class_table_copy(journal)
         remove_empty_dirs([out / rel for rel in journal.created_dirs if rel != "."])
         journal.path.unlink()
         Journal.discard_stale_temp(out)

@@ -42,7 +42,8 @@ class SplitOptions:
     splitter: str = "stratified"
     label_parser: str = "prefix"
     label_pattern: str | None = None  # regex with one group; overrides label_parser
-    group_pattern: str | None = None  # regex; files whose match is equal stay together
+    group_pattern: str | None = None  # regex; files whose match is equal stay together ("none": no groups)
+    class_table: Path | None = None  # a segmentation class table to put into OUT (default: SRC/classes.csv)
     labels_csv: Path | None = None
     id_column: str | None = None
     label_column: str | None = None
@@ -65,6 +66,7 @@ class SplitOptions:
             "labels_csv": str(self.labels_csv) if self.labels_csv else None,
             "id_column": self.id_column, "label_column": self.label_column,
             "masks": str(self.masks) if self.masks else None, "mask_suffix": self.mask_suffix,
+            "class_table": str(self.class_table) if self.class_table else None,
             "dedupe": self.dedupe, "verify": self.verify.value, "max_pixels": self.max_pixels,
         }
 
@@ -86,6 +88,7 @@ class Plan:
     duplicate_groups: int = 0
     duplicate_files: int = 0  # files beyond the first of each group
     conflicting_duplicates: int = 0  # groups whose copies carry different labels
+    grouping: str | None = None  # how files were kept together, when prep chose it
 
 
 class _UnionFind:
@@ -104,8 +107,33 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+# Carvana-style views of one object: ``<id>_<view>.jpg`` (``0cdf5b5d0ce1_01.jpg``).
+VIEWS_PATTERN = r"^(.+)_\d{1,3}\.[^.]+$"
+NO_GROUPING = "none"
+
+
+def views_grouping(inventory: Inventory) -> tuple[str, str] | None:
+    """For image/mask pairs named ``<id>_<view>`` (Carvana's cars, 16 views each), the group
+    pattern that keeps the views of one object in one split, and a sentence saying so;
+    ``None`` when the names are not like that. A split that puts views of one car on both
+    sides of train/valid measures memory, not generalisation."""
+    if inventory.layout != "segmentation" or len(inventory.samples) < 2:
+        return None
+    compiled = re.compile(VIEWS_PATTERN)
+    keys = [compiled.search(os.path.basename(s.rel)) for s in inventory.samples]
+    if not all(keys):
+        return None
+    groups = Counter(k.group(1) for k in keys)
+    if len(groups) == len(keys):
+        return None
+    return VIEWS_PATTERN, (
+        f"the {len(keys)} images are views of {len(groups)} objects (names <id>_<view>), so all views of one "
+        f"object stay in one split; --group-pattern overrides this (--group-pattern none: no grouping)"
+    )
+
+
 def _group_key_function(pattern: str | None):
-    if pattern is None:
+    if pattern is None or pattern == NO_GROUPING:
         return lambda rel: rel
     try:
         compiled = re.compile(pattern)
@@ -265,7 +293,12 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     good = [i for i in good if i not in set_aside]
 
     # Files whose --group-pattern match is equal stay together too.
-    group_key = _group_key_function(options.group_pattern)
+    pattern = options.group_pattern
+    if pattern is None:
+        chosen = views_grouping(inventory)
+        if chosen is not None:
+            pattern, plan.grouping = chosen
+    group_key = _group_key_function(pattern)
     first_with_key: dict[str, int] = {}
     for index in good:
         key = group_key(samples[index].rel)

@@ -11,7 +11,9 @@
   ``histogram`` (``edges``, ``counts``), from the train images' headers;
 * ``modes``, ``formats``: image counts by Pillow mode and file format;
 * ``failed``: train images that could not be decoded, each ``{file, reason}``;
-* ``masks`` (segmentation only): see ``prep.stats.masks.audit``;
+* ``masks`` (segmentation only): see ``prep.stats.masks.audit``, plus the masks read as
+  training reads them: ``classes`` (names), ``class_pixels`` (name -> share of pixels),
+  ``class_table`` (its path, or null) and ``problem`` (what would stop training, or null);
 * ``prep_version``, ``created``, ``seconds``.
 """
 
@@ -146,9 +148,37 @@ def compute_dataset_stats(
         with progress.task("Reading masks", len(mask_paths)) as advance:
             mask_parts = map_chunks(summarize_masks, mask_paths, chunk_size=CHUNK, workers=workers, min_items=CHUNK + 1, advance=advance)
         stats["masks"] = audit(sum(mask_parts, MaskSummary()), mask_classes, unpaired)
+        stats["masks"].update(_mask_classes(root, mask_paths, workers, progress))
     stats["created"] = time.time()
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
+
+
+def _mask_classes(root: Path, mask_paths: list[str], workers: int, progress: Progress) -> dict[str, Any]:
+    """The masks read as training reads them (``prep.segmentation.masks``): the classes,
+    each one's share of the pixels, and what would stop training, if anything."""
+    from prep.errors import PrepError
+    from prep.segmentation.class_table import dataset_class_table
+    from prep.segmentation.masks import MaskScan, check_mask_ids, class_names, mapping_for, scan_masks
+
+    try:
+        table = dataset_class_table(root)
+    except PrepError as exc:
+        return {"classes": [], "class_table": None, "class_pixels": {}, "problem": str(exc)}
+    with progress.task("Reading masks as classes", len(mask_paths)) as advance:
+        parts = map_chunks(scan_masks, mask_paths, table, chunk_size=CHUNK, workers=workers, min_items=CHUNK + 1, advance=advance)
+    scan = sum(parts, MaskScan())
+    result: dict[str, Any] = {"class_table": table.source if table else None, "problem": None}
+    try:
+        mapping = mapping_for(table, scan)
+        names = class_names(table, mapping)
+        check_mask_ids(scan, mapping, table)
+    except PrepError as exc:
+        return {**result, "classes": [], "class_pixels": {}, "problem": str(exc)}
+    counted = sum(scan.pixels[i] for i in mapping.ids) or 1
+    result["classes"] = names
+    result["class_pixels"] = {name: scan.pixels.get(i, 0) / counted for name, i in zip(names, mapping.ids)}
+    return result
 
 
 def write_stats(root: Path, stats: dict[str, Any]) -> Path:
