@@ -142,7 +142,7 @@ def predict_masks(
                     on_skip(path, str(exc))
                     advance(1)
                     continue
-                image = to_device_normalized(torch.from_numpy(pixels).unsqueeze(0), mean, std, device)
+                image = to_device_normalized(torch.from_numpy(np.require(pixels, requirements="W")).unsqueeze(0), mean, std, device)
                 probs = predict_tiled(model, image, options.tile, options.overlap, options.tta, batch_size)
                 yield path, classes_of(probs, options.threshold)[0].cpu().numpy()
                 advance(1)
