@@ -49,17 +49,17 @@ def checkpoint_task(checkpoint: Path) -> str:
     """
     import torch
 
-    from prep.engine.checkpoint import CheckpointError
+    from prep.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
 
     try:  # memory-mapped: only the options are read, not the weights
         state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
         raise CheckpointError(f"No checkpoint at {checkpoint}") from None
     except Exception:
-        from prep.engine.checkpoint import load_checkpoint
-
+        state = None
+    if not isinstance(state, dict) or state.get("prep_checkpoint") != CHECKPOINT_FORMAT:
         state = load_checkpoint(checkpoint)  # says precisely what is wrong with the file
-    if not isinstance(state, dict) or "options" not in state:
+    if "options" not in state:
         raise PrepError(f"{checkpoint} does not say which trainer made it; it was not written by prep train")
     return model_task(state)
 
