@@ -43,7 +43,8 @@ def render_preview(
     """
     from PIL import Image, ImageDraw
 
-    from prep.data.datasets import load_mask
+    from prep.segmentation.class_table import dataset_class_table
+    from prep.segmentation.masks import mask_ids
 
     segmentation = is_segmentation(root)
     task = "segmentation" if segmentation else "classification"
@@ -51,7 +52,8 @@ def render_preview(
     if segmentation:
         pairs = segmentation_pairs(folder)[0]
         chosen = random.Random(seed).sample(pairs, min(images, len(pairs)))
-        rows = [(load_rgb(i), load_mask(m), i.name) for i, m in chosen]
+        table = dataset_class_table(root)  # colour-coded masks need it
+        rows = [(load_rgb(i), mask_ids(m, table).astype("uint16"), i.name) for i, m in chosen]
     else:
         samples = classification_samples(folder, class_names(find_split_dirs(root)["train"]))
         chosen = random.Random(seed).sample(samples, min(images, len(samples)))

@@ -46,7 +46,11 @@ def render_stats(stats: dict[str, Any], path: Path) -> None:
         stdout.print("[red]Could not decode[/] " + escape(f"{failure['file']}: {failure['reason']}"))
     masks = stats.get("masks")
     if masks:
-        stdout.print(f"Masks: {masks['masks']} read, values {masks['values'][:20]}")
+        colour = len(masks.get("not_single_channel", []))
+        stdout.print(
+            f"Masks: {masks['masks']} single-channel, values {masks['values'][:20]}"
+            + (f"; {colour} colour-coded (read through the class table)" if colour else "")
+        )
         if masks.get("class_pixels"):
             shares = ", ".join(f"{name} {share:.1%}" for name, share in masks["class_pixels"].items())
             source = f" (from {masks['class_table']})" if masks.get("class_table") else ""

@@ -105,12 +105,12 @@ class ClassificationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(pixels)), target
 
 
-def load_mask(path: Path) -> np.ndarray:
+def load_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """A mask's ids as ``H x W`` int64, read without a class table (see
     ``prep.segmentation.masks.mask_ids``); 0/255 masks become 0/1."""
     from prep.segmentation.masks import mask_ids
 
-    return mask_ids(Path(path))
+    return mask_ids(Path(path), size=size)
 
 
 def _resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -128,9 +128,10 @@ class SegmentationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
     Other arguments as for ``ClassificationDataset``.
 
     Args:
-        decode_mask: mask file -> ``H x W`` class indices, ``IGNORE_INDEX`` for ignored
-            pixels (default: the ids as stored, 0/255 read as 0/1); the segmentation task
-            passes a ``prep.segmentation.masks.MaskDecoder`` for the dataset's classes.
+        decode_mask: ``(mask file, (height, width))`` -> class indices of that size,
+            ``IGNORE_INDEX`` for ignored pixels (default: the ids as stored, 0/255 read as
+            0/1); the segmentation task passes a ``prep.segmentation.masks.MaskDecoder`` for
+            the dataset's classes.
     """
 
     accepts_sample_seeds = True  # see prep.data.sampling
@@ -151,7 +152,7 @@ class SegmentationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
         image_path, mask_path = self.samples[index]
         try:
             pixels = load_rgb(image_path, self.decode_min_side)
-            mask = self.decode_mask(mask_path)
+            mask = self.decode_mask(mask_path, pixels.shape[:2])
         except (ImageDecodeError, OSError, ValueError) as exc:
             return CorruptSample(str(image_path), str(exc))
         if mask.shape != pixels.shape[:2]:

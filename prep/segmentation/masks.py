@@ -60,8 +60,10 @@ def _ids_of_colours(rgb: np.ndarray, table: ClassTable, path: Path) -> np.ndarra
     return ids_sorted[where]
 
 
-def mask_ids(path: Path, table: ClassTable | None = None) -> np.ndarray:
-    """The ids of a mask file as an ``H x W`` int64 array (see the module docstring).
+def mask_ids(path: Path, table: ClassTable | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The ids of a mask file as an ``H x W`` int64 array (see the module docstring),
+    resized nearest-neighbour to ``size`` (height, width) when given: before anything else,
+    which spares converting a Carvana-sized mask whose image is decoded at a fraction of it.
 
     Raises:
         MaskError: a colour mask without table colours, or with a colour the table lacks.
@@ -70,6 +72,8 @@ def mask_ids(path: Path, table: ClassTable | None = None) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as image:
+        if size is not None and image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]), Image.NEAREST)  # keeps palette indices and colours exact
         mode = image.mode
         if mode in _GREY_MODES:
             ids = np.asarray(image).astype(np.int64)
@@ -136,8 +140,8 @@ class MaskDecoder:
     def __init__(self, table: ClassTable | None, mapping: ClassMapping) -> None:
         self.table, self.mapping = table, mapping
 
-    def __call__(self, path: Path) -> np.ndarray:
-        return self.mapping.indices(mask_ids(path, self.table), path)
+    def __call__(self, path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+        return self.mapping.indices(mask_ids(path, self.table, size), path)
 
 
 @dataclass
