@@ -176,7 +176,12 @@ def scan_masks(paths: Sequence[str], table: ClassTable | None) -> MaskScan:
         except (MaskError, OSError, ValueError) as exc:
             scan.failed.append({"file": path, "reason": str(exc)})
             continue
-        values, counts = np.unique(ids, return_counts=True)
+        if ids.size and 0 <= ids.min() and ids.max() < 65536:
+            per_value = np.bincount(ids.ravel())  # linear time; np.unique sorts
+            values = np.flatnonzero(per_value)
+            counts = per_value[values]
+        else:
+            values, counts = np.unique(ids, return_counts=True)
         for value, count in zip(values.tolist(), counts.tolist()):
             scan.pixels[value] += count
             holders = scan.files_with.setdefault(value, [])
