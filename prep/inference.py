@@ -244,7 +244,8 @@ def predict_segmentation(
 
     from prep.engine.loop import pick_device
     from prep.segmentation.class_table import parse_class_table
-    from prep.segmentation.mask_files import mask_destinations, write_mask, write_submission
+    from prep.errors import UsageError
+    from prep.segmentation.mask_files import SUBMISSION_NEEDS_BINARY, mask_destinations, write_mask, write_submission
     from prep.segmentation.overlay import class_colours
     from prep.segmentation.predict import MaskOptions, predict_masks
 
@@ -261,7 +262,7 @@ def predict_segmentation(
     skipped: list[tuple[str, str]] = []
     binary = len(classes) == 2
     if kaggle_submission and not binary:
-        write_submission(out, [], binary)  # raises, naming the reason
+        raise UsageError(SUBMISSION_NEEDS_BINARY)
     destinations = {} if kaggle_submission else mask_destinations(files, inputs, out)
     with progress.task("Predicting masks", len(files)) as advance:
         masks = predict_masks(

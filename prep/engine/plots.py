@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
@@ -18,7 +19,7 @@ def _pyplot():
 def plot_curves(records: Sequence[dict[str, Any]], path: Path, metric: str = "acc", title: str = "accuracy") -> Path:
     """Loss and one metric per epoch (``train_<metric>`` and ``valid_<metric>``), train
     against valid, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -42,7 +43,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, metric: str = "ac
 
 def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path) -> Path:
     """The confusion matrix with counts in each cell, rows true classes, columns predictions."""
-    plt = _pyplot()
+    plt = pyplot()
     size = max(4.0, 0.6 * len(classes) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
     axis.imshow(matrix, cmap="Blues")
@@ -63,7 +64,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
 def plot_per_class(series: dict[str, Sequence[float | None]], classes: Sequence[str], path: Path, title: str) -> Path:
     """Grouped bars: one group per class, one bar per series (``IoU``, ``Dice``); a missing
     value (a class neither present nor predicted) is drawn as no bar and marked n/a."""
-    plt = _pyplot()
+    plt = pyplot()
     width = 0.8 / max(len(series), 1)
     figure, axis = plt.subplots(figsize=(max(5.0, 0.9 * len(classes) + 2), 4))
     for offset, (name, values) in enumerate(series.items()):

@@ -20,6 +20,8 @@ from prep.errors import TargetExistsError, UsageError
 from prep.fsutil import atomic_write_bytes
 from prep.segmentation.rle import rle_encode
 
+SUBMISSION_NEEDS_BINARY = "--kaggle-submission writes one run-length-encoded mask per image, which needs a binary (two-class) model"
+
 
 def mask_image(indices: np.ndarray, ids: Sequence[int], colours: np.ndarray):
     """The PIL image of a predicted mask (see the module docstring)."""
@@ -78,7 +80,7 @@ def write_submission(path: Path, masks: Iterable[tuple[Path, np.ndarray]], binar
         UsageError: the model is not binary (one run-length mask per image needs one class).
     """
     if not binary:
-        raise UsageError("--kaggle-submission writes one run-length-encoded mask per image, which needs a binary (two-class) model")
+        raise UsageError(SUBMISSION_NEEDS_BINARY)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["img", "rle_mask"])

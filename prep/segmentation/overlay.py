@@ -67,9 +67,9 @@ def write_overlay_grid(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, 
         classes: the class names, for the legend.
         colours: ``classes x 3`` uint8.
     """
-    from prep.engine.plots import _pyplot
+    from prep.engine.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows) + 0.6), squeeze=False)
     for row, (image, truth, predicted, caption) in zip(axes, rows):
         for axis, picture, name in zip(row, (image, overlay(image, truth, colours), overlay(image, predicted, colours)), ("image", "truth", "prediction")):
