@@ -84,6 +84,8 @@ def _lr_lambdas(scheduler: str) -> dict[str, Any]:
 
 
 def _new_run_dir(plugin: str, arch: str | None) -> Path:
+    if arch and arch.startswith(f"{plugin}-"):
+        arch = arch[len(plugin) + 1 :]  # runs/unet-resnet34-..., not runs/unet-unet-resnet34-...
     base = Path("runs") / "-".join(filter(None, (plugin, arch, time.strftime("%Y%m%d-%H%M%S"))))
     candidate, n = base, 1
     while candidate.exists():
