@@ -133,6 +133,8 @@ def train(
     registration = trainer_registration(options.plugin)
     trainer = registration.value
     task = task_for(options.plugin, trainer, root)
+    if hasattr(task, "prepare"):
+        task.prepare(root, progress)
     request = ModelRequest(
         tuple(task.classes(root)), trainer.choose_arch(options.arch), check_weights(options.weights), options.image_size,
     )

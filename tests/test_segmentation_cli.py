@@ -245,3 +245,28 @@ def test_unet_loads_encoder_weights_from_a_classifier_file(tmp_path: Path):
 
     with pytest.raises(WeightsError, match="fits neither this model nor its encoder"):
         UNetTrainer().build_model(ModelRequest(("bg", "fg"), "unet-resnet18", str(tmp_path / "other.pt"), 40))
+
+
+def test_training_draws_the_mask_reading_as_a_progress_task(tmp_path: Path):
+    from contextlib import contextmanager
+
+    from prep.testing import make_segmentation_dataset, train_briefly
+    from prep.run_config import TrainOptions
+    from prep.training import train
+
+    class Recording:
+        def __init__(self) -> None:
+            self.tasks: list[tuple[str, int, int]] = []
+
+        @contextmanager
+        def task(self, description: str, total: int):
+            done = [0]
+            yield lambda n, status=None: done.__setitem__(0, done[0] + n)
+            self.tasks.append((description, total, done[0]))
+
+    data = make_segmentation_dataset(tmp_path / "data", per_split={"train": 6, "valid": 3})
+    progress = Recording()
+    options = TrainOptions(plugin="unet", arch="unet-resnet18", epochs=1, image_size=32, batch_size=4, preset="none", workers=0, device="cpu", run_dir=tmp_path / "run")
+    train(data, options, progress=progress)
+    assert ("Reading masks", 9, 9) in progress.tasks
+    assert train_briefly("unet", data, tmp_path / "again", arch="unet-resnet18")["status"] == "completed"

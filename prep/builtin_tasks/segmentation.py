@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from prep.hookspecs import hookimpl
 from prep.layout import SEGMENTATION
+from prep.progress import NO_PROGRESS, Progress
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +39,7 @@ class DatasetClasses:
         self.table, self.mapping, self.names = table, mapping, names
 
 
-def read_dataset_classes(root: Path, workers: int | None = None) -> DatasetClasses:
+def read_dataset_classes(root: Path, workers: int | None = None, progress: Progress = NO_PROGRESS) -> DatasetClasses:
     """Read every mask of every split of ``root`` once and work out its classes.
 
     Raises:
@@ -52,7 +53,8 @@ def read_dataset_classes(root: Path, workers: int | None = None) -> DatasetClass
 
     table = dataset_class_table(root)
     masks = [str(mask) for folder in find_split_dirs(root).values() for _, mask in segmentation_pairs(folder)[0]]
-    parts = map_chunks(scan_masks, masks, table, chunk_size=32, workers=workers or os.cpu_count() or 1, min_items=64)
+    with progress.task("Reading masks", len(masks)) as advance:
+        parts = map_chunks(scan_masks, masks, table, chunk_size=32, workers=workers or os.cpu_count() or 1, min_items=64, advance=advance)
     scan = sum(parts, MaskScan())
     mapping = mapping_for(table, scan)
     check_mask_ids(scan, mapping, table)
@@ -77,13 +79,17 @@ class SegmentationTask:
         """Dice for a binary segmentation (Carvana's metric), mean IoU otherwise."""
         return "valid_dice" if len(classes) == 2 else "valid_iou"
 
-    def dataset_classes(self, root: Path) -> DatasetClasses:
+    def prepare(self, root: Path, progress: Progress = NO_PROGRESS) -> None:
+        """Read every mask once, with a progress bar (the costly part of a large dataset)."""
+        self.dataset_classes(root, progress)
+
+    def dataset_classes(self, root: Path, progress: Progress = NO_PROGRESS) -> DatasetClasses:
         from prep.layout import CLASS_TABLE
 
         table = root / CLASS_TABLE
         key = (str(root.resolve()), table.stat().st_mtime if table.exists() else 0.0)
         if key not in self._read:
-            self._read[key] = read_dataset_classes(root)
+            self._read[key] = read_dataset_classes(root, progress=progress)
         return self._read[key]
 
     def classes(self, root: Path) -> list[str]:

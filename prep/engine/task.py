@@ -65,8 +65,10 @@ class Task(Protocol):
             (``"valid_acc"``); ``TrainConfig.monitor`` overrides it.
         mode: ``"max"`` when a larger ``monitor`` is better, else ``"min"``.
 
-    Two methods are optional, and used when present:
+    Three methods are optional, and used when present:
 
+    * ``prepare(root, progress)``: read what the task needs from the dataset, once, before
+      ``classes`` is asked, drawing its progress (segmentation reads every mask);
     * ``monitor_for(classes) -> str``: the monitored key when it depends on the classes
       (segmentation monitors ``valid_dice`` for two classes, ``valid_iou`` for more);
     * ``examples(model, dataset, classes, mean, std, device, path) -> Path | None``: a PNG
