@@ -270,3 +270,13 @@ def test_training_draws_the_mask_reading_as_a_progress_task(tmp_path: Path):
     train(data, options, progress=progress)
     assert ("Reading masks", 9, 9) in progress.tasks
     assert train_briefly("unet", data, tmp_path / "again", arch="unet-resnet18")["status"] == "completed"
+
+
+def test_evaluate_on_held_out_masks_that_lack_the_last_class(tmp_path: Path):
+    from prep.testing import make_segmentation_dataset, train_briefly
+
+    data = make_segmentation_dataset(tmp_path / "data", classes=3)
+    summary = train_briefly("unet", data, tmp_path / "run", arch="unet-resnet18")
+    held_out = make_segmentation_dataset(tmp_path / "held", classes=2, per_split={"train": 2, "valid": 2})
+    metrics = json.loads(_ok(["evaluate", summary["best"], str(held_out), "--json", "--workers", "0", "--out", str(tmp_path / "e.png")]).stdout)
+    assert list(metrics["per_class"]) == ["class_0", "class_1", "class_2"] and metrics["images"] == 2

@@ -101,12 +101,18 @@ class SegmentationTask:
         from prep.segmentation.masks import MaskDecoder
 
         found = self.dataset_classes(root)
-        if list(classes) != found.names:
+        mapping = found.mapping
+        if list(classes) != found.names and found.table is None and len(found.names) <= len(classes):
+            # Without a table the classes are the ids found: a held-out set may lack the last ones.
+            from prep.segmentation.masks import ClassMapping
+
+            mapping = ClassMapping(tuple(range(len(classes))))
+        elif list(classes) != found.names:
             raise MaskError(
                 f"The model's classes are {', '.join(classes)}, but {root} has {', '.join(found.names)}; "
                 f"use it with a model trained on these classes"
             )
-        return SegmentationDataset(root, split, transform=transform, decode_min_side=decode_min_side, decode_mask=MaskDecoder(found.table, found.mapping))
+        return SegmentationDataset(root, split, transform=transform, decode_min_side=decode_min_side, decode_mask=MaskDecoder(found.table, mapping))
 
     def targets(self, batch: Any, classes: list[str], origin: str):
         import torch

@@ -68,8 +68,8 @@ class SegmentationMetrics:
         # One bincount gives every image's confusion matrix: bins (image, truth, prediction).
         bins = (torch.arange(n, device=device).view(n, 1, 1) * c + truth) * c + predicted
         per_image = torch.bincount(bins[valid], minlength=n * c * c).view(n, c, c)
-        for name in [k for k in self.counts if k != "confusion"] + ["confusion"]:
-            self.counts[name] = self.counts[name].to(device)
+        for name, value in self.counts.items():  # counts stay on the predictions' device
+            self.counts[name] = value.to(device)
         self.counts["confusion"] += per_image.sum(dim=0)
         if self.train:
             return
