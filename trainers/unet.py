@@ -1,7 +1,7 @@
 """The ``unet`` trainer: semantic segmentation with Dice loss, on the shared engine.
 
-``--arch`` takes a U-Net on a torchvision encoder (``unet-resnet34``, the default, which is
-what won Carvana; ``unet-resnet18``, ``unet-resnet50``, ``unet-mobilenet_v2``) or one of
+``--arch`` takes a U-Net on a torchvision encoder (``unet-resnet34``, the default, a common
+choice for Carvana-style data; ``unet-resnet18``, ``unet-resnet50``, ``unet-mobilenet_v2``) or one of
 torchvision's segmentation models: ``deeplabv3_resnet50``, ``deeplabv3_mobilenet_v3_large``,
 ``lraspp_mobilenet_v3_large`` and ``fcn_resnet50`` (the first, second and fourth with their
 auxiliary head, whose loss counts half). ``--weights imagenet`` starts the encoder from
