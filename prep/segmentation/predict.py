@@ -104,15 +104,12 @@ def predict_tiled(model: torch.nn.Module, image: torch.Tensor, tile: int, overla
     return (total / weight)[..., :height, :width]
 
 
-def _upright_size(path: Path, pixels: np.ndarray) -> tuple[int, int]:
-    """The image's own (height, width), upright, from its header (the pixels may be
-    decoded at reduced scale)."""
-    from prep.images import decode_image
-
-    header = decode_image(path, min_side=1, max_reduction=8)
-    height, width = header.height, header.width
+def _upright_size(decoded) -> tuple[int, int]:
+    """The image's own (height, width), upright: its header's, turned as its pixels (which
+    may be decoded at reduced scale) were turned by the EXIF orientation."""
+    pixels, height, width = decoded.pixels, decoded.height, decoded.width
     if (pixels.shape[0] > pixels.shape[1]) != (height > width) and pixels.shape[0] != pixels.shape[1]:
-        height, width = width, height  # rotated by its EXIF orientation
+        height, width = width, height
     return height, width
 
 
@@ -129,7 +126,7 @@ def predict_masks(
         on_skip: called with each unreadable file and the reason; the others go on.
     """
     from prep.data.collate import to_device_normalized
-    from prep.images import ImageDecodeError, load_rgb
+    from prep.images import ImageDecodeError, decode_image, load_rgb
 
     options.check()
     model.eval()
@@ -151,12 +148,12 @@ def predict_masks(
             chunk, inputs, sizes = [], [], []
             for path in files[first : first + batch_size]:
                 try:
-                    pixels = load_rgb(path, image_size)  # decoded as in training
-                    sizes.append(_upright_size(path, pixels))
+                    decoded = decode_image(path, image_size)  # decoded as in training
                 except ImageDecodeError as exc:
                     on_skip(path, str(exc))
                     continue
-                inputs.append(torch.from_numpy(np.ascontiguousarray(transform(image=pixels)["image"])))
+                sizes.append(_upright_size(decoded))
+                inputs.append(torch.from_numpy(np.ascontiguousarray(transform(image=decoded.pixels)["image"])))
                 chunk.append(path)
             if chunk:
                 probs = predict_probabilities(model, to_device_normalized(torch.stack(inputs), mean, std, device), options.tta)
