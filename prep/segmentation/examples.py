@@ -5,23 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
-
-from prep.segmentation.masks import IGNORE_INDEX
-
-
-def image_dice(truth: np.ndarray, predicted: np.ndarray) -> float:
-    """The foreground Dice of one image (mean over the foreground classes present in either;
-    1 when both are empty), as in ``prep.segmentation.metrics``."""
-    valid = truth != IGNORE_INDEX
-    scores = []
-    for c in np.union1d(np.unique(truth[valid]), np.unique(predicted[valid])):
-        if c <= 0:
-            continue
-        t, p = (truth == c) & valid, (predicted == c) & valid
-        scores.append(2 * (t & p).sum() / (t.sum() + p.sum()))
-    return float(np.mean(scores)) if scores else 1.0
 
 
 def write_examples(model: torch.nn.Module, dataset: Any, classes: Sequence[str], mean, std, device, path: Path, count: int = 6) -> Path | None:
@@ -32,7 +16,7 @@ def write_examples(model: torch.nn.Module, dataset: Any, classes: Sequence[str],
     """
     from prep.data.collate import to_device_normalized
     from prep.data.datasets import CorruptSample
-    from prep.segmentation.metrics import predicted_classes
+    from prep.segmentation.metrics import SegmentationMetrics, predicted_classes
     from prep.segmentation.overlay import class_colours, write_overlay_grid
 
     if len(dataset) == 0:
@@ -50,7 +34,8 @@ def write_examples(model: torch.nn.Module, dataset: Any, classes: Sequence[str],
         for image, truth in samples:
             outputs = model(to_device_normalized(image.unsqueeze(0), mean, std, device))
             predicted = predicted_classes(outputs, tuple(truth.shape))[0].cpu().numpy()
-            truth_np = truth.numpy()
-            rows.append((image.numpy(), truth_np, predicted, f"Dice {image_dice(truth_np, predicted):.3f}"))
+            scores = SegmentationMetrics(len(classes), train=False)  # the caption is the record's image_dice
+            scores.update(outputs, truth.unsqueeze(0).to(device))
+            rows.append((image.numpy(), truth.numpy(), predicted, f"Dice {scores.compute()['image_dice']:.3f}"))
     model.train(was_training)
     return write_overlay_grid(rows, classes, colours, path, title="Validation samples: truth and prediction")
