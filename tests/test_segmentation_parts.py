@@ -344,3 +344,17 @@ def test_flip_tta_averages_the_mirror_images_prediction():
     mirrored = torch.sigmoid(model(image.flip(-1))).flip(-1)
     assert torch.allclose(predict_probabilities(model, image, "flip"), (plain + mirrored) / 2)
     assert not torch.allclose(plain, mirrored)
+
+
+def test_a_mask_saved_at_another_size_is_read_at_its_images_size_nearest(tmp_path: Path):
+    from prep.data.datasets import SegmentationDataset
+
+    for folder in ("images", "masks"):
+        (tmp_path / "train" / folder).mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 60, 3), dtype=np.uint8)).save(tmp_path / "train" / "images" / "a.png")
+    half = np.zeros((20, 30), dtype=np.uint8)
+    half[5:15, 10:20] = 255
+    Image.fromarray(half, "L").save(tmp_path / "train" / "masks" / "a.png")
+    _, mask = SegmentationDataset(tmp_path, "train")[0]
+    assert tuple(mask.shape) == (40, 60) and set(mask.unique().tolist()) == {0, 1}
+    assert mask[10:30, 20:40].all() and mask.sum() == 20 * 20

@@ -113,18 +113,12 @@ def load_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     return mask_ids(Path(path), size=size)
 
 
-def _resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize (a mask never gains a value it did not have)."""
-    rows = (np.arange(height) * mask.shape[0] // height).clip(0, mask.shape[0] - 1)
-    columns = (np.arange(width) * mask.shape[1] // width).clip(0, mask.shape[1] - 1)
-    return mask[rows[:, None], columns[None, :]]
-
-
 class SegmentationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
     """``ROOT/<split>/images|masks`` -> (``H x W x 3`` uint8 tensor, ``H x W`` int64 class indices).
 
     Images without a mask are left out. A mask of another size than its image (a JPEG
-    decoded at reduced scale, a mask saved at half size) is resized to it, nearest-neighbour.
+    decoded at reduced scale, a mask saved at half size) is read at the image's size,
+    nearest-neighbour (``decode_mask`` is given the size).
     Other arguments as for ``ClassificationDataset``.
 
     Args:
@@ -155,8 +149,6 @@ class SegmentationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
             mask = self.decode_mask(mask_path, pixels.shape[:2])
         except (ImageDecodeError, OSError, ValueError) as exc:
             return CorruptSample(str(image_path), str(exc))
-        if mask.shape != pixels.shape[:2]:
-            mask = _resize_nearest(mask, *pixels.shape[:2])
         # Augmentations resize masks with OpenCV, which takes 8- and 16-bit masks; the ignore
         # value travels as the largest value of the type.
         small = np.uint8 if mask.max(initial=0) < 255 else np.uint16
