@@ -14,7 +14,6 @@ binary segmentation and ``valid_iou`` (mean IoU) otherwise; higher is better.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,39 +25,9 @@ if TYPE_CHECKING:
     import torch
 
     from prep.engine.config import TrainConfig
-    from prep.segmentation.class_table import ClassTable
-    from prep.segmentation.masks import ClassMapping
+    from prep.segmentation.masks import DatasetClasses
 
 EXAMPLES = 6
-
-
-class DatasetClasses:
-    """What the masks of one dataset hold: its table, the mask-id mapping and the names."""
-
-    def __init__(self, table: "ClassTable | None", mapping: "ClassMapping", names: list[str]) -> None:
-        self.table, self.mapping, self.names = table, mapping, names
-
-
-def read_dataset_classes(root: Path, workers: int | None = None, progress: Progress = NO_PROGRESS) -> DatasetClasses:
-    """Read every mask of every split of ``root`` once and work out its classes.
-
-    Raises:
-        MaskError: unreadable masks, or ids that are no class (files and values named).
-        ClassTableError: a malformed ``classes.csv``.
-    """
-    from prep.data.splits import find_split_dirs, segmentation_pairs
-    from prep.parallel import map_chunks
-    from prep.segmentation.class_table import dataset_class_table
-    from prep.segmentation.masks import MaskScan, check_mask_ids, class_names, mapping_for, scan_masks
-
-    table = dataset_class_table(root)
-    masks = [str(mask) for folder in find_split_dirs(root).values() for _, mask in segmentation_pairs(folder)[0]]
-    with progress.task("Reading masks", len(masks)) as advance:
-        parts = map_chunks(scan_masks, masks, table, chunk_size=32, workers=workers or os.cpu_count() or 1, min_items=64, advance=advance)
-    scan = sum(parts, MaskScan())
-    mapping = mapping_for(table, scan)
-    check_mask_ids(scan, mapping, table)
-    return DatasetClasses(table, mapping, class_names(table, mapping))
 
 
 class SegmentationTask:
@@ -89,6 +58,8 @@ class SegmentationTask:
         table = root / CLASS_TABLE
         key = (str(root.resolve()), table.stat().st_mtime if table.exists() else 0.0)
         if key not in self._read:
+            from prep.segmentation.masks import read_dataset_classes
+
             self._read[key] = read_dataset_classes(root, progress=progress)
         return self._read[key]
 

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from prep.errors import MaskError
+from prep.progress import NO_PROGRESS, Progress
 from prep.segmentation.class_table import ClassTable
 
 # What an ignored pixel becomes in a target: cross-entropy's default ignore_index.
@@ -244,3 +245,38 @@ def check_mask_ids(scan: MaskScan, mapping: ClassMapping, table: ClassTable | No
         if 255 in bad else "; list every class in the class table (classes.csv: id,name[,r,g,b])"
     )
     raise MaskError(f"Masks hold values that are not {where}: {examples}{advice}.")
+
+
+@dataclass(frozen=True)
+class DatasetClasses:
+    """What the masks of one split dataset hold: its class table (or None), the mapping of
+    mask ids to classes, the class names and the scan (pixels per id)."""
+
+    table: ClassTable | None
+    mapping: ClassMapping
+    names: list[str]
+    scan: MaskScan
+
+
+def read_dataset_classes(root: Path, workers: int | None = None, progress: Progress = NO_PROGRESS) -> DatasetClasses:
+    """Read every mask of every split of ``root`` once (in parallel) and work out its
+    classes: what training, evaluation and ``prep stats`` all rely on.
+
+    Raises:
+        MaskError: unreadable masks, or ids that are no class (files and values named).
+        ClassTableError: a malformed ``classes.csv``.
+    """
+    import os
+
+    from prep.data.splits import find_split_dirs, segmentation_pairs
+    from prep.parallel import map_chunks
+    from prep.segmentation.class_table import dataset_class_table
+
+    table = dataset_class_table(root)
+    masks = [str(mask) for folder in find_split_dirs(root).values() for _, mask in segmentation_pairs(folder)[0]]
+    with progress.task("Reading masks", len(masks)) as advance:
+        parts = map_chunks(scan_masks, masks, table, chunk_size=32, workers=workers or os.cpu_count() or 1, min_items=64, advance=advance)
+    scan = sum(parts, MaskScan())
+    mapping = mapping_for(table, scan)
+    check_mask_ids(scan, mapping, table)
+    return DatasetClasses(table, mapping, class_names(table, mapping), scan)

@@ -148,36 +148,29 @@ def compute_dataset_stats(
         with progress.task("Reading masks", len(mask_paths)) as advance:
             mask_parts = map_chunks(summarize_masks, mask_paths, chunk_size=CHUNK, workers=workers, min_items=CHUNK + 1, advance=advance)
         stats["masks"] = audit(sum(mask_parts, MaskSummary()), mask_classes, unpaired)
-        stats["masks"].update(_mask_classes(root, mask_paths, workers, progress))
+        stats["masks"].update(_mask_classes(root, workers, progress))
     stats["created"] = time.time()
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
 
 
-def _mask_classes(root: Path, mask_paths: list[str], workers: int, progress: Progress) -> dict[str, Any]:
+def _mask_classes(root: Path, workers: int, progress: Progress) -> dict[str, Any]:
     """The masks read as training reads them (``prep.segmentation.masks``): the classes,
     each one's share of the pixels, and what would stop training, if anything."""
     from prep.errors import PrepError
-    from prep.segmentation.class_table import dataset_class_table
-    from prep.segmentation.masks import MaskScan, check_mask_ids, class_names, mapping_for, scan_masks
+    from prep.layout import CLASS_TABLE
+    from prep.segmentation.masks import read_dataset_classes
 
+    table = root / CLASS_TABLE
+    result: dict[str, Any] = {"class_table": str(table) if table.is_file() else None, "problem": None}
     try:
-        table = dataset_class_table(root)
-    except PrepError as exc:
-        return {"classes": [], "class_table": None, "class_pixels": {}, "problem": str(exc)}
-    with progress.task("Reading masks as classes", len(mask_paths)) as advance:
-        parts = map_chunks(scan_masks, mask_paths, table, chunk_size=CHUNK, workers=workers, min_items=CHUNK + 1, advance=advance)
-    scan = sum(parts, MaskScan())
-    result: dict[str, Any] = {"class_table": table.source if table else None, "problem": None}
-    try:
-        mapping = mapping_for(table, scan)
-        names = class_names(table, mapping)
-        check_mask_ids(scan, mapping, table)
+        found = read_dataset_classes(root, workers, progress)
     except PrepError as exc:
         return {**result, "classes": [], "class_pixels": {}, "problem": str(exc)}
-    counted = sum(scan.pixels[i] for i in mapping.ids) or 1
-    result["classes"] = names
-    result["class_pixels"] = {name: scan.pixels.get(i, 0) / counted for name, i in zip(names, mapping.ids)}
+    pixels = found.scan.pixels
+    counted = sum(pixels[i] for i in found.mapping.ids) or 1
+    result["classes"] = found.names
+    result["class_pixels"] = {name: pixels.get(i, 0) / counted for name, i in zip(found.names, found.mapping.ids)}
     return result
 
 
