@@ -22,6 +22,26 @@ def jpeg_bytes(seed: int, size: tuple[int, int] = (40, 32), fmt: str = "JPEG") -
     return buffer.getvalue()
 
 
+def run_two_gloo_ranks(target, args: tuple, seconds: float) -> None:
+    """Run ``target(rank, port, *args)`` in two spawned processes that meet on a free local
+    port (Gloo); a rank left waiting for the other fails the test after ``seconds``."""
+    import socket
+    import time
+
+    import torch
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    job = torch.multiprocessing.start_processes(target, args=(port, *args), nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + seconds
+    while not job.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in job.processes:
+                process.kill()
+            pytest.fail(f"the two ranks did not finish in {seconds:.0f} s: one is waiting for the other")
+
+
 def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)

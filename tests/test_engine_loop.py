@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_two_gloo_ranks
 from prep.augment.presets import build_pipeline
 from prep.data.datasets import ClassificationDataset
 from prep.data.loader import create_loader
@@ -289,7 +289,7 @@ def test_accumulating_small_batches_equals_one_full_batch(dataset_root: Path, tm
         assert torch.allclose(a, b, atol=1e-6), name
 
 
-def _ddp_rank(rank: int, root: str, out: str, port: int, batch_size: int, accumulate: int) -> None:
+def _ddp_rank(rank: int, port: int, root: str, out: str, batch_size: int, accumulate: int) -> None:
     """One of two Gloo processes; saves its weights and step count at the end."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
@@ -303,20 +303,7 @@ def _ddp_rank(rank: int, root: str, out: str, port: int, batch_size: int, accumu
 
 def _two_ranks(root: Path, out: Path, batch_size: int, accumulate: int = 1) -> list[dict]:
     """Train on two Gloo processes; a hang (a rank left waiting in a collective) fails the test."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    job = torch.multiprocessing.start_processes(
-        _ddp_rank, args=(str(root), str(out), port, batch_size, accumulate), nprocs=2, join=False, start_method="spawn",
-    )
-    deadline = time.monotonic() + 180
-    while not job.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in job.processes:
-                process.kill()
-            pytest.fail("the two ranks did not finish in 180 s: one is waiting for the other")
+    run_two_gloo_ranks(_ddp_rank, (str(root), str(out), batch_size, accumulate), seconds=180)
     return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
 
 

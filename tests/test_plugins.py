@@ -359,13 +359,18 @@ def test_every_hook_has_a_test_and_a_documented_section():
         assert inspect.getdoc(getattr(hookspecs, hook)), f"hook {hook} has no docstring"
 
 
-def test_prep_plugins_lists_versions_hooks_and_failures(site: Path):
-    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN, "1.2")
-    install_fake_plugin(site, "brokenplugin", BROKEN_IMPORT, "0.3")
+def plugins_json(site: Path) -> dict:
+    """``prep plugins --json`` in a fresh process that sees the plugins installed in ``site``."""
     env = dict(os.environ, PYTHONPATH=str(site))
     done = subprocess.run([sys.executable, "-m", "prep", "plugins", "--json"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    listed = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_prep_plugins_lists_versions_hooks_and_failures(site: Path):
+    install_fake_plugin(site, "goodplugin", GOOD_PLUGIN, "1.2")
+    install_fake_plugin(site, "brokenplugin", BROKEN_IMPORT, "0.3")
+    listed = plugins_json(site)
     by_name = {p["name"]: p for p in listed["plugins"]}
     assert by_name["goodplugin"]["version"] == "goodplugin 1.2"
     assert "register_label_parsers" in by_name["goodplugin"]["hooks"] and not by_name["goodplugin"]["builtin"]

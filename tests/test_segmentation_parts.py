@@ -4,7 +4,6 @@ losses, metrics (also summed over two Gloo ranks), run-length encoding, TTA and 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+
+from conftest import run_two_gloo_ranks
 
 from prep.errors import ClassTableError, MaskError, UsageError
 from prep.segmentation.class_table import parse_class_table
@@ -257,18 +258,7 @@ def _rank_metrics(rank: int, port: int, out: str) -> None:
 
 @pytest.mark.slow
 def test_metric_sums_over_two_gloo_ranks_equal_one_process(tmp_path: Path):
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    job = torch.multiprocessing.start_processes(_rank_metrics, args=(port, str(tmp_path)), nprocs=2, join=False, start_method="spawn")
-    deadline = time.monotonic() + 120
-    while not job.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in job.processes:
-                process.kill()
-            pytest.fail("the two ranks did not finish in 120 s")
+    run_two_gloo_ranks(_rank_metrics, (str(tmp_path),), seconds=120)
     generator = torch.Generator().manual_seed(0)
     logits, truth = torch.randn(4, 3, 5, 6, generator=generator), torch.randint(0, 3, (4, 5, 6), generator=generator)
     alone = SegmentationMetrics(3, train=False)

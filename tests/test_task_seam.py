@@ -18,7 +18,7 @@ from prep.cli import app
 from prep.plugins import reset_plugin_host
 from prep.testing import make_classification_dataset, make_segmentation_dataset, train_briefly
 
-from test_plugins import install_fake_plugin, site  # noqa: F401 - site is a fixture
+from test_plugins import install_fake_plugin, plugins_json, site  # noqa: F401 - site is a fixture
 
 runner = CliRunner()
 
@@ -360,10 +360,7 @@ def register_tasks(register):
 def test_prep_plugins_shows_what_each_plugin_registered_and_register_time_failures(site: Path):
     install_fake_plugin(site, "seamplugin_tiny", TINY_TRAINERS, "2.0")
     install_fake_plugin(site, "seamplugin_fails", REGISTER_FAILS, "0.1")
-    env = dict(os.environ, PYTHONPATH=str(site))
-    done = subprocess.run([sys.executable, "-m", "prep", "plugins", "--json"], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    listed = json.loads(done.stdout)
+    listed = plugins_json(site)
     plugins = {p["name"]: p for p in listed["plugins"]}
     assert plugins["seamplugin_tiny"]["registered"] == {"trainer": ["tiny", "seg-trainer", "det-trainer"], "LR lambda": ["halve-each-epoch"]}
     assert plugins["prep.builtin_tasks.classification"]["registered"] == {"task": ["classification"]}
@@ -375,7 +372,7 @@ def test_prep_plugins_shows_what_each_plugin_registered_and_register_time_failur
     # A failure while registering shows here, before anything tries to use the registry.
     assert {"name": "seamplugin_fails", "version": "seamplugin_fails 0.1", "stage": "register_tasks",
             "error": "RuntimeError: task table missing"} in listed["failures"]
-    table = subprocess.run([sys.executable, "-m", "prep", "plugins"], capture_output=True, text=True, env=dict(env, COLUMNS="200"))
+    table = subprocess.run([sys.executable, "-m", "prep", "plugins"], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(site), COLUMNS="200"))
     assert "trainer: tiny, seg-trainer, det-trainer" in table.stdout and "resnet18*, resnet34, resnet50" in table.stdout
 
 
