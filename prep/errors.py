@@ -116,3 +116,7 @@ class ClassTableError(PrepError):
 
 class MaskError(PrepError):
     """Segmentation masks hold values that are not classes of the dataset, or cannot be read as classes."""
+
+
+class UnknownClassError(PrepError):
+    """A folder to evaluate on has a class that the model was not trained on."""

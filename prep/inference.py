@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from prep.errors import PrepError
 from prep.progress import NO_PROGRESS, Progress
+from prep.layout import canonical_split_name
 from prep.run_config import config_from_data, options_from_data
 
 if TYPE_CHECKING:
@@ -75,48 +76,80 @@ def _eval_transform(state: dict[str, Any], layout: str = "classification"):
     from prep.augment.presets import build_pipeline
 
     options = state["options"]
-    return build_pipeline(options["preset"], options["image_size"], train=False, task=layout)
+    return build_pipeline(options.get("preset") or "none", options["image_size"], train=False, task=layout)
 
 
-def evaluate_checkpoint(checkpoint: Path, root: Path | None, split: str = "valid", *, batch_size: int = 64, workers: int | None = None, device: str | None = None, out_png: Path | None = None) -> dict[str, Any]:
-    """The task's metrics on a split, with the loss (classification: accuracy ``acc``,
-    per-class accuracy and the confusion matrix; segmentation: ``dice``, ``iou``,
-    ``image_dice``, ``pixel_acc`` and ``per_class``, class name -> ``dice`` and ``iou``).
+def evaluate_checkpoint(
+    checkpoint: Path, root: Path | None, split: str | None = None, *, tta: str = "none", batch_size: int = 64,
+    workers: int | None = None, device: str | None = None, out_png: Path | None = None,
+) -> dict[str, Any]:
+    """The task's metrics on held-out images, with the loss (classification: accuracy
+    ``acc``, ``top5_acc`` with more than five classes, ``per_class`` class name ->
+    ``recall``, ``precision`` and ``images``, and the confusion matrix; segmentation:
+    ``dice``, ``iou``, ``image_dice``, ``pixel_acc`` and ``per_class``, class name ->
+    ``dice`` and ``iou``).
 
-    ``root`` None means the dataset the checkpoint was trained on, when it is still there,
-    else the working directory's (``prep.workspace.resolve_dataset``). Writes a PNG to
-    ``out_png`` when given: the confusion matrix, or (segmentation) samples with their truth
-    and prediction.
+    A classification model reads any folder of class folders (see ``prep.data.heldout``):
+    a split dataset, a split holding only ``valid/`` or ``test/``, or bare class folders; a
+    segmentation model reads a split dataset. ``root`` None means the dataset the
+    checkpoint was trained on, when it is still there, else the working directory's
+    (``prep.workspace.resolve_dataset``). ``split`` None means ``valid``, else ``test``.
+    ``tta="flip"`` averages each image's prediction with its mirror image's. Writes a PNG
+    to ``out_png`` when given: the confusion matrix, or (segmentation) samples with their
+    truth and prediction.
 
     Raises:
-        DatasetNotFoundError: no dataset given, recorded or found.
+        DatasetNotFoundError: no dataset given, recorded or found, or no such split.
+        UnknownClassError: a class folder the model was not trained on.
+        UsageError: an unknown ``tta``, or a split asked of bare class folders.
     """
     from prep.data.loader import create_loader
     from prep.engine.loop import evaluate, pick_device
     from prep.engine.plots import plot_confusion
-    from prep.plugins import collate_fns
-    from prep.training import trainer_registration, task_for
+    from prep.layout import CLASSIFICATION
+    from prep.plugins import collate_fns, tasks
+    from prep.tta import check_tta, with_tta
 
+    check_tta(tta)
     target = pick_device(device)
     model, state = load_model(checkpoint, device)
-    trainer = trainer_registration(state["options"]["plugin"]).value
     if root is None:
         from prep.workspace import resolve_dataset
 
         recorded = Path(state["data"]) if state.get("data") else None
         root = recorded if recorded is not None and (recorded / "train").is_dir() else resolve_dataset(None)
+    task = tasks().get(model_task(state))
+    classes = state["classes"]
+    size = state["options"]["image_size"]
     # Decoded exactly as in training (including reduced-scale JPEG decoding), or the
     # figures would drift from the ones the run reported.
-    task = task_for(state["options"]["plugin"], trainer, root)
-    classes = state["classes"]
-    dataset = task.dataset(root, split, classes=classes, transform=_eval_transform(state, task.layout), decode_min_side=state["options"]["image_size"])
+    transform = _eval_transform(state, task.layout)
+    if task.layout == CLASSIFICATION:
+        from prep.data.heldout import evaluation_split
+
+        folder, split = evaluation_split(root, split, classes)
+        dataset = task.dataset(root, folder, classes=classes, transform=transform, decode_min_side=size)
+    else:
+        from prep.training import task_for, trainer_registration
+
+        task = task_for(state["options"]["plugin"], trainer_registration(state["options"]["plugin"]).value, root)
+        split = canonical_split_name(split or "valid")
+        dataset = task.dataset(root, split, classes=classes, transform=transform, decode_min_side=size)
+    if not len(dataset):
+        from prep.errors import DatasetNotFoundError
+
+        raise DatasetNotFoundError(f"No images to evaluate on in {root} ({split})")
     collate = collate_fns().registration(task.collate)
     loader = create_loader(dataset, batch_size, train=False, collate_fn=collate.call, collate_origin=collate.origin, workers=workers, device=target)
     loss_fn = task.loss(config_from_data(state.get("config", {})), classes, train=False)
-    loss, computed, images = evaluate(model, loader, task, loss_fn, classes, state["mean"], state["std"], target)
-    metrics = {"split": split, "images": images, "loss": loss, **computed, "classes": classes}
+    loss, computed, images = evaluate(with_tta(model, tta), loader, task, loss_fn, classes, state["mean"], state["std"], target)
+    metrics = {"split": split, "images": images, "tta": tta, "loss": loss, **computed, "classes": classes}
     if isinstance(metrics.get("per_class_acc"), list):
-        metrics["per_class_acc"] = dict(zip(classes, metrics["per_class_acc"]))
+        counts = [sum(row) for row in metrics["confusion"]]
+        metrics["per_class"] = {
+            name: {"recall": recall, "precision": precision, "images": n}
+            for name, recall, precision, n in zip(classes, metrics.pop("per_class_acc"), metrics.pop("per_class_precision"), counts)
+        }
     if isinstance(metrics.get("per_class_iou"), list):
         metrics["per_class"] = {
             name: {"dice": dice, "iou": iou}
@@ -128,7 +161,6 @@ def evaluate_checkpoint(checkpoint: Path, root: Path | None, split: str = "valid
         written = task.examples(model, dataset, classes, state["mean"], state["std"], target, out_png)
         metrics["examples_png"] = str(written) if written else None
     return metrics
-
 
 
 def image_files(inputs: list[Path]) -> list[Path]:
@@ -152,8 +184,9 @@ def image_files(inputs: list[Path]) -> list[Path]:
     return files
 
 
-def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, device: str | None = None) -> tuple[list[str], list[tuple[Path, list[float]]], list[tuple[Path, str]]]:
-    """Class probabilities for each image file (directories are searched, sorted).
+def predict(checkpoint: Path, inputs: list[Path], *, tta: str = "none", batch_size: int = 64, device: str | None = None) -> tuple[list[str], list[tuple[Path, list[float]]], list[tuple[Path, str]]]:
+    """Class probabilities for each image file (directories are searched, sorted); with
+    ``tta="flip"`` the average of the image's and its mirror image's.
 
     An image that cannot be read is skipped, as in training and evaluation, and listed
     with the reason; the others are predicted.
@@ -171,6 +204,9 @@ def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, devic
     from prep.images import ImageDecodeError, load_rgb
     from prep.training import trainer_registration
 
+    from prep.tta import check_tta, with_tta
+
+    check_tta(tta)
     files = image_files(inputs)
     model, state = load_model(checkpoint, device)
     task = trainer_registration(state["options"]["plugin"]).value.task
@@ -192,7 +228,7 @@ def predict(checkpoint: Path, inputs: list[Path], *, batch_size: int = 64, devic
                     skipped.append((path, str(exc)))
             if not chunk:
                 continue
-            probabilities = model(to_device_normalized(torch.stack(pixels), state["mean"], state["std"], target)).float().softmax(dim=1)
+            probabilities = with_tta(model, tta)(to_device_normalized(torch.stack(pixels), state["mean"], state["std"], target)).float().softmax(dim=1)
             results += list(zip(chunk, probabilities.cpu().tolist()))
     if not results:
         raise PrepError(f"None of the {len(files)} images could be read (first: {skipped[0][1]})")

@@ -1,28 +1,77 @@
-"""How a run normalises its images: ImageNet's constants for ImageNet weights, else the
-dataset's own mean and std (``stats.json``, computed when missing)."""
+"""``--normalize auto|imagenet|dataset``: the mean and std a run normalises its images with.
+
+Pretrained weights only see what they were trained on when the images are normalised the
+same way: ImageNet's constants for torchvision's weights and for nearly every published
+file. A model trained from scratch is better served by the dataset's own exact statistics
+(``stats.json``, computed when missing). ``auto`` chooses between the two from the weights.
+The choice is stored in every checkpoint, so that evaluate, predict and export use it too.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+from prep.errors import UsageError
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
+AUTO, IMAGENET, DATASET = "auto", "imagenet", "dataset"
+MODES = (AUTO, IMAGENET, DATASET)
+NORMALIZE_HELP = "auto (ImageNet's constants for pretrained weights, else the dataset's stats.json) | imagenet | dataset."
 
-def normalization(root: Path, pretrained: bool, workers: int | None, may_compute: bool = True) -> tuple[list[float], list[float], str]:
-    """ImageNet's constants for ImageNet weights, else stats.json (computed if missing,
-    when ``may_compute``)."""
-    if pretrained:
-        return IMAGENET_MEAN, IMAGENET_STD, "imagenet"
+
+@dataclass(frozen=True)
+class Normalization:
+    """A run's normalisation and where it came from.
+
+    Attributes:
+        mode: ``imagenet`` or ``dataset``, as resolved from ``auto``.
+        source: where the numbers came from, for people (``ImageNet's constants``,
+            ``stats.json``, ``stats.json, computed now``).
+    """
+
+    mode: str
+    mean: list[float]
+    std: list[float]
+    source: str
+
+    def describe(self) -> str:
+        return f"{self.mode} ({self.source})"
+
+
+def check_normalize(mode: str) -> str:
+    """``mode`` when it is one of ``MODES``.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if mode not in MODES:
+        raise UsageError(f"--normalize must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+def resolve_normalization(root: Path, mode: str, pretrained: bool, workers: int | None, may_compute: bool = True) -> Normalization:
+    """The run's mean and std: ImageNet's for ``imagenet`` (and ``auto`` with pretrained
+    weights), else the dataset's ``stats.json``, computed and written when missing and
+    ``may_compute``.
+
+    Raises:
+        UsageError: an unknown mode. StatsNotFoundError: no stats.json and not ``may_compute``.
+    """
+    check_normalize(mode)
+    if mode == IMAGENET or (mode == AUTO and pretrained):
+        return Normalization(IMAGENET, IMAGENET_MEAN, IMAGENET_STD, "ImageNet's constants")
     from prep.errors import StatsNotFoundError
     from prep.stats.dataset_stats import compute_dataset_stats, read_mean_std, write_stats
 
     try:
         mean, std = read_mean_std(root)
-        return mean, std, "stats.json"
+        return Normalization(DATASET, mean, std, "stats.json")
     except StatsNotFoundError:
         if not may_compute:
             raise
         write_stats(root, compute_dataset_stats(root, workers=workers))
         mean, std = read_mean_std(root)
-        return mean, std, "computed now"
+        return Normalization(DATASET, mean, std, "stats.json, computed now")

@@ -17,7 +17,8 @@ class TrainOptions:
 
     plugin: str = "resnet-finetune"
     arch: str | None = None  # None: the trainer's default_arch
-    weights: str = "none"  # imagenet | none | a path to a state dict (see prep.weights)
+    weights: str | None = None  # imagenet | none | a path to a state dict (None: the trainer's default_weights)
+    normalize: str = "auto"  # auto | imagenet | dataset (see prep.normalization)
     recipe: str | None = None  # one of the trainer's named recipes (None: its default)
     epochs: int | None = None
     max_steps: int | None = None
@@ -32,6 +33,7 @@ class TrainOptions:
     loss: str | None = None  # the task's loss spec (None: the task's default)
     class_weights: list[float] | None = None
     freeze_backbone: int | None = None  # epochs of training the head alone
+    freeze_norm_stats: bool | None = None
     accumulate: int | None = None
     clip_grad_norm: float | None = None
     patience: int | None = None  # early stopping: epochs without a better monitored metric
@@ -40,7 +42,7 @@ class TrainOptions:
     monitor_mode: str | None = None  # max | min
     amp: str | None = None
     compile: bool | None = None
-    preset: str = "light"
+    preset: str | None = None  # an augmentation preset or pipeline file (None: the recipe's)
     collate: str | None = None  # a registered collate function (None: the trainer's)
     seed: int = 0
     device: str | None = None
@@ -54,7 +56,7 @@ _OVERRIDES = {
     "epochs": "epochs", "max_steps": "max_steps", "lr": "lr", "optimizer": "optimizer", "scheduler": "scheduler",
     "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "label_smoothing": "label_smoothing",
     "loss": "loss", "class_weights": "class_weights",
-    "freeze_backbone": "freeze_backbone_epochs", "accumulate": "accumulate", "clip_grad_norm": "clip_grad_norm",
+    "freeze_backbone": "freeze_backbone_epochs", "freeze_norm_stats": "freeze_norm_stats", "preset": "preset", "accumulate": "accumulate", "clip_grad_norm": "clip_grad_norm",
     "patience": "early_stop_patience", "min_delta": "early_stop_min_delta", "monitor": "monitor",
     "monitor_mode": "monitor_mode", "amp": "amp", "compile": "compile",
     "seed": "seed", "device": "device",
@@ -92,10 +94,14 @@ def resolve_config(trainer: Trainer, options: TrainOptions, request: ModelReques
     Raises:
         UsageError: a recipe the trainer does not have.
     """
+    from prep.augment.presets import resolve_preset
+
     config = replace(base) if base is not None else trainer.recipe(trainer.choose_recipe(options.recipe), request)
     for option, name in _OVERRIDES.items():
         if getattr(options, option) is not None:
             setattr(config, name, getattr(options, option))
+    # After the options: --epochs decides what `auto` augmentation becomes.
+    config.preset = resolve_preset(config.preset, config.epochs)
     return config
 
 

@@ -59,6 +59,8 @@ class Trainer:
             ``prep plugins`` (empty: the trainer has no choice of architecture).
         default_arch: the architecture used when ``--arch`` is not given.
         recipes: the names ``--recipe`` accepts; the first is the default.
+        default_weights: what ``--weights`` means when it is not given (``imagenet``,
+            ``none``, or a file's path).
     """
 
     task: str = "classification"
@@ -66,6 +68,7 @@ class Trainer:
     architectures: tuple[str, ...] = ()
     default_arch: str | None = None
     recipes: tuple[str, ...] = ("default",)
+    default_weights: str = "none"
 
     def build_model(self, request: ModelRequest) -> "torch.nn.Module | tuple[torch.nn.Module, torch.nn.Module | None]":
         """The model for ``request``: a module, or ``(model, head)`` where ``head`` is the
@@ -88,9 +91,11 @@ class Trainer:
         return None
 
     def pretrained(self, request: ModelRequest) -> bool:
-        """True when the model starts from ImageNet weights, so that images are normalised
-        with ImageNet's constants (else with the dataset's ``stats.json``)."""
-        return request.weights == "imagenet"
+        """True when the model starts from trained weights, torchvision's or a file's, so
+        that ``--normalize auto`` uses ImageNet's constants (else the dataset's ``stats.json``).
+        A file is taken to hold weights trained on ImageNet-normalised images, as nearly
+        every published one is; ``--normalize dataset`` says otherwise."""
+        return request.weights != "none"
 
     def choose_arch(self, requested: str | None) -> str | None:
         """The architecture to build: ``requested`` (checked against ``architectures``),
@@ -126,7 +131,7 @@ class Trainer:
             "task": self.task, "summary": doc[0] if doc else "",
             "architectures": list(self.architectures), "default_arch": self.default_arch,
             "recipes": list(self.recipes), "default_recipe": self.recipes[0] if self.recipes else None,
-            "collate": self.collate,
+            "collate": self.collate, "default_weights": self.default_weights,
         }
 
 

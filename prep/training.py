@@ -5,12 +5,13 @@ hands over to the shared engine (``prep.engine.loop.fit``)."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from prep.engine.config import TrainConfig
 from prep.errors import PluginError, TaskMismatchError
+from prep.normalization import Normalization
 from prep.progress import NO_PROGRESS, Progress
 from prep.run_config import TrainOptions, options_as_data, resolve_config
 from prep.trainer import ModelRequest, Trainer, split_model
@@ -94,6 +95,135 @@ def _new_run_dir(plugin: str, arch: str | None) -> Path:
     return candidate
 
 
+@dataclass
+class PreparedRun:
+    """Everything a run needs, built and checked from the options, before anything is written."""
+
+    trainer: Trainer
+    task: "Task"
+    request: ModelRequest
+    config: TrainConfig
+    options: TrainOptions  # as recorded: the resolved weights, preset, collate and arch
+    model: "torch.nn.Module"
+    head: "torch.nn.Module | None"
+    loss: Any
+    normalization: Normalization
+    train_loader: Any
+    valid_loader: Any
+    lr_lambdas: dict[str, Any]
+    world: Any
+    device: "torch.device"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.request.classes)
+
+    def describe(self) -> dict[str, Any]:
+        """How the run is set up, in words: what ``prep train`` prints first."""
+        config = self.config
+        recipe = [f"{config.optimizer} lr {config.lr:g}"]
+        if config.backbone_lr_scale != 1.0:
+            recipe.append(f"backbone lr x{config.backbone_lr_scale:g}")
+        recipe.append(config.scheduler + (f" with {config.warmup_epochs:g} warmup epochs" if config.warmup_epochs else ""))
+        recipe.append(f"weight decay {config.weight_decay:g}")
+        if config.label_smoothing:
+            recipe.append(f"label smoothing {config.label_smoothing:g}")
+        if config.freeze_backbone_epochs:
+            recipe.append(f"head alone for {config.freeze_backbone_epochs} epochs")
+        if config.freeze_norm_stats:
+            recipe.append("BatchNorm statistics kept")
+        recipe.append(f"{config.epochs} epoch" + ("s" if config.epochs != 1 else ""))
+        return {
+            "trainer": self.options.plugin, "arch": self.request.arch, "device": str(self.device),
+            "weights": self.request.weights, "weights_about": describe_weights(self.request.weights),
+            "normalization": self.normalization.mode, "normalization_about": self.normalization.source,
+            "mean": self.normalization.mean, "std": self.normalization.std,
+            "recipe": self.trainer.choose_recipe(self.options.recipe), "recipe_about": ", ".join(recipe),
+            "augmentation": config.preset,
+            "images": {"train": len(self.train_loader.dataset), "valid": len(self.valid_loader.dataset) if self.valid_loader else 0},
+            "classes": len(self.request.classes),
+        }
+
+
+def prepare_run(
+    root: Path, options: TrainOptions, *, config: TrainConfig | None = None, progress: Progress = NO_PROGRESS,
+    with_valid: bool = True,
+) -> PreparedRun:
+    """Check the options against the trainer and the data, then build the model, the
+    loaders and the loss, without writing anything but a missing ``stats.json``.
+
+    Raises:
+        UnknownNameError: no such trainer, task, collate function or LR lambda.
+        TaskMismatchError: the trainer's task does not fit the dataset.
+        WeightsError: the starting weights cannot be had or do not fit.
+        DatasetNotFoundError, PrepError: bad data or options, with the reason.
+    """
+    import torch
+
+    from prep.augment.presets import build_pipeline
+    from prep.data.loader import create_loader
+    from prep.engine.distributed import World
+    from prep.engine.loop import resolve_monitor
+    from prep.normalization import check_normalize, resolve_normalization
+    from prep.plugins import collate_fns
+    from prep.weights import check_weights
+
+    # Everything the options name is checked before anything is read or written.
+    registration = trainer_registration(options.plugin)
+    trainer = registration.value
+    task = task_for(options.plugin, trainer, root)
+    check_normalize(options.normalize)
+    if hasattr(task, "prepare"):
+        task.prepare(root, progress)
+    weights = check_weights(options.weights if options.weights is not None else trainer.default_weights)
+    request = ModelRequest(tuple(task.classes(root)), trainer.choose_arch(options.arch), weights, options.image_size)
+    config = resolve_config(trainer, options, request, config)
+    resolve_monitor(task, config, list(request.classes))
+    task_loss = task.loss(config, list(request.classes), train=True)  # checks --loss and --class-weights
+    lr_lambdas = _lr_lambdas(config.scheduler)
+    collate_name = options.collate or trainer.collate or task.collate
+    train_collate, valid_collate = collate_fns().registration(collate_name), collate_fns().registration(task.collate)
+
+    world = World.from_env()
+    device = world.device(config.device)
+    size, classes = options.image_size, list(request.classes)
+
+    def loader(split: str, collate: "Registration", train: bool):
+        transform = build_pipeline(config.preset, size, train=train, task=task.layout, seed=config.seed if train else None)
+        dataset = task.dataset(root, split, classes=classes, transform=transform, decode_min_side=size)
+        return create_loader(
+            dataset, options.batch_size, train=train, collate_fn=collate.call, collate_origin=collate.origin,
+            rank=world.rank, world_size=world.size, workers=options.workers, seed=config.seed, device=device,
+        )
+
+    train_loader = loader("train", train_collate, True)
+    valid_loader = loader("valid", valid_collate, False) if with_valid else None
+    torch.manual_seed(config.seed)
+    model, head = split_model(registration.call_method("build_model", request))
+    loss = registration.call_method("loss", config, classes) or task_loss
+    # Under torchrun every rank would compute and write stats.json at once.
+    normalization = resolve_normalization(
+        root, options.normalize, trainer.pretrained(request), options.workers, may_compute=not world.distributed,
+    )
+    recorded = replace(
+        options, collate=collate_name, arch=request.arch, weights=weights, preset=config.preset,
+        recipe=trainer.choose_recipe(options.recipe),
+    )
+    return PreparedRun(
+        trainer, task, request, config, recorded, model, head, loss, normalization, train_loader, valid_loader,
+        lr_lambdas, world, device,
+    )
+
+
+def describe_weights(weights: str) -> str:
+    """``--weights`` in words."""
+    if weights == "imagenet":
+        return "torchvision's ImageNet weights"
+    if weights == "none":
+        return "random: trained from scratch"
+    return "from a file"
+
+
 def train(
     root: Path, options: TrainOptions, *, config: TrainConfig | None = None,
     callbacks: Sequence[object] = (), progress: Progress = NO_PROGRESS,
@@ -105,78 +235,47 @@ def train(
         options: what to train and how; ``None`` fields come from the trainer.
         config: settings to start from instead of the trainer's recipe (a repeated run's).
         callbacks: more listeners of the run's events (``prep.engine.events``), called after
-            the installed plugins' hooks.
+            the installed plugins' hooks; ``on_train_start`` finds how the run is set up in
+            ``run.setup`` (weights, normalisation, recipe, augmentation).
         progress: receives a task per epoch, with the live loss and images/s.
 
     Returns:
-        ``summary.json``'s content, plus ``normalization`` (where mean and std came from),
-        ``run_dir``, ``monitor`` and ``is_main``.
+        ``summary.json``'s content, plus ``setup`` (``PreparedRun.describe``),
+        ``normalization`` (``imagenet`` or ``dataset``), ``run_dir``, ``monitor`` and ``is_main``.
 
     Raises:
         UnknownNameError: no such trainer, task, collate function or LR lambda.
         TaskMismatchError: the trainer's task does not fit the dataset.
         RunExistsError: ``options.run_dir`` already holds a run and ``resume`` is off.
+        WeightsError: the starting weights cannot be had or do not fit.
         DatasetNotFoundError, PrepError: bad data or options, with the reason.
     """
-    import torch
-
-    from prep.augment.presets import build_pipeline
-    from prep.data.loader import create_loader
-    from prep.engine.distributed import World
     from prep.engine.events import PluginCallbacks
     from prep.engine.loop import fit, resolve_monitor
-    from prep.normalization import normalization
-    from prep.plugins import collate_fns, plugin_host
-    from prep.weights import check_weights
+    from prep.plugins import plugin_host
 
-    # Everything the options name is checked before anything is read or written.
-    registration = trainer_registration(options.plugin)
-    trainer = registration.value
-    task = task_for(options.plugin, trainer, root)
-    if hasattr(task, "prepare"):
-        task.prepare(root, progress)
-    request = ModelRequest(
-        tuple(task.classes(root)), trainer.choose_arch(options.arch), check_weights(options.weights), options.image_size,
-    )
-    config = resolve_config(trainer, options, request, config)
-    monitor, _ = resolve_monitor(task, config, list(request.classes))
-    task_loss = task.loss(config, list(request.classes), train=True)  # checks --loss and --class-weights
-    lr_lambdas = _lr_lambdas(config.scheduler)
-    collate_name = options.collate or trainer.collate or task.collate
-    train_collate, valid_collate = collate_fns().registration(collate_name), collate_fns().registration(task.collate)
-
-    world = World.from_env()
-    device = world.device(config.device)
-    size, classes = options.image_size, list(request.classes)
-
-    def loader(split: str, collate: "Registration", train: bool):
-        transform = build_pipeline(options.preset, size, train=train, task=task.layout, seed=config.seed if train else None)
-        dataset = task.dataset(root, split, classes=classes, transform=transform, decode_min_side=size)
-        return create_loader(
-            dataset, options.batch_size, train=train, collate_fn=collate.call, collate_origin=collate.origin,
-            rank=world.rank, world_size=world.size, workers=options.workers, seed=config.seed, device=device,
-        )
-
-    train_loader, valid_loader = loader("train", train_collate, True), loader("valid", valid_collate, False)
-    torch.manual_seed(config.seed)
-    model, head = split_model(registration.call_method("build_model", request))
-    loss = registration.call_method("loss", config, classes) or task_loss
-    # Under torchrun every rank would compute and write stats.json at once.
-    mean, std, source = normalization(root, trainer.pretrained(request), options.workers, may_compute=not world.distributed)
-    run_dir = options.run_dir or _new_run_dir(options.plugin, request.arch)
-    recorded = replace(options, run_dir=run_dir, collate=collate_name, arch=request.arch)
+    run = prepare_run(root, options, config=config, progress=progress)
+    task, classes, world, norm = run.task, run.classes, run.world, run.normalization
+    monitor, _ = resolve_monitor(task, run.config, classes)
+    run_dir = options.run_dir or _new_run_dir(options.plugin, run.request.arch)
+    recorded = replace(run.options, run_dir=run_dir)
+    setup = run.describe()
     summary = fit(
-        model, train_loader, valid_loader, config, run_dir, task=task, classes=classes, mean=mean, std=std,
-        loss=loss, head=head, callbacks=[PluginCallbacks(plugin_host()), *callbacks], lr_lambdas=lr_lambdas,
-        resume=options.resume, progress=progress, world=world,
-        extra={"data": str(root.resolve()), "options": options_as_data(recorded), "class_table": _class_table_text(root)},
+        run.model, run.train_loader, run.valid_loader, run.config, run_dir, task=task, classes=classes,
+        mean=norm.mean, std=norm.std, loss=run.loss, head=run.head,
+        callbacks=[PluginCallbacks(plugin_host()), *callbacks], lr_lambdas=run.lr_lambdas,
+        resume=options.resume, progress=progress, world=world, setup=setup,
+        extra={
+            "data": str(root.resolve()), "options": options_as_data(recorded), "class_table": _class_table_text(root),
+            "normalization": norm.mode,
+        },
     )
     examples = None
     if world.is_main and summary["epochs"] and hasattr(task, "examples"):
-        examples = task.examples(model, valid_loader.dataset, classes, mean, std, device, run_dir / "examples.png")
+        examples = task.examples(run.model, run.valid_loader.dataset, classes, norm.mean, norm.std, run.device, run_dir / "examples.png")
     return {
-        **summary, "normalization": source, "run_dir": str(run_dir), "monitor": monitor, "is_main": world.is_main,
-        **({"examples": str(examples)} if examples else {}),
+        **summary, "setup": setup, "normalization": norm.mode, "run_dir": str(run_dir), "monitor": monitor,
+        "is_main": world.is_main, **({"examples": str(examples)} if examples else {}),
     }
 
 

@@ -62,13 +62,15 @@ def torchvision_model(name: str, weights: str) -> "torch.nn.Module":
 
 
 def with_downloaded_weights(build: "Callable[[], torch.nn.Module]", name: str) -> "torch.nn.Module":
-    """``build()``, which downloads torchvision's ImageNet weights for ``name`` (or finds them
-    cached); offline, a one-line ``WeightsError`` instead of a network traceback.
+    """``build()``, which loads torchvision's ImageNet weights for ``name`` (downloaded first,
+    once, into torchvision's cache, unless already there); offline, a one-line
+    ``WeightsError`` instead of a network traceback.
 
     Raises:
-        WeightsError: the weights cannot be downloaded.
+        WeightsError: the weights are not cached and cannot be downloaded.
     """
     try:
+        _download_once(name)
         return build()
     except Exception as exc:  # URLError, HTTPError, a proxy's reply, a truncated download
         reason = getattr(exc, "reason", None) or exc
@@ -76,6 +78,37 @@ def with_downloaded_weights(build: "Callable[[], torch.nn.Module]", name: str) -
             f"Cannot download torchvision's ImageNet weights for {name} ({reason}). Connect once so that "
             f"torchvision caches them, or pass --weights PATH to a weights file, or --weights none."
         ) from None
+
+
+def cached_weights_path(name: str) -> Path:
+    """Where torchvision keeps its ImageNet weights for the model ``name`` once downloaded."""
+    from urllib.parse import urlparse
+
+    import torch
+    import torchvision
+
+    url = torchvision.models.get_model_weights(name).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def _download_once(name: str) -> None:
+    """Fetch the weights into torchvision's cache, checked against the hash in their name,
+    so that torchvision then only reads them (its own download prints a line and a raw
+    traceback when offline)."""
+    import sys
+
+    import torch
+    import torchvision
+
+    target = cached_weights_path(name)
+    if target.is_file():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = torch.hub.HASH_REGEX.search(target.name)
+    torch.hub.download_url_to_file(
+        torchvision.models.get_model_weights(name).DEFAULT.url, str(target),
+        hash_prefix=digest.group(1) if digest else None, progress=sys.stderr.isatty(),
+    )
 
 
 def load_matching_weights(model: "torch.nn.Module", path: Path, *, skip: str | None = None) -> int:

@@ -2,9 +2,9 @@
 
 ``--arch`` takes resnet18 (default), resnet34, resnet50, or any torchvision classification
 model name whose head is ``fc`` or the last layer of ``classifier``. ``--weights`` is
-handled by ``prep.weights``: ``imagenet`` is torchvision's pretrained weights, ``PATH``
-loads a local state dict where shapes match, leaving the head new, and ``none`` trains
-from scratch. torch is imported only when a model is built, so that loading this plugin
+handled by ``prep.weights``: ``imagenet`` (the default) is torchvision's pretrained
+weights, ``PATH`` loads a local state dict where shapes match, leaving the head new, and
+``none`` trains from scratch. torch is imported only when a model is built, so that loading this plugin
 at start-up stays cheap.
 """
 
@@ -33,6 +33,7 @@ class ResNetFinetune(Trainer):
     architectures = ("resnet18", "resnet34", "resnet50")
     default_arch = "resnet18"
     recipes = ("modern", "book")
+    default_weights = "imagenet"
 
     def choose_arch(self, requested: str | None) -> str | None:
         # Beyond the three ResNets, any torchvision classifier with an fc or classifier head.
@@ -64,19 +65,23 @@ class ResNetFinetune(Trainer):
         return model, head
 
     def recipe(self, name: str, request: ModelRequest) -> TrainConfig:
-        """``modern`` (default): AdamW, cosine with warmup, label smoothing, and a ten times
-        lower learning rate for a pretrained backbone. ``book``: the PyTorch book's
-        transfer-learning recipe, SGD at 0.001 with momentum 0.9, the learning rate divided
-        by 10 every 7 epochs, 25 epochs, every layer at the same rate."""
+        """``modern`` (default): AdamW, cosine with warmup, label smoothing and, for
+        pretrained weights, a ten times lower learning rate for the backbone, whose
+        BatchNorm layers keep their pretrained statistics; augmentation follows the run's
+        length (``auto``). ``book``: the PyTorch book's transfer-learning recipe, SGD at
+        0.001 with momentum 0.9, the learning rate divided by 10 every 7 epochs, 25 epochs,
+        every layer at the same rate, random resized crops and flips (``light``).
+        benchmarks/bench_recipes.py measures both, and a linear probe, on real images."""
         if name == "book":
             return TrainConfig(
                 epochs=25, lr=1e-3, optimizer="sgd", momentum=0.9, weight_decay=0.0,
-                scheduler="step", step_size=7, gamma=0.1,
+                scheduler="step", step_size=7, gamma=0.1, preset="light",
             )
-        pretrained = request.weights != "none"
+        pretrained = self.pretrained(request)
         return TrainConfig(
             epochs=3, lr=1e-3, optimizer="adamw", weight_decay=0.05, scheduler="cosine",
             warmup_epochs=0.3, label_smoothing=0.1, backbone_lr_scale=0.1 if pretrained else 1.0,
+            freeze_norm_stats=pretrained, preset="auto",
         )
 
 

@@ -1,6 +1,6 @@
 """Named augmentation presets, and building a pipeline from a name or a file.
 
-Also a built-in plugin: it registers ``none``, ``light``, ``medium`` and ``heavy``. Each
+Also a built-in plugin: it registers ``none``, ``flip``, ``light``, ``medium`` and ``heavy``. Each
 preset builds a train or an eval pipeline for a task (``classification`` or
 ``segmentation``). Eval pipelines only resize the short side to ``size / 0.875`` and take
 the centre ``size x size`` crop (segmentation: resize the whole image to ``size x size``,
@@ -19,6 +19,11 @@ from prep.hookspecs import hookimpl
 from prep.registry import Registration
 
 TASKS = ("classification", "segmentation")
+AUTO = "auto"
+# Runs shorter than this train with `flip`, longer ones with `light`. Measured in
+# benchmarks/bench_recipes.py: random resized crops cost 2- and 10-epoch runs accuracy;
+# the book recipe, which relies on them, runs 25 epochs.
+CROP_FROM_EPOCHS = 20
 # A preset: (image_size, train, task) -> list of albumentations transforms.
 Preset = Callable[[int, bool, str], list]
 
@@ -43,6 +48,21 @@ def _crop(size: int, task: str, smallest: float) -> list:
 def none_preset(size: int, train: bool, task: str) -> list:
     """No augmentation: train sees what eval sees."""
     return eval_transforms(size, task)
+
+
+def flip_preset(size: int, train: bool, task: str) -> list:
+    """The eval pipeline and a horizontal flip: all a short run has time to learn from."""
+    import albumentations as A
+
+    return eval_transforms(size, task) + ([A.HorizontalFlip(p=0.5)] if train else [])
+
+
+def resolve_preset(preset: str, epochs: int) -> str:
+    """``preset``, or for ``auto`` the preset that suits a run of ``epochs``: ``flip`` below
+    ``CROP_FROM_EPOCHS`` epochs, ``light`` (random resized crops) from there on."""
+    if preset != AUTO:
+        return preset
+    return "flip" if epochs < CROP_FROM_EPOCHS else "light"
 
 
 def light_preset(size: int, train: bool, task: str) -> list:
@@ -129,6 +149,7 @@ def _preset_transforms(preset: Registration, image_size: int, train: bool, task:
 @hookimpl
 def register_augmentation_presets(register: Callable[[str, Preset], None]) -> None:
     register("none", none_preset)
+    register("flip", flip_preset)
     register("light", light_preset)
     register("medium", medium_preset)
     register("heavy", heavy_preset)

@@ -2,9 +2,11 @@
 
 Also a built-in plugin: it registers the task through ``register_tasks``, as a third party
 registers its own. Its metrics record ``train_acc`` and ``valid_acc`` (the share of images
-whose highest logit is their class), ``per_class_acc`` (each class's recall, ``None`` for a
-class without validation images) and ``confusion`` (rows true classes, columns
-predictions); ``valid_acc`` is monitored, higher is better. Its training loss is
+whose highest logit is their class), with more than five classes ``valid_top5_acc`` (the
+share whose class is among the five highest), ``per_class_acc`` (each class's recall,
+``None`` for a class without validation images), ``per_class_precision`` (``None`` for a
+class never predicted) and ``confusion`` (rows true classes, columns predictions);
+``valid_acc`` is monitored, higher is better. Its training loss is
 cross-entropy with ``TrainConfig.label_smoothing``; ``valid_loss`` is plain cross-entropy.
 
 Targets are class indices (an int64 tensor, one per image) or, from a mixup or cutmix
@@ -26,14 +28,20 @@ if TYPE_CHECKING:
     from prep.engine.config import TrainConfig
 
 
+TOP_K = 5  # top-5 accuracy is recorded for more classes than this
+
+
 class ClassificationMetrics:
-    """A confusion matrix over one pass; ``train`` passes compute accuracy only."""
+    """A confusion matrix over one pass (and top-5 hits with more than five classes);
+    ``train`` passes compute accuracy only."""
 
     def __init__(self, num_classes: int, train: bool) -> None:
         import torch
 
         self.train = train
         self.counts = {"confusion": torch.zeros((num_classes, num_classes), dtype=torch.int64)}
+        if not train and num_classes > TOP_K:
+            self.counts["top5"] = torch.zeros((), dtype=torch.int64)
 
     def _matrix(self):
         from prep.engine.metrics import ConfusionMatrix
@@ -46,12 +54,20 @@ class ClassificationMetrics:
         matrix = self._matrix()
         matrix.update(outputs, targets)
         self.counts["confusion"] = matrix.matrix
+        if "top5" in self.counts:
+            best = outputs.topk(TOP_K, dim=1).indices
+            hits = (best == targets.to(best.device).view(-1, 1)).any(dim=1).sum()
+            self.counts["top5"] = self.counts["top5"].to(hits.device) + hits
 
     def compute(self) -> dict[str, Any]:
         matrix = self._matrix()
         if self.train:
             return {"acc": matrix.accuracy()}
-        return {"acc": matrix.accuracy(), "per_class_acc": matrix.per_class_accuracy(), "confusion": matrix.as_lists()}
+        top5 = {"top5_acc": int(self.counts["top5"]) / matrix.total if matrix.total else 0.0} if "top5" in self.counts else {}
+        return {
+            "acc": matrix.accuracy(), **top5, "per_class_acc": matrix.per_class_accuracy(),
+            "per_class_precision": matrix.per_class_precision(), "confusion": matrix.as_lists(),
+        }
 
 
 class ClassificationTask:

@@ -70,7 +70,7 @@ def root(
 
 
 def _register_commands() -> None:
-    from prep.cli import augment, export, plugins, sample, split, stats, train, use_model
+    from prep.cli import augment, export, lr_find, plugins, sample, split, stats, train, use_model
     from prep.plugins import plugin_host
 
     app.command("split")(split.split_command)
@@ -79,6 +79,7 @@ def _register_commands() -> None:
     app.command("train", cls=train.TrainCommand)(train.train_command)
     app.command("evaluate")(use_model.evaluate_command)
     app.command("predict")(use_model.predict_command)
+    app.command("lr-find")(lr_find.lr_find_command)
     app.command("export")(export.export_command)
     app.command("sample")(sample.sample_command)
     app.command("plugins")(plugins.plugins_command)

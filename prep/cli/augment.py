@@ -12,7 +12,7 @@ from prep.cli import output
 
 def augment_command(
     data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
-    preset: str = typer.Option("medium", "--preset", help="none | light | medium | heavy | a plugin's preset | a pipeline .yaml/.json file."),
+    preset: str = typer.Option("medium", "--preset", help="none | flip | light | medium | heavy | a plugin's preset | a pipeline .yaml/.json file."),
     out: Path = typer.Option(Path("preview.png"), "--out", help="Where to write the PNG."),
     images: int = typer.Option(4, "--images", min=1, help="Sample images, one per row."),
     versions: int = typer.Option(5, "--versions", min=1, help="Augmented versions per image."),

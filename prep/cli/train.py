@@ -16,6 +16,7 @@ from typer.core import TyperCommand
 
 from prep.cli import output
 from prep.console import INTERRUPTED_EXIT_CODE
+from prep.normalization import NORMALIZE_HELP
 from prep.weights import WEIGHTS_HELP
 
 ENGINE = "Engine (default: the recipe's)"
@@ -26,7 +27,22 @@ def _number(value) -> str:
 
 
 class EpochPrinter:
-    """Prints a line per epoch: a callback, like any other listener of training events."""
+    """Prints how the run is set up, then a line per epoch: a callback, like any other
+    listener of training events."""
+
+    def on_train_start(self, run) -> None:
+        if not run.is_main or not run.setup:
+            return
+        setup = run.setup
+        arch = f" {setup['arch']}" if setup.get("arch") else ""
+        images = setup["images"]
+        output.info(
+            f"Training {setup['trainer']}{arch} on {setup['device']}: {setup['classes']} classes, "
+            f"{images['train']} training and {images['valid']} validation images"
+        )
+        output.info(f"  weights: {setup['weights']} ({setup['weights_about']})")
+        output.info(f"  normalisation: {setup['normalization']} ({setup['normalization_about']})")
+        output.info(f"  recipe: {setup['recipe']} ({setup['recipe_about']}); augmentation: {setup['augmentation']}")
 
     def on_epoch_end(self, run, metrics: dict) -> None:
         if not run.is_main:
@@ -79,7 +95,8 @@ def train_command(
     data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
     plugin: str = typer.Option("resnet-finetune", "--plugin", help="A registered trainer (see prep plugins)."),
     arch: Optional[str] = typer.Option(None, "--arch", help="The trainer's architecture (default: the trainer's; see the list below)."),
-    weights: str = typer.Option("none", "--weights", help=WEIGHTS_HELP),
+    weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP + " Default: the trainer's (resnet-finetune: imagenet)."),
+    normalize: str = typer.Option("auto", "--normalize", help=NORMALIZE_HELP),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="The trainer's named recipe (default: its first; see the list below)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the trainer's recipe)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps."),
@@ -94,6 +111,7 @@ def train_command(
     loss: Optional[str] = typer.Option(None, "--loss", rich_help_panel=ENGINE, help="The task's loss (segmentation: dice, ce (bce), focal, tversky, weighted and summed, e.g. 0.5*dice+focal; default dice+bce or dice+ce)."),
     class_weights: Optional[str] = typer.Option(None, "--class-weights", rich_help_panel=ENGINE, help="One weight per class, comma-separated (1,5,5), for the losses that weigh classes."),
     freeze_backbone: Optional[int] = typer.Option(None, "--freeze-backbone", min=0, rich_help_panel=ENGINE, help="Train only the head for the first K epochs, then everything."),
+    freeze_norm_stats: Optional[bool] = typer.Option(None, "--freeze-norm-stats/--update-norm-stats", rich_help_panel=ENGINE, help="Keep the pretrained BatchNorm statistics (default: the recipe's; modern keeps them for pretrained weights)."),
     accumulate: Optional[int] = typer.Option(None, "--accumulate", min=1, rich_help_panel=ENGINE, help="Batches per optimiser step."),
     clip_grad_norm: Optional[float] = typer.Option(None, "--clip-grad-norm", min=0, rich_help_panel=ENGINE),
     patience: Optional[int] = typer.Option(None, "--patience", min=0, rich_help_panel=ENGINE, help="Early stopping: epochs without a better monitored metric."),
@@ -102,7 +120,7 @@ def train_command(
     monitor_mode: Optional[str] = typer.Option(None, "--monitor-mode", rich_help_panel=ENGINE, help="max | min (default: the task's; min for a loss)."),
     amp: Optional[str] = typer.Option(None, "--amp", rich_help_panel=ENGINE, help="auto | bf16 | fp16 | off (mixed precision is used on CUDA only)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", rich_help_panel=ENGINE, help="torch.compile the model."),
-    preset: str = typer.Option("light", "--preset", help="Augmentation preset or pipeline file."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Augmentation preset or pipeline file; auto: flip for runs under 20 epochs, light from there (default: the recipe's)."),
     collate: Optional[str] = typer.Option(None, "--collate", help="A registered collate function (default: the trainer's)."),
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
@@ -171,7 +189,7 @@ def _describe(summary: dict) -> str:
     monitor = summary["monitor"]
     text = (
         f"{summary['status']}: {summary['epochs']} epochs, best {monitor} {_number(summary[f'best_{monitor}'])}, "
-        f"final {_number(summary[f'final_{monitor}'])}; normalisation from {summary['normalization']}; run in {summary['run_dir']}"
+        f"final {_number(summary[f'final_{monitor}'])}; run in {summary['run_dir']}"
     )
     if summary.get("examples"):
         text += f"\nPredictions on validation samples: {summary['examples']}"

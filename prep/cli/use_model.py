@@ -13,23 +13,23 @@ from prep.cli import output
 
 def evaluate_command(
     checkpoint: Path = typer.Argument(..., help="A best.pt or last.pt from a run folder."),
-    data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one the model was trained on, else the one prep split made here)."),
-    split: str = typer.Option("valid", "--split", help="valid (val) | test | train."),
+    data: Optional[Path] = typer.Argument(None, help="Held-out images: class folders (FOLDER/<class>/...), or a split dataset, also one with only valid/ or test/ (default: the dataset the model was trained on, else the one prep split made here)."),
+    split: Optional[str] = typer.Option(None, "--split", help="valid (val) | test | train, when DATA is a split dataset (default: valid, else test)."),
+    tta: str = typer.Option("none", "--tta", help="none | flip (average each prediction with the mirror image's)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: Optional[int] = typer.Option(None, "--workers", min=0),
     device: Optional[str] = typer.Option(None, "--device"),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the PNG: the confusion matrix (default confusion.png) or, for segmentation, samples with truth and prediction (default examples.png)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (with top-5 accuracy for more than 5 classes, and per-class precision and recall)."),
 ) -> None:
-    """A model's metrics on a split, and a PNG: accuracy, per-class accuracy and a confusion
-    matrix for classification; Dice, IoU, per-image Dice, pixel accuracy and per-class
-    Dice/IoU with an overlay of samples for segmentation."""
+    """A model's metrics on held-out images, and a PNG: accuracy, per-class recall and
+    precision and a confusion matrix for classification; Dice, IoU, per-image Dice, pixel
+    accuracy and per-class Dice/IoU with an overlay of samples for segmentation."""
     from prep.inference import checkpoint_task, evaluate_checkpoint
-    from prep.layout import canonical_split_name
 
     segmentation = checkpoint_task(checkpoint) == "segmentation"
     out = out or Path("examples.png" if segmentation else "confusion.png")
-    metrics = evaluate_checkpoint(checkpoint, data, canonical_split_name(split), batch_size=batch_size, workers=workers, device=device, out_png=out)
+    metrics = evaluate_checkpoint(checkpoint, data, split, tta=tta, batch_size=batch_size, workers=workers, device=device, out_png=out)
     if as_json:
         output.stdout.print_json(json.dumps(metrics))
         return
@@ -42,9 +42,12 @@ def evaluate_command(
             output.stdout.print(output.escape(f"  {name}: dice {_number(scores['dice'])}, iou {_number(scores['iou'])}"))
         output.stdout.print(f"Samples with truth and prediction: {metrics.get('examples_png')}")
         return
-    output.stdout.print(f"{metrics['split']}: acc {metrics['acc']:.4f}, loss {metrics['loss']:.4f} over {metrics['images']} images")
-    for name, acc in metrics["per_class_acc"].items():
-        output.stdout.print(f"  {name}: {'-' if acc is None else f'{acc:.4f}'}")
+    top5 = f", top-5 acc {metrics['top5_acc']:.4f}" if "top5_acc" in metrics else ""
+    output.stdout.print(output.escape(f"{metrics['split']}: acc {metrics['acc']:.4f}{top5}, loss {metrics['loss']:.4f} over {metrics['images']} images"))
+    for name, scores in metrics["per_class"].items():
+        output.stdout.print(output.escape(
+            f"  {name}: recall {_number(scores['recall'])}, precision {_number(scores['precision'])} ({scores['images']} images)"
+        ))
     output.stdout.print(f"Confusion matrix: {metrics['confusion_png']}")
 
 
@@ -59,7 +62,7 @@ def predict_command(
     kaggle_submission: bool = typer.Option(False, "--kaggle-submission", help="Classification: Kaggle's id,label with label = P(dog). Segmentation: Carvana's img,rle_mask."),
     rle_order: str = typer.Option("row", "--rle-order", help="Segmentation submissions: row (Carvana: pixels numbered along rows) | column (numbered down the columns)."),
     threshold: float = typer.Option(0.5, "--threshold", help="Segmentation, binary: the foreground probability from which a pixel is foreground."),
-    tta: str = typer.Option("none", "--tta", help="Segmentation: none | flip (average with the mirror image)."),
+    tta: str = typer.Option("none", "--tta", help="none | flip (average each prediction with the mirror image's)."),
     tile: Optional[int] = typer.Option(None, "--tile", min=16, help="Segmentation: predict large images window by window at their own resolution, in windows of this side."),
     overlap: int = typer.Option(64, "--overlap", min=0, help="Segmentation with --tile: pixels shared by neighbouring windows."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
@@ -83,7 +86,7 @@ def predict_command(
         what = "rows of run-length-encoded masks" if kaggle_submission else "masks"
         output.info(f"Wrote {report['written']} {what} to {report['out']}")
         return
-    classes, results, skipped = predict(checkpoint, images, batch_size=batch_size, device=device)
+    classes, results, skipped = predict(checkpoint, images, tta=tta, batch_size=batch_size, device=device)
     for image, reason in skipped:
         output.warn(f"Skipped an unreadable image: {reason}")
     path = write_predictions(out or Path("predictions.csv"), classes, results, kaggle_submission=kaggle_submission)

@@ -60,7 +60,9 @@ class CorruptSample(NamedTuple):
     reason: str
 
 
-def _split_folder(root: Path, split: str) -> Path:
+def _split_folder(root: Path, split: str | Path) -> Path:
+    if isinstance(split, Path):  # a held-out folder, chosen by prep.data.heldout
+        return split
     splits = find_split_dirs(root)
     name = canonical_split_name(split)
     if name not in splits:
@@ -73,7 +75,8 @@ class ClassificationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
 
     Args:
         root: the dataset.
-        split: ``train``, ``valid`` (``val``) or ``test``.
+        split: ``train``, ``valid`` (``val``) or ``test``; or the folder of class folders
+            itself, as a ``Path`` (a held-out folder, see ``prep.data.heldout``).
         transform: an albumentations pipeline, called as ``transform(image=...)``.
         classes: the class order; default: the train split's class folders, sorted. The
             mapping is stable and is recorded with every run.
@@ -83,7 +86,7 @@ class ClassificationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
 
     accepts_sample_seeds = True  # see prep.data.sampling
 
-    def __init__(self, root: Path, split: str = "train", transform: Any = None, classes: list[str] | None = None, decode_min_side: int | None = None) -> None:
+    def __init__(self, root: Path, split: str | Path = "train", transform: Any = None, classes: list[str] | None = None, decode_min_side: int | None = None) -> None:
         self.root = Path(root)
         self.classes = classes or class_names(find_split_dirs(self.root)["train"])
         self.class_to_index = {name: i for i, name in enumerate(self.classes)}

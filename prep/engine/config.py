@@ -29,6 +29,8 @@ class TrainConfig:
     class_weights: list[float] | None = None  # one per class, for the losses that weigh classes
     backbone_lr_scale: float = 1.0  # the backbone's lr as a fraction of the head's
     freeze_backbone_epochs: int = 0  # train only the head (and norm layers) for this many epochs
+    freeze_norm_stats: bool = False  # BatchNorm keeps its pretrained running statistics (see prep.engine.freezing)
+    preset: str = "light"  # the training augmentation: a preset name, a pipeline file, or auto (by run length)
     amp: str = "auto"  # auto (bf16 or fp16 on CUDA, off on CPU) | bf16 | fp16 | off
     compile: bool = False  # torch.compile the model (worth it for long GPU runs)
     early_stop_patience: int | None = None  # epochs without improvement of the monitored metric

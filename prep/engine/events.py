@@ -39,6 +39,9 @@ class TrainingRun:
         epoch: epochs completed so far (the first epoch is 1 in metrics records).
         step: optimiser steps taken so far.
         is_main: True in the process that writes files (rank 0 under torchrun).
+        setup: how the run was set up, for people: ``trainer``, ``weights``,
+            ``normalization``, ``recipe``, ``augmentation`` ... (``prep train`` prints it
+            first; empty when ``fit`` is called without one).
     """
 
     run_dir: Path
@@ -52,6 +55,7 @@ class TrainingRun:
     epoch: int = 0
     step: int = 0
     is_main: bool = True
+    setup: dict[str, Any] = field(default_factory=dict)
     stop_reason: str | None = field(default=None, repr=False)
 
     def request_stop(self, reason: str) -> None:

@@ -49,3 +49,24 @@ class BackboneFreezer:
             param.requires_grad_(not frozen)
         self.frozen = frozen
         return True
+
+
+def keep_norm_statistics(model: torch.nn.Module, head: torch.nn.Module | None) -> int:
+    """Put every BatchNorm layer outside ``head`` in eval mode, after ``model.train()``.
+
+    Pretrained BatchNorm statistics describe ImageNet's millions of images; re-estimating
+    them from the small, augmented batches of a small dataset makes the validation
+    features drift from those the head was fitted on, and validation accuracy swings
+    from epoch to epoch. With the statistics kept (as Keras' fine-tuning guide advises),
+    each layer still learns its scale and shift.
+
+    Returns:
+        How many layers were put in eval mode.
+    """
+    in_head = {id(module) for module in head.modules()} if head is not None else set()
+    kept = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and id(module) not in in_head:
+            module.eval()
+            kept += 1
+    return kept

@@ -42,7 +42,7 @@ from prep.engine.checkpoint import (
 from prep.engine.config import TrainConfig
 from prep.engine.distributed import World
 from prep.engine.events import TrainingRun, emit
-from prep.engine.freezing import BackboneFreezer
+from prep.engine.freezing import BackboneFreezer, keep_norm_statistics
 from prep.engine.logbook import MetricsLog
 from prep.engine.optim import build_optimizer, parameter_groups
 from prep.engine.schedulers import LRSchedule, LrLambdaFactory, ScheduleConfig
@@ -298,6 +298,7 @@ def fit(
     lr_lambdas: dict[str, LrLambdaFactory] | None = None,
     resume: bool = False,
     extra: dict[str, Any] | None = None,
+    setup: dict[str, Any] | None = None,
     progress: Progress = NO_PROGRESS,
     world: World | None = None,
 ) -> dict[str, Any]:
@@ -321,6 +322,7 @@ def fit(
         resume: continue from ``run_dir/last.pt`` exactly where it stopped.
         extra: plain data (such as the trainer's options) stored in every checkpoint and
             in config.yaml.
+        setup: how the run was set up, in words, for the callbacks (``TrainingRun.setup``).
         progress: draws a bar per epoch with the live loss and images/s.
         world: this process's place in a torchrun job (default: from the environment).
 
@@ -389,7 +391,7 @@ def fit(
     log_book = MetricsLog(run_dir, classes=classes, keep_through=epoch if resume else 0) if io.is_main else None
     run = TrainingRun(
         run_dir, config, model, optimizer, classes, task=task.name, monitor=monitor, mode=mode,
-        epoch=epoch, step=step, is_main=world.is_main,
+        epoch=epoch, step=step, is_main=world.is_main, setup=dict(setup or {}),
     )
 
     def checkpoint_state(partial_epoch: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -422,6 +424,8 @@ def fit(
             if not partial:
                 torch.manual_seed(config.seed * 1_000_003 + epoch)
             model.train()
+            if config.freeze_norm_stats:
+                keep_norm_statistics(model, head)
             train_metrics = task.metrics(classes, train=True)
             started, seen, loss_sum = time.perf_counter(), 0, 0.0
             optimizer.zero_grad(set_to_none=True)

@@ -1,5 +1,5 @@
 """A confusion matrix accumulated batch by batch: the counts behind accuracy, per-class
-recall and (per pixel) IoU and Dice."""
+recall and precision, and (per pixel) IoU and Dice."""
 
 from __future__ import annotations
 
@@ -48,6 +48,13 @@ class ConfusionMatrix:
         seen = self.matrix.sum(dim=1).tolist()
         correct = self.matrix.diag().tolist()
         return [c / n if n else None for c, n in zip(correct, seen)]
+
+    def per_class_precision(self) -> list[float | None]:
+        """Precision of each class: the share of the samples called it that are it; None
+        for a class never predicted."""
+        called = self.matrix.sum(dim=0).tolist()
+        correct = self.matrix.diag().tolist()
+        return [c / n if n else None for c, n in zip(correct, called)]
 
     def as_lists(self) -> list[list[int]]:
         return self.matrix.tolist()

@@ -81,3 +81,30 @@ def plot_per_class(series: dict[str, Sequence[float | None]], classes: Sequence[
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def plot_lr_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion: float | None, path: Path) -> Path:
+    """The range test's smoothed loss against the learning rate (log scale), with the
+    suggested rate marked."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    axis.plot(lrs, losses)
+    axis.set_xscale("log")
+    axis.set_xlabel("learning rate")
+    axis.set_ylabel("training loss (smoothed)")
+    if suggestion is not None:
+        y = losses[list(lrs).index(suggestion)]
+        axis.plot([suggestion], [y], marker="o", markersize=9, color="tab:red", label=f"suggested lr {suggestion:.1e}")
+        axis.legend()
+        axis.set_title(f"Learning-rate range test: suggested lr {suggestion:.1e}")
+    else:
+        axis.set_title("Learning-rate range test: the loss never fell (no suggestion)")
+    # The loss explodes at the end; the interesting part is below where it started.
+    low, high = min(losses, default=0.0), max(losses[: max(1, len(losses) // 10)], default=1.0)
+    if high > low:
+        axis.set_ylim(low - 0.05 * (high - low), high + 0.3 * (high - low))
+    axis.grid(alpha=0.3, which="both")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from prep.errors import UsageError
+from prep.tta import check_tta
 
-TTA_MODES = ("none", "flip")
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,7 @@ class MaskOptions:
     def check(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise UsageError(f"--threshold must be between 0 and 1, not {self.threshold}")
-        if self.tta not in TTA_MODES:
-            raise UsageError(f"--tta must be none or flip, not {self.tta!r}")
+        check_tta(self.tta)
         if self.tile is not None and not 0 <= self.overlap < self.tile:
             raise UsageError(f"--overlap must be at least 0 and less than --tile ({self.tile}), not {self.overlap}")
 

@@ -1,0 +1,63 @@
+"""``prep lr-find``: the learning-rate range test, as a PNG and a suggested learning rate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from prep.cli import output
+from prep.normalization import NORMALIZE_HELP
+from prep.weights import WEIGHTS_HELP
+
+
+def lr_find_command(
+    data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
+    plugin: str = typer.Option("resnet-finetune", "--plugin", help="A registered trainer (see prep plugins)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="The trainer's architecture (default: the trainer's)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP + " Default: the trainer's."),
+    normalize: str = typer.Option("auto", "--normalize", help=NORMALIZE_HELP),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="The recipe whose optimiser, weight decay and backbone rate to use (default: the trainer's first)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd | adam | adamw | rmsprop (default: the recipe's)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    image_size: int = typer.Option(224, "--image-size", min=16),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Augmentation preset or pipeline file (default: the recipe's)."),
+    start_lr: float = typer.Option(1e-7, "--start-lr", help="The first learning rate."),
+    end_lr: float = typer.Option(10.0, "--end-lr", help="The last learning rate, unless the loss diverges first."),
+    steps: int = typer.Option(100, "--steps", min=5, help="Optimiser steps, the learning rate growing exponentially."),
+    out: Path = typer.Option(Path("lr_find.png"), "--out", help="The PNG of loss against learning rate."),
+    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes (default: all cores)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON, with the curve."),
+) -> None:
+    """Find a learning rate: train briefly with a rate growing from tiny to huge, plot the
+    loss against it, and suggest the rate where the loss falls fastest."""
+    from prep.lr_find import lr_find
+    from prep.run_config import TrainOptions
+    from prep.workspace import resolve_dataset
+
+    options = TrainOptions(
+        plugin=plugin, arch=arch, weights=weights, normalize=normalize, recipe=recipe, optimizer=optimizer,
+        batch_size=batch_size, image_size=image_size, preset=preset, seed=seed, device=device, workers=workers,
+    )
+    result = lr_find(
+        resolve_dataset(data), options, out, start_lr=start_lr, end_lr=end_lr, steps=steps,
+        progress=output.RichProgress(min_total=1),
+    )
+    if as_json:
+        output.stdout.print_json(json.dumps(result))
+        return
+    setup = result["setup"]
+    output.info(output.escape(
+        f"{setup['trainer']} {setup['arch'] or ''}: weights {setup['weights']}, normalisation {setup['normalization']}, "
+        f"recipe {setup['recipe']} ({setup['recipe_about']})"
+    ))
+    if result["suggestion"] is None:
+        output.stdout.print(output.escape(f"The loss never fell over {result['steps']} steps; no suggestion. The curve: {result['png']}"))
+        return
+    lr = f"{result['suggestion']:.1e}"
+    output.stdout.print(output.escape(f"Suggested learning rate: {lr} (where the loss falls fastest). The curve: {result['png']}"))
+    output.stdout.print(output.escape(f"Train with it: prep train --plugin {setup['trainer']} --lr {lr}"))
