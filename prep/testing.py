@@ -86,7 +86,7 @@ def make_segmentation_dataset(
 
 def train_briefly(trainer: str, data: Path, run_dir: Path, **options: Any) -> dict[str, Any]:
     """Train one short epoch with the registered trainer ``trainer`` on ``data``: on CPU, in
-    this process, 32 px images without augmentation. ``options`` are ``prep.TrainOptions``
+    this process, offline (``weights="none"``), 32 px images without augmentation. ``options`` are ``prep.TrainOptions``
     fields that replace these settings (``epochs=2``, ``collate="mixup"`` ...).
 
     Returns:
@@ -95,7 +95,7 @@ def train_briefly(trainer: str, data: Path, run_dir: Path, **options: Any) -> di
     from prep.run_config import TrainOptions
     from prep.training import train
 
-    settings = dict(plugin=trainer, epochs=1, image_size=32, batch_size=8, preset="none", workers=0, device="cpu", run_dir=Path(run_dir))
+    settings = dict(plugin=trainer, weights="none", epochs=1, image_size=32, batch_size=8, preset="none", workers=0, device="cpu", run_dir=Path(run_dir))
     return train(Path(data), TrainOptions(**{**settings, **options}))
 
 

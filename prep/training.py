@@ -251,9 +251,11 @@ def train(
         DatasetNotFoundError, PrepError: bad data or options, with the reason.
     """
     from prep.engine.events import PluginCallbacks
-    from prep.engine.loop import fit, resolve_monitor
+    from prep.engine.loop import check_run_dir, fit, resolve_monitor
     from prep.plugins import plugin_host
 
+    if options.run_dir is not None:  # before the weights are fetched and the data read
+        check_run_dir(options.run_dir, options.resume)
     run = prepare_run(root, options, config=config, progress=progress)
     task, classes, world, norm = run.task, run.classes, run.world, run.normalization
     monitor, _ = resolve_monitor(task, run.config, classes)

@@ -136,7 +136,7 @@ def test_a_collate_function_that_returns_what_the_engine_cannot_use_is_named(sit
             for i in range(n):
                 write(data / split / c / f"{i}.jpg", jpeg_bytes(len(split) * 100 + ord(c) * 10 + i))
     result = runner.invoke(app, [
-        "train", str(data), "--collate", "soft", "--arch", "resnet18", "--epochs", "1", "--image-size", "16",
+        "train", "--weights", "none", str(data), "--collate", "soft", "--arch", "resnet18", "--epochs", "1", "--image-size", "16",
         "--batch-size", "4", "--workers", "1", "--run-dir", str(tmp_path / "run"),
     ])
     assert result.exit_code == 1, result.output

@@ -163,7 +163,7 @@ def test_the_monitored_metric_and_its_direction_are_settings(tmp_path: Path):
     losses = [r["valid_loss"] for r in _records(tmp_path / "run")]
     assert summary["monitor"] == "valid_loss" and summary["best_valid_loss"] == min(losses)
     assert summary["best_epoch"] == 1 + losses.index(min(losses)) and "best_valid_acc" not in summary
-    result = _cli(["train", str(data), "--monitor", "valid_f1", "--workers", "0", "--run-dir", str(tmp_path / "bad")])
+    result = _cli(["train", "--weights", "none", str(data), "--monitor", "valid_f1", "--workers", "0", "--run-dir", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "--monitor must be one of valid_loss, valid_acc, train_loss, train_acc" in result.output
     assert not (tmp_path / "bad").exists()
 
@@ -260,7 +260,7 @@ def test_a_trainers_own_loss_trains_with_a_soft_label_mixup_collate_through_the_
 
 def test_a_classification_trainer_on_a_segmentation_split_stops_with_one_line(tmp_path: Path):
     data = make_segmentation_dataset(tmp_path / "data")
-    result = _cli(["train", str(data), "--workers", "0", "--run-dir", str(tmp_path / "run")])
+    result = _cli(["train", "--weights", "none", str(data), "--workers", "0", "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         f"Error: The trainer 'resnet-finetune' trains classification, but {data} is a segmentation dataset "
@@ -311,7 +311,7 @@ def test_a_trainer_that_only_builds_a_model_trains_with_the_defaults(tmp_path: P
 def test_run_folders_are_named_after_the_architecture_actually_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     data = make_classification_dataset(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
-    assert _cli(["train", str(data), "--epochs", "1", "--image-size", "16", "--workers", "0"]).exit_code == 0
+    assert _cli(["train", "--weights", "none", str(data), "--epochs", "1", "--image-size", "16", "--workers", "0"]).exit_code == 0
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.startswith("resnet-finetune-resnet18-")
     assert "arch: resnet18" in (run / "config.yaml").read_text()

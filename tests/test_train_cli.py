@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 from pathlib import Path
 
@@ -35,12 +36,15 @@ def test_split_stats_train_in_one_directory_needs_no_dataset_argument(tmp_path: 
     assert runner.invoke(app, ["split", "dogsandcats"]).exit_code == 0
     assert runner.invoke(app, ["stats", "--workers", "1"]).exit_code == 0
     result = runner.invoke(app, [
-        "train", "--plugin", "resnet-finetune", "--epochs", "2", "--image-size", "48", "--batch-size", "16",
+        "train", "--weights", "none", "--plugin", "resnet-finetune", "--epochs", "2", "--image-size", "48", "--batch-size", "16",
         "--workers", "0", "--lr", "0.002", "--optimizer", "adam", "--scheduler", "none", "--run-dir", "runs/first", "--json",
     ])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["normalization"] == "stats.json"
+    # Trained from scratch: normalised with the dataset's own statistics, and the run says so first.
+    assert summary["normalization"] == "dataset" and summary["setup"]["normalization_about"] == "stats.json"
+    assert "weights: none (random: trained from scratch)" in result.stderr
+    assert "normalisation: dataset (stats.json)" in result.stderr and "recipe: modern (adam lr 0.002" in result.stderr
     assert summary["final_valid_acc"] > 0.7  # chance is 0.5
     written = json.loads((work / "runs" / "first" / "summary.json").read_text())
     assert written["best"].endswith("best.pt") and Path(written["last"]).exists()
@@ -70,7 +74,7 @@ def test_weights_of_another_architecture_are_a_clear_error(tmp_path: Path):
 
 
 def test_resume_continues_a_run(split_sample: Path, tmp_path: Path):
-    options = dict(epochs=2, image_size=32, batch_size=32, workers=0, lr=0.002, optimizer="adam", scheduler="none", run_dir=tmp_path / "run")
+    options = dict(epochs=2, image_size=32, batch_size=32, workers=0, lr=0.002, optimizer="adam", scheduler="none", weights="none", run_dir=tmp_path / "run")
     first = train(split_sample, TrainOptions(**options, max_steps=5))
     assert first["status"] == "max-steps" and first["epochs"] == 1
     second = train(split_sample, TrainOptions(**options, resume=True))
@@ -93,7 +97,7 @@ def test_ctrl_c_then_resume_with_only_the_run_folder(split_sample: Path, tmp_pat
     run_dir = tmp_path / "run"
     with temporary_plugin(CtrlCAfterFirstEpoch(), "test-ctrl-c"):
         first = runner.invoke(app, [
-            "train", str(split_sample), "--epochs", "2", "--image-size", "32", "--batch-size", "16", "--workers", "0",
+            "train", "--weights", "none", str(split_sample), "--epochs", "2", "--image-size", "32", "--batch-size", "16", "--workers", "0",
             "--lr", "0.003", "--optimizer", "adam", "--scheduler", "none", "--run-dir", str(run_dir),
         ])
     assert first.exit_code == 130, first.output  # so that `prep train && prep export` stops
@@ -114,8 +118,8 @@ def test_the_summary_line_of_a_run_stopped_before_any_validation():
     from prep.cli.train import _describe
 
     line = _describe({"status": "interrupted", "epochs": 0, "best_valid_acc": None, "final_valid_acc": None,
-                      "normalization": "stats.json", "run_dir": "runs/x", "monitor": "valid_acc"})
-    assert line == ("interrupted: 0 epochs, best valid_acc n/a, final n/a; normalisation from stats.json; run in runs/x\n"
+                      "normalization": "dataset", "run_dir": "runs/x", "monitor": "valid_acc"})
+    assert line == ("interrupted: 0 epochs, best valid_acc n/a, final n/a; run in runs/x\n"
                     "Continue it with: prep train --resume --run-dir runs/x")
 
 
@@ -124,11 +128,11 @@ def test_train_errors_are_messages(split_sample: Path):
     assert result.exit_code == 2 and "--run-dir" in result.output
     result = runner.invoke(app, ["train", str(split_sample), "--plugin", "resnet-finetuen", "--epochs", "1"])
     assert result.exit_code == 1 and "Did you mean 'resnet-finetune'" in result.output
-    result = runner.invoke(app, ["train", str(split_sample), "--collate", "uint8-channel-last", "--epochs", "1", "--workers", "0"])
+    result = runner.invoke(app, ["train", "--weights", "none", str(split_sample), "--collate", "uint8-channel-last", "--epochs", "1", "--workers", "0"])
     assert result.exit_code == 1 and "Did you mean 'uint8-channels-last'" in result.output
-    result = runner.invoke(app, ["train", str(split_sample), "--amp", "fp8", "--epochs", "1", "--workers", "0", "--run-dir", str(split_sample.parent / "amp")])
+    result = runner.invoke(app, ["train", "--weights", "none", str(split_sample), "--amp", "fp8", "--epochs", "1", "--workers", "0", "--run-dir", str(split_sample.parent / "amp")])
     assert result.exit_code == 2 and "--amp must be one of auto, bf16, fp16, off" in result.output
-    result = runner.invoke(app, ["train", str(split_sample), "--arch", "resnet9000", "--epochs", "1", "--workers", "0"])
+    result = runner.invoke(app, ["train", "--weights", "none", str(split_sample), "--arch", "resnet9000", "--epochs", "1", "--workers", "0"])
     assert result.exit_code == 2 and "--arch must be resnet18, resnet34, resnet50 or another torchvision classifier, not 'resnet9000'" in result.output
     assert not (Path("runs")).exists()  # refused before anything was written
 
@@ -145,7 +149,7 @@ def test_every_package_is_listed_in_pyproject():
 @pytest.fixture(scope="module")
 def trained_run(split_sample: Path, tmp_path_factory) -> tuple[Path, dict]:
     run_dir = tmp_path_factory.mktemp("run") / "run"
-    summary = train(split_sample, TrainOptions(epochs=2, image_size=48, batch_size=16, workers=0, lr=0.002, optimizer="adam", scheduler="none", run_dir=run_dir))
+    summary = train(split_sample, TrainOptions(epochs=2, image_size=48, batch_size=16, workers=0, lr=0.002, optimizer="adam", scheduler="none", weights="none", run_dir=run_dir))
     return run_dir, summary
 
 
@@ -156,7 +160,7 @@ def test_evaluate_reports_acc_and_draws_the_confusion_matrix(split_sample: Path,
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["acc"] == pytest.approx(summary["final_valid_acc"])  # the same model, the same data
-    assert metrics["images"] == 40 and set(metrics["per_class_acc"]) == {"cat", "dog"}
+    assert metrics["images"] == 40 and set(metrics["per_class"]) == {"cat", "dog"} and "top5_acc" not in metrics
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Without DATA: the dataset the checkpoint was trained on.
     recorded = runner.invoke(app, ["evaluate", str(run_dir / "last.pt"), "--workers", "0", "--out", str(png), "--json"])
@@ -198,7 +202,7 @@ def test_predict_and_evaluate_errors(tmp_path: Path, trained_run):
 def test_config_yaml_repeats_a_run_and_options_given_win(split_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
     first = runner.invoke(app, [
-        "train", str(split_sample), "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--workers", "0",
+        "train", "--weights", "none", str(split_sample), "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--workers", "0",
         "--optimizer", "sgd", "--lr", "0.01", "--scheduler", "none", "--seed", "7", "--run-dir", "first",
     ])
     assert first.exit_code == 0, first.output
@@ -247,7 +251,8 @@ def test_every_engine_option_reaches_the_config():
     assert (config.amp, config.compile, config.seed, config.device) == ("bf16", True, 11, "cpu")
     assert (config.monitor, config.monitor_mode) == ("valid_loss", "min")
     untouched = resolve_config(ResNetFinetune(), TrainOptions(), request)
-    assert untouched == ResNetFinetune().recipe("modern", request)
+    # The recipe's `auto` augmentation is resolved for its 3 epochs.
+    assert untouched == replace(ResNetFinetune().recipe("modern", request), preset="flip")
 
 
 def test_named_recipes():
@@ -265,14 +270,14 @@ def test_named_recipes():
 
 def test_the_book_recipe_and_freezing_from_the_cli(split_sample: Path, tmp_path: Path):
     result = runner.invoke(app, [
-        "train", str(split_sample), "--recipe", "book", "--epochs", "2", "--freeze-backbone", "1", "--image-size", "32",
+        "train", "--weights", "none", str(split_sample), "--recipe", "book", "--epochs", "2", "--freeze-backbone", "1", "--image-size", "32",
         "--batch-size", "32", "--workers", "0", "--run-dir", str(tmp_path / "run"),
     ])
     assert result.exit_code == 0, result.output
     assert "epoch 1/2:" in result.output and "backbone frozen" in result.output and "epoch 2/2:" in result.output
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert (state["config"]["optimizer"], state["config"]["scheduler"], state["config"]["freeze_backbone_epochs"]) == ("sgd", "step", 1)
-    again = runner.invoke(app, ["train", str(split_sample), "--epochs", "1", "--workers", "0", "--run-dir", str(tmp_path / "run")])
+    again = runner.invoke(app, ["train", "--weights", "none", str(split_sample), "--epochs", "1", "--workers", "0", "--run-dir", str(tmp_path / "run")])
     assert again.exit_code == 1 and "already holds a run" in again.output
 
 
@@ -286,7 +291,7 @@ def test_torchrun_trains_one_model_over_two_processes(split_sample: Path, tmp_pa
     assert runner.invoke(app, ["stats", str(split_sample), "--workers", "1"]).exit_code == 0
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "prep", "train",
-         str(split_sample), "--epochs", "2", "--image-size", "32", "--batch-size", "8", "--workers", "0",
+         "--weights", "none", str(split_sample), "--epochs", "2", "--image-size", "32", "--batch-size", "8", "--workers", "0",
          "--run-dir", str(tmp_path / "run"), "--json"],
         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300,
     )

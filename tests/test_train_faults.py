@@ -41,7 +41,7 @@ def tiny_split(tmp_path_factory) -> Path:
 
 
 def tiny(run_dir: Path, **extra) -> TrainOptions:
-    settings = dict(epochs=2, image_size=16, batch_size=8, workers=0, lr=0.01, optimizer="adam", scheduler="none", run_dir=run_dir)
+    settings = dict(epochs=2, image_size=16, batch_size=8, workers=0, lr=0.01, optimizer="adam", scheduler="none", weights="none", run_dir=run_dir)
     return TrainOptions(**{**settings, **extra})
 
 
@@ -126,7 +126,7 @@ def test_ctrl_c_in_the_first_epoch_exits_130_and_the_summary_names_only_what_exi
     run_dir = tmp_path / "run"
     with temporary_plugin(CtrlCAtStart(), "test-ctrl-c-start"):
         result = runner.invoke(app, [
-            "train", str(tiny_split), "--epochs", "2", "--image-size", "16", "--batch-size", "8", "--workers", "0",
+            "train", "--weights", "none", str(tiny_split), "--epochs", "2", "--image-size", "16", "--batch-size", "8", "--workers", "0",
             "--run-dir", str(run_dir), "--json",
         ])
     assert result.exit_code == 130, result.output
@@ -169,7 +169,7 @@ def test_sigkill_at_random_moments_then_resume_keeps_best_and_log_consistent(tin
     run must then refuse to resume, or resume from it); the others land anywhere after it
     (training, validation, a checkpoint save), where resuming is what is tested."""
     rng = random.Random(1234)
-    command = [sys.executable, "-m", "prep", "--quiet", "train", str(tiny_split), "--epochs", "4", "--image-size", "16",
+    command = [sys.executable, "-m", "prep", "--quiet", "train", "--weights", "none", str(tiny_split), "--epochs", "4", "--image-size", "16",
                "--batch-size", "4", "--workers", "0", "--lr", "0.01", "--optimizer", "adam", "--scheduler", "none"]
     # One undisturbed run tells how long start-up plus the first epoch, and the whole run, take here.
     clean = subprocess.Popen([*command, "--run-dir", str(tmp_path / "clean")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

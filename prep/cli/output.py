@@ -58,9 +58,10 @@ def configure(verbose: bool, quiet: bool) -> None:
     )
 
 
-def info(message: str) -> None:
+def info(message: str, *, soft_wrap: bool = False) -> None:
+    """A line on stderr, unless --quiet; ``soft_wrap`` keeps a long line whole."""
     if Verbosity.level >= 0:
-        stderr.print(message)
+        stderr.print(message, soft_wrap=soft_wrap)
 
 
 def warn(message: str) -> None:

@@ -36,13 +36,14 @@ class EpochPrinter:
         setup = run.setup
         arch = f" {setup['arch']}" if setup.get("arch") else ""
         images = setup["images"]
-        output.info(
+        for line in (
             f"Training {setup['trainer']}{arch} on {setup['device']}: {setup['classes']} classes, "
-            f"{images['train']} training and {images['valid']} validation images"
-        )
-        output.info(f"  weights: {setup['weights']} ({setup['weights_about']})")
-        output.info(f"  normalisation: {setup['normalization']} ({setup['normalization_about']})")
-        output.info(f"  recipe: {setup['recipe']} ({setup['recipe_about']}); augmentation: {setup['augmentation']}")
+            f"{images['train']} training and {images['valid']} validation images",
+            f"  weights: {setup['weights']} ({setup['weights_about']})",
+            f"  normalisation: {setup['normalization']} ({setup['normalization_about']})",
+            f"  recipe: {setup['recipe']} ({setup['recipe_about']}); augmentation: {setup['augmentation']}",
+        ):
+            output.info(output.escape(line), soft_wrap=True)
 
     def on_epoch_end(self, run, metrics: dict) -> None:
         if not run.is_main:

