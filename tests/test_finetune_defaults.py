@@ -267,6 +267,14 @@ def test_a_split_that_is_not_there_or_not_a_split_is_refused(checkpoint: Path, d
     assert bare.exit_code == 2 and "holds class folders, not splits" in bare.output
 
 
+def test_a_segmentation_split_is_not_read_as_classes(checkpoint: Path, tmp_path: Path):
+    from prep.testing import make_segmentation_dataset
+
+    data = make_segmentation_dataset(tmp_path / "seg")
+    result = _evaluate(checkpoint, data, out=tmp_path)
+    assert result.exit_code == 1 and "holds images/ and masks/, a segmentation set; this model classifies images" in result.output
+
+
 # -- Test-time augmentation ----------------------------------------------------------------------
 
 def test_flip_tta_averages_probabilities_and_mirrors_maps_back():

@@ -54,7 +54,7 @@ def lr_find_command(
     output.info(output.escape(
         f"{setup['trainer']} {setup['arch'] or ''}: weights {setup['weights']}, normalisation {setup['normalization']}, "
         f"recipe {setup['recipe']} ({setup['recipe_about']})"
-    ))
+    ), soft_wrap=True)
     if result["suggestion"] is None:
         output.stdout.print(output.escape(f"The loss never fell over {result['steps']} steps; no suggestion. The curve: {result['png']}"))
         return

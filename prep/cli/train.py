@@ -78,6 +78,7 @@ def describe_trainers() -> str:
             line += f" --arch {choices(about['architectures'], about['default_arch'])}."
         if about["recipes"]:
             line += f" --recipe {choices(about['recipes'], about['default_recipe'])}."
+        line += f" --weights default: {about['default_weights']}."
         lines.append(line)
     return "Trainers: " + ("\n\n".join(lines) if lines else "none registered")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prep.errors import DatasetNotFoundError, UnknownClassError, UsageError
-from prep.layout import REJECTED_DIR, SPLITS, canonical_split_name, is_junk
+from prep.errors import DatasetNotFoundError, TaskMismatchError, UnknownClassError, UsageError
+from prep.layout import REJECTED_DIR, SEGMENTATION, SPLITS, canonical_split_name, is_junk, split_kind
 
 # What evaluate reads when no split is named: the first of these that the folder has.
 DEFAULT_SPLITS = ("valid", "test")
@@ -39,6 +39,7 @@ def evaluation_split(folder: Path, split: str | None, classes: list[str]) -> tup
         DatasetNotFoundError: no such folder, or no such split in it.
         UsageError: a split asked of bare class folders.
         UnknownClassError: a class folder the model was not trained on.
+        TaskMismatchError: the folder holds images/ and masks/ (a segmentation split).
     """
     if not folder.is_dir():
         raise DatasetNotFoundError(f"{folder} is not a folder")
@@ -57,6 +58,8 @@ def evaluation_split(folder: Path, split: str | None, classes: list[str]) -> tup
         raise UsageError(f"{folder} holds class folders, not splits; leave out --split {split}")
     else:
         chosen, name = folder, folder.name
+    if split_kind(chosen) == SEGMENTATION and not {"images", "masks"} & known:
+        raise TaskMismatchError(f"{chosen} holds images/ and masks/, a segmentation set; this model classifies images")
     unknown = [path.name for path in _folders(chosen) if path.name not in known]
     if unknown:
         raise UnknownClassError(
