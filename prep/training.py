@@ -178,7 +178,7 @@ def prepare_run(
     weights = check_weights(options.weights if options.weights is not None else trainer.default_weights)
     request = ModelRequest(tuple(task.classes(root)), trainer.choose_arch(options.arch), weights, options.image_size)
     config = resolve_config(trainer, options, request, config)
-    resolve_monitor(task, config, list(request.classes))
+    resolve_monitor(task, config, list(request.classes))  # checks --monitor and --monitor-mode
     task_loss = task.loss(config, list(request.classes), train=True)  # checks --loss and --class-weights
     lr_lambdas = _lr_lambdas(config.scheduler)
     collate_name = options.collate or trainer.collate or task.collate

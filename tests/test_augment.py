@@ -14,7 +14,7 @@ from prep.cli import app
 from prep.errors import UnknownNameError, UsageError
 
 runner = CliRunner()
-PRESETS = ["none", "light", "medium", "heavy"]
+PRESETS = ["none", "flip", "light", "medium", "heavy"]
 
 
 def picture(seed: int = 0, size=(96, 128)) -> np.ndarray:
@@ -35,6 +35,21 @@ def test_different_seeds_give_different_augmentations():
     a = build_pipeline("heavy", 64, train=True, seed=1)(image=image)["image"]
     b = build_pipeline("heavy", 64, train=True, seed=2)(image=image)["image"]
     assert not np.array_equal(a, b)
+
+
+def test_flip_is_the_eval_picture_or_its_mirror():
+    image = picture(size=(100, 200))
+    plain = build_pipeline("none", 64, train=False)(image=image)["image"]
+    pipeline = build_pipeline("flip", 64, train=True, seed=4)
+    seen = set()
+    for _ in range(20):
+        out = pipeline(image=image)["image"]
+        if np.array_equal(out, plain):
+            seen.add("plain")
+        else:
+            np.testing.assert_array_equal(out, plain[:, ::-1])
+            seen.add("mirror")
+    assert seen == {"plain", "mirror"}
 
 
 def test_eval_pipeline_only_resizes_and_centre_crops():

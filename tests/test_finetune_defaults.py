@@ -119,10 +119,10 @@ def test_weights_from_a_file_are_normalised_like_imagenet_and_the_run_says_so(da
     assert header[1] == f"  weights: {weights_file} (from a file)"
     assert header[2] == "  normalisation: imagenet (ImageNet's constants)"
     assert header[3].startswith("  recipe: modern (adamw lr 0.001, backbone lr x0.1, cosine") and "BatchNorm statistics kept" in header[3]
-    assert header[3].endswith("; augmentation: flip")
+    assert header[3].endswith("; augmentation: none")
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["mean"] == IMAGENET_MEAN and state["normalization"] == "imagenet"
-    assert state["options"]["weights"] == str(weights_file) and state["options"]["preset"] == "flip"
+    assert state["options"]["weights"] == str(weights_file) and state["options"]["preset"] == "none"
 
 
 @pytest.mark.parametrize(("weights", "normalize", "expected"), [
@@ -178,10 +178,10 @@ def test_augmentation_follows_the_length_of_the_run_and_the_recipe():
     from prep.run_config import resolve_config
     from prep_trainers.resnet_finetune import ResNetFinetune
 
-    assert [resolve_preset("auto", n) for n in (1, 19, 20, 60)] == ["flip", "flip", "light", "light"]
+    assert [resolve_preset("auto", n) for n in (1, 19, 20, 60)] == ["none", "none", "light", "light"]
     assert resolve_preset("medium", 3) == "medium"
     trainer, request = ResNetFinetune(), ModelRequest(("a", "b"), "resnet18", "imagenet")
-    assert resolve_config(trainer, TrainOptions(), request).preset == "flip"
+    assert resolve_config(trainer, TrainOptions(), request).preset == "none"
     assert resolve_config(trainer, TrainOptions(epochs=30), request).preset == "light"
     assert resolve_config(trainer, TrainOptions(epochs=30, preset="none"), request).preset == "none"
     book = resolve_config(trainer, TrainOptions(recipe="book"), request)

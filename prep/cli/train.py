@@ -122,7 +122,7 @@ def train_command(
     monitor_mode: Optional[str] = typer.Option(None, "--monitor-mode", rich_help_panel=ENGINE, help="max | min (default: the task's; min for a loss)."),
     amp: Optional[str] = typer.Option(None, "--amp", rich_help_panel=ENGINE, help="auto | bf16 | fp16 | off (mixed precision is used on CUDA only)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", rich_help_panel=ENGINE, help="torch.compile the model."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Augmentation preset or pipeline file; auto: flip for runs under 20 epochs, light from there (default: the recipe's)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Augmentation preset or pipeline file; auto: none for runs under 20 epochs, light from there (default: the recipe's)."),
     collate: Optional[str] = typer.Option(None, "--collate", help="A registered collate function (default: the trainer's)."),
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
