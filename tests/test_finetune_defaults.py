@@ -353,6 +353,7 @@ def test_the_suggestion_is_where_the_loss_falls_fastest_before_its_minimum():
         loss += -falls.get(i, 0.0) if i < 30 else (0.5 if i >= 35 else 0.0)
         losses.append(loss)
     assert suggest_lr(lrs, losses) == lrs[25]
+    assert suggest_lr(lrs, [0.5] + losses[1:]) == lrs[25]  # a lucky first batch is not the minimum
     assert suggest_lr(lrs, [1.0 + 0.01 * i for i in range(60)]) is None  # never fell
 
 

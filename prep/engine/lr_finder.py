@@ -47,14 +47,14 @@ class RangeTest:
 
 def suggest_lr(lrs: list[float], losses: list[float]) -> float | None:
     """The learning rate where the smoothed loss falls fastest against log(lr), before its
-    minimum; the first tenth of the curve, still settling, is left out. None when the
-    loss never fell."""
+    minimum; the first tenth of the curve, still settling (a low first value is the
+    average of a single batch), is left out. None when the loss never fell."""
     if len(losses) < 5:
         return None
-    lowest = min(range(len(losses)), key=losses.__getitem__)
-    start = len(losses) // 10
+    start = max(len(losses) // 10, 1)
+    lowest = min(range(start, len(losses)), key=losses.__getitem__)
     best, steepest = None, 0.0
-    for i in range(max(start, 1), lowest + 1):
+    for i in range(start, lowest + 1):
         slope = (losses[i] - losses[i - 1]) / (math.log(lrs[i]) - math.log(lrs[i - 1]))
         if slope < steepest:
             best, steepest = i, slope
