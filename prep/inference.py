@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prep.errors import PrepError
-from prep.progress import NO_PROGRESS, Progress
 from prep.layout import canonical_split_name
+from prep.progress import NO_PROGRESS, Progress
 from prep.run_config import config_from_data, options_from_data
 
 if TYPE_CHECKING:
@@ -203,12 +203,12 @@ def predict(checkpoint: Path, inputs: list[Path], *, tta: str = "none", batch_si
     from prep.engine.loop import pick_device
     from prep.images import ImageDecodeError, load_rgb
     from prep.training import trainer_registration
-
     from prep.tta import check_tta, with_tta
 
     check_tta(tta)
     files = image_files(inputs)
     model, state = load_model(checkpoint, device)
+    predictor = with_tta(model, tta)
     task = trainer_registration(state["options"]["plugin"]).value.task
     if task != "classification":
         raise PrepError(f"prep predict writes class probabilities, for classification models; {checkpoint} is a {task} model")
@@ -228,7 +228,7 @@ def predict(checkpoint: Path, inputs: list[Path], *, tta: str = "none", batch_si
                     skipped.append((path, str(exc)))
             if not chunk:
                 continue
-            probabilities = with_tta(model, tta)(to_device_normalized(torch.stack(pixels), state["mean"], state["std"], target)).float().softmax(dim=1)
+            probabilities = predictor(to_device_normalized(torch.stack(pixels), state["mean"], state["std"], target)).float().softmax(dim=1)
             results += list(zip(chunk, probabilities.cpu().tolist()))
     if not results:
         raise PrepError(f"None of the {len(files)} images could be read (first: {skipped[0][1]})")

@@ -33,7 +33,7 @@ class TrainOptions:
     loss: str | None = None  # the task's loss spec (None: the task's default)
     class_weights: list[float] | None = None
     freeze_backbone: int | None = None  # epochs of training the head alone
-    freeze_norm_stats: bool | None = None
+    freeze_norm_stats: bool | None = None  # keep pretrained BatchNorm statistics (None: the recipe's)
     accumulate: int | None = None
     clip_grad_norm: float | None = None
     patience: int | None = None  # early stopping: epochs without a better monitored metric
