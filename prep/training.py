@@ -99,6 +99,7 @@ def _new_run_dir(plugin: str, arch: str | None) -> Path:
 class PreparedRun:
     """Everything a run needs, built and checked from the options, before anything is written."""
 
+    root: Path
     trainer: Trainer
     task: "Task"
     request: ModelRequest
@@ -134,7 +135,7 @@ class PreparedRun:
             recipe.append("BatchNorm statistics kept")
         recipe.append(f"{config.epochs} epoch" + ("s" if config.epochs != 1 else ""))
         return {
-            "trainer": self.options.plugin, "arch": self.request.arch, "device": str(self.device),
+            "data": str(self.root), "trainer": self.options.plugin, "arch": self.request.arch, "device": str(self.device),
             "weights": self.request.weights, "weights_about": describe_weights(self.request.weights),
             "normalization": self.normalization.mode, "normalization_about": self.normalization.source,
             "mean": self.normalization.mean, "std": self.normalization.std,
@@ -210,7 +211,7 @@ def prepare_run(
         recipe=trainer.choose_recipe(options.recipe),
     )
     return PreparedRun(
-        trainer, task, request, config, recorded, model, head, loss, normalization, train_loader, valid_loader,
+        root, trainer, task, request, config, recorded, model, head, loss, normalization, train_loader, valid_loader,
         lr_lambdas, world, device,
     )
 

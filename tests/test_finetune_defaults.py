@@ -115,7 +115,7 @@ def test_weights_from_a_file_are_normalised_like_imagenet_and_the_run_says_so(da
     result = _train_cli(dataset, tmp_path / "run", "--weights", str(weights_file))
     assert result.exit_code == 0, result.output
     header = result.stderr.splitlines()[:4]
-    assert header[0] == "Training resnet-finetune resnet18 on cpu: 6 classes, 36 training and 18 validation images"
+    assert header[0] == f"Training resnet-finetune resnet18 on cpu: {dataset}, 6 classes, 36 training and 18 validation images"
     assert header[1] == f"  weights: {weights_file} (from a file)"
     assert header[2] == "  normalisation: imagenet (ImageNet's constants)"
     assert header[3].startswith("  recipe: modern (adamw lr 0.001, backbone lr x0.1, cosine") and "BatchNorm statistics kept" in header[3]

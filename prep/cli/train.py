@@ -37,7 +37,7 @@ class EpochPrinter:
         arch = f" {setup['arch']}" if setup.get("arch") else ""
         images = setup["images"]
         for line in (
-            f"Training {setup['trainer']}{arch} on {setup['device']}: {setup['classes']} classes, "
+            f"Training {setup['trainer']}{arch} on {setup['device']}: {setup['data']}, {setup['classes']} classes, "
             f"{images['train']} training and {images['valid']} validation images",
             f"  weights: {setup['weights']} ({setup['weights_about']})",
             f"  normalisation: {setup['normalization']} ({setup['normalization_about']})",
