@@ -55,8 +55,9 @@ class PluginError(PrepError):
     """A plugin failed to load or to register, and strict mode turned that into an error."""
 
 
-class UnknownNameError(PrepError):
-    """A name was looked up in a registry that does not hold it."""
+class UnknownNameError(UsageError):
+    """A name was looked up in a registry that does not hold it: an option's value that
+    no installed plugin provides (a trainer, preset, collate function, splitter ...)."""
 
 
 class RunConfigError(PrepError):

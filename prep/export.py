@@ -13,7 +13,9 @@ file) and ONNX (metadata ``classes``), and in ``<file>.classes.json`` beside it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -95,10 +97,12 @@ def export_checkpoint(checkpoint: Path, format: str, out: Path | None = None, *,
                 torch.jit.save(torch.jit.trace(wrapped, example), str(tmp), _extra_files={"classes.json": classes_json})
         else:
             batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height", min=16), torch.export.Dim("width", min=16)
-            program = torch.onnx.export(
-                wrapped, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
-                dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
-            )
+            # torch's exporter reports its steps with print(); stdout is the command's result.
+            with contextlib.redirect_stdout(sys.stderr):
+                program = torch.onnx.export(
+                    wrapped, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
+                    dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
+                )
             program.model.metadata_props["classes"] = classes_json
             program.save(str(tmp))
         tmp.replace(out)

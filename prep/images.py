@@ -134,5 +134,7 @@ def _decode_with_pillow(path, data: bytes, min_side: int | None, max_reduction: 
                 image.draft(image.mode, (image.size[0] // factor, image.size[1] // factor))
             image.load()
             return DecodedImage(_pil_to_rgb_array(image), *header)
+    except Image.UnidentifiedImageError:  # its message names an anonymous BytesIO, not the file
+        raise ImageDecodeError(f"{path}: not an image (its bytes are in no format Pillow reads)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"{path}: {exc}") from None

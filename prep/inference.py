@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,15 @@ def checkpoint_task(checkpoint: Path) -> str:
     Raises:
         CheckpointError: unreadable file. PrepError: not written by prep train.
     """
+    return model_task(peek_checkpoint(checkpoint))
+
+
+def peek_checkpoint(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint's state, memory-mapped: its options and classes are read, not its weights.
+
+    Raises:
+        CheckpointError: unreadable file. PrepError: not written by prep train.
+    """
     import torch
 
     from prep.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
@@ -62,7 +72,7 @@ def checkpoint_task(checkpoint: Path) -> str:
         state = load_checkpoint(checkpoint)  # says precisely what is wrong with the file
     if "options" not in state:
         raise PrepError(f"{checkpoint} does not say which trainer made it; it was not written by prep train")
-    return model_task(state)
+    return state
 
 
 def model_task(state: dict[str, Any]) -> str:
@@ -235,28 +245,75 @@ def predict(checkpoint: Path, inputs: list[Path], *, tta: str = "none", batch_si
     return state["classes"], results, skipped
 
 
-def write_predictions(path: Path, classes: list[str], results: list[tuple[Path, list[float]]], *, kaggle_submission: bool = False) -> Path:
-    """CSV of ``file,label,<p(class)>...``; or, for Kaggle's dogs-vs-cats, ``id,label`` with
-    label = P(dog) (P of the second class when there is no ``dog``).
+def refuse_existing(path: Path) -> Path:
+    """``path``, when nothing is there yet: predictions never replace a file.
 
     Raises:
-        PrepError: a Kaggle submission for a model that is not two-class.
+        TargetExistsError: the file exists.
     """
+    from prep.errors import TargetExistsError
+
+    if path.exists():
+        raise TargetExistsError(f"{path} already exists; choose another --out or move it away")
+    return path
+
+
+def positive_class(classes: list[str], positive: str | None) -> int:
+    """The index of the class whose probability a two-class Kaggle submission holds:
+    ``positive``, else ``dog`` (dogs-vs-cats).
+
+    Raises:
+        UsageError: not two classes, or no such class.
+    """
+    from prep.errors import UsageError
+
+    if len(classes) != 2:
+        raise UsageError(f"--kaggle-submission needs a two-class model; this one has {len(classes)}")
+    wanted = positive or "dog"
+    if wanted not in classes:
+        hint = f"--positive {positive} is not one of" if positive else "It writes P(dog), but there is no dog among"
+        raise UsageError(f"{hint} the model's classes {', '.join(classes)}; name the class with --positive CLASS")
+    return classes.index(wanted)
+
+
+def write_predictions(
+    path: Path, classes: list[str], results: list[tuple[Path, list[float]]], *, kaggle_submission: bool = False,
+    positive: str | None = None, clip: float = 0.0,
+) -> Path:
+    """CSV of ``file,label,<p(class)>...``; or, with ``kaggle_submission``, Kaggle's
+    ``id,label`` with label = P(positive class, default ``dog``). ``clip`` keeps every
+    probability within [clip, 1 - clip]: log loss punishes a confident 0 or 1 without end.
+    Written whole or not at all; an existing file is never replaced.
+
+    Raises:
+        UsageError: a submission for a model that is not two-class or lacks the class, or
+            a clip outside [0, 0.5).
+        TargetExistsError: ``path`` exists.
+    """
+    from prep.errors import UsageError
+    from prep.fsutil import atomic_write_bytes
+
+    if not 0 <= clip < 0.5:
+        raise UsageError(f"--clip must be at least 0 and below 0.5, not {clip:g}")
+    refuse_existing(path)
+
+    def shown(p: float) -> str:
+        return f"{min(max(p, clip), 1 - clip):.6f}"
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    if kaggle_submission:
+        index = positive_class(classes, positive)
+        writer.writerow(["id", "label"])
+        for image, probabilities in results:
+            writer.writerow([image.stem, shown(probabilities[index])])
+    else:
+        writer.writerow(["file", "label", *classes])
+        for image, probabilities in results:
+            best = max(range(len(classes)), key=probabilities.__getitem__)
+            writer.writerow([str(image), classes[best], *(shown(p) for p in probabilities)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        if kaggle_submission:
-            if len(classes) != 2:
-                raise PrepError(f"--kaggle-submission needs a two-class model; this one has {len(classes)}")
-            positive = classes.index("dog") if "dog" in classes else 1
-            writer.writerow(["id", "label"])
-            for image, probabilities in results:
-                writer.writerow([image.stem, f"{probabilities[positive]:.6f}"])
-        else:
-            writer.writerow(["file", "label", *classes])
-            for image, probabilities in results:
-                best = max(range(len(classes)), key=probabilities.__getitem__)
-                writer.writerow([str(image), classes[best], *(f"{p:.6f}" for p in probabilities)])
+    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
     return path
 
 
@@ -287,6 +344,8 @@ def predict_segmentation(
 
     options = options or MaskOptions()
     options.check()
+    if kaggle_submission:
+        refuse_existing(out)
     files = image_files(inputs)
     model, state = load_model(checkpoint, device)
     if model_task(state) != "segmentation":

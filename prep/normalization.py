@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prep.errors import UsageError
+
+if TYPE_CHECKING:
+    from prep.progress import Progress
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -52,7 +56,9 @@ def check_normalize(mode: str) -> str:
     return mode
 
 
-def resolve_normalization(root: Path, mode: str, pretrained: bool, workers: int | None, may_compute: bool = True) -> Normalization:
+def resolve_normalization(
+    root: Path, mode: str, pretrained: bool, workers: int | None, may_compute: bool = True, progress: "Progress | None" = None,
+) -> Normalization:
     """The run's mean and std: ImageNet's for ``imagenet`` (and ``auto`` with pretrained
     weights), else the dataset's ``stats.json``, computed and written when missing and
     ``may_compute``.
@@ -72,6 +78,8 @@ def resolve_normalization(root: Path, mode: str, pretrained: bool, workers: int 
     except StatsNotFoundError:
         if not may_compute:
             raise
-        write_stats(root, compute_dataset_stats(root, workers=workers))
+        from prep.progress import NO_PROGRESS
+
+        write_stats(root, compute_dataset_stats(root, workers=workers, progress=progress or NO_PROGRESS))
         mean, std = read_mean_std(root)
         return Normalization(DATASET, mean, std, "stats.json, computed now")

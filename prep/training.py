@@ -164,7 +164,9 @@ def prepare_run(
     from prep.augment.presets import build_pipeline
     from prep.data.loader import create_loader
     from prep.engine.distributed import World
-    from prep.engine.loop import resolve_monitor
+    from prep.engine.loop import check_amp, resolve_monitor
+    from prep.engine.optim import check_optimizer
+    from prep.engine.schedulers import check_scheduler
     from prep.normalization import check_normalize, resolve_normalization
     from prep.plugins import collate_fns
     from prep.weights import check_weights
@@ -187,6 +189,9 @@ def prepare_run(
 
     world = World.from_env()
     device = world.device(config.device)
+    check_amp(config.amp, device)
+    check_optimizer(config.optimizer)
+    check_scheduler(config.scheduler)
     size, classes = options.image_size, list(request.classes)
 
     def loader(split: str, collate: "Registration", train: bool):
@@ -205,6 +210,7 @@ def prepare_run(
     # Under torchrun every rank would compute and write stats.json at once.
     normalization = resolve_normalization(
         root, options.normalize, trainer.pretrained(request), options.workers, may_compute=not world.distributed,
+        progress=progress,
     )
     recorded = replace(
         options, collate=collate_name, arch=request.arch, weights=weights, preset=config.preset,
@@ -263,6 +269,7 @@ def train(
     run_dir = options.run_dir or _new_run_dir(options.plugin, run.request.arch)
     recorded = replace(run.options, run_dir=run_dir)
     setup = run.describe()
+    started = time.perf_counter()
     summary = fit(
         run.model, run.train_loader, run.valid_loader, run.config, run_dir, task=task, classes=classes,
         mean=norm.mean, std=norm.std, loss=run.loss, head=run.head,
@@ -278,6 +285,7 @@ def train(
         examples = task.examples(run.model, run.valid_loader.dataset, classes, norm.mean, norm.std, run.device, run_dir / "examples.png")
     return {
         **summary, "setup": setup, "normalization": norm.mode, "run_dir": str(run_dir), "monitor": monitor,
+        "elapsed_s": round(time.perf_counter() - started, 1),
         "is_main": world.is_main, **({"examples": str(examples)} if examples else {}),
     }
 

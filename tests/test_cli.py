@@ -90,7 +90,7 @@ def test_errors_are_messages_with_exit_codes(tmp_path: Path, flat_dataset: Path)
     bad_mode = runner.invoke(app, ["split", str(flat_dataset), "--mode", "teleport"])
     assert bad_mode.exit_code == 2 and "--mode" in bad_mode.output
     unknown = runner.invoke(app, ["split", str(flat_dataset), "--splitter", "stratifed"])
-    assert unknown.exit_code == 1 and "Did you mean 'stratified'" in unknown.output
+    assert unknown.exit_code == 2 and "Did you mean 'stratified'" in unknown.output
     assert "Traceback" not in missing.output + bad_ratio.output + unknown.output
 
 

@@ -183,7 +183,7 @@ def test_scheduler_lambda_uses_a_plugins_lr_lambda_through_the_cli(site: Path, t
     # The record's lr is the one the next epoch uses: 0.1 x 0.5 ** epoch.
     assert [round(r["lr"], 6) for r in _records(tmp_path / "run")] == [0.05, 0.025, 0.0125]
     typo = _cli(["train", str(data), "--plugin", "tiny", "--scheduler", "lambda:halve-each-epoc", "--workers", "0", "--run-dir", str(tmp_path / "typo")])
-    assert typo.exit_code == 1 and "Did you mean 'halve-each-epoch'" in typo.output and not (tmp_path / "typo").exists()
+    assert typo.exit_code == 2 and "Did you mean 'halve-each-epoch'" in typo.output and not (tmp_path / "typo").exists()
 
 
 MIXUP = '''

@@ -127,9 +127,9 @@ def test_train_errors_are_messages(split_sample: Path):
     result = runner.invoke(app, ["train", str(split_sample), "--resume"])
     assert result.exit_code == 2 and "--run-dir" in result.output
     result = runner.invoke(app, ["train", str(split_sample), "--plugin", "resnet-finetuen", "--epochs", "1"])
-    assert result.exit_code == 1 and "Did you mean 'resnet-finetune'" in result.output
+    assert result.exit_code == 2 and "Did you mean 'resnet-finetune'" in result.output
     result = runner.invoke(app, ["train", "--weights", "none", str(split_sample), "--collate", "uint8-channel-last", "--epochs", "1", "--workers", "0"])
-    assert result.exit_code == 1 and "Did you mean 'uint8-channels-last'" in result.output
+    assert result.exit_code == 2 and "Did you mean 'uint8-channels-last'" in result.output
     result = runner.invoke(app, ["train", "--weights", "none", str(split_sample), "--amp", "fp8", "--epochs", "1", "--workers", "0", "--run-dir", str(split_sample.parent / "amp")])
     assert result.exit_code == 2 and "--amp must be one of auto, bf16, fp16, off" in result.output
     result = runner.invoke(app, ["train", "--weights", "none", str(split_sample), "--arch", "resnet9000", "--epochs", "1", "--workers", "0"])

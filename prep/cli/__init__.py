@@ -15,6 +15,9 @@ def _print_error(exc: PrepError) -> None:
     output.stderr.print(f"[bold red]Error:[/] {output.escape(str(exc))}", markup=True, soft_wrap=True)
 
 
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
+
+
 class PrepGroup(TyperGroup):
     """Turns every ``PrepError`` a command raises into a message and an exit code.
 
@@ -23,6 +26,19 @@ class PrepGroup(TyperGroup):
     a name too long) reach here as ``OSError`` from anywhere in a command and get one line
     naming the path and the cause; a Ctrl-C exits 130, as shells expect.
     """
+
+    def parse_args(self, ctx, args):  # noqa: ANN001 - click's signature
+        # `prep split X -q` means what `prep -q split X` means, unless the command has a
+        # -q of its own.
+        if args and not args[0].startswith("-"):
+            command = self.get_command(ctx, args[0])
+            own = {opt for param in getattr(command, "params", []) for opt in getattr(param, "opts", [])}
+            end = args.index("--") if "--" in args else len(args)
+            moved = [a for a in args[1:end] if a in GLOBAL_FLAGS and a not in own]
+            if moved:
+                rest = [a for a in args[1:end] if a not in moved]
+                args = moved + [args[0]] + rest + args[end:]
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):  # noqa: ANN001 - click's signature
         try:

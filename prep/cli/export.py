@@ -13,7 +13,7 @@ from prep.cli import output
 
 def export_command(
     checkpoint: Path = typer.Argument(..., help="A best.pt or last.pt from a run folder."),
-    format: str = typer.Option(..., "--format", help="torchscript | onnx (onnx needs: pip install 'prep[export]')."),
+    format: str = typer.Option(..., "--format", help="torchscript | onnx (onnx needs: pip install 'prep\\[export]')."),
     out: Optional[Path] = typer.Option(None, "--out", help="The file to write (default: beside the checkpoint)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=16, help="The example input's side (default: the training size)."),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),

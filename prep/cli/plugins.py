@@ -24,7 +24,7 @@ def plugins_command(
 
     table = Table(title="Plugins")
     for column in ("name", "version", "registered"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a cut name cannot be looked up
     for plugin in described["plugins"]:
         registered = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in plugin["registered"].items())
         other_hooks = [h for h in plugin["hooks"] if not h.startswith("register_")]
@@ -33,15 +33,16 @@ def plugins_command(
         table.add_row(output.escape(plugin["name"]), output.escape(plugin["version"]), output.escape(registered))
     output.stdout.print(table)
     trainers = Table(title="Trainers (prep train --plugin NAME)")
-    for column in ("name", "task", "--arch", "--recipe"):
+    for column in ("name", "task", "--arch", "--recipe", "--weights"):
         trainers.add_column(column, overflow="fold")
     for trainer in described["trainers"]:
         if "error" in trainer:
-            trainers.add_row(output.escape(trainer["name"]), "", "", output.escape(trainer["error"]))
+            trainers.add_row(output.escape(trainer["name"]), "", "", output.escape(trainer["error"]), "")
             continue
         archs = ", ".join(f"{a}*" if a == trainer["default_arch"] else a for a in trainer["architectures"]) or "-"
         recipes = ", ".join(f"{r}*" if r == trainer["default_recipe"] else r for r in trainer["recipes"]) or "-"
-        trainers.add_row(*(output.escape(v) for v in (trainer["name"], trainer["task"], archs, recipes)))
+        weights = trainer.get("default_weights") or "-"
+        trainers.add_row(*(output.escape(v) for v in (trainer["name"], trainer["task"], archs, recipes, weights)))
     output.stdout.print(trainers)
     output.stdout.print("* the default")
     for failure in described["failures"]:

@@ -189,12 +189,21 @@ def _weights(text: str | None) -> list[float] | None:
 
 def _describe(summary: dict) -> str:
     monitor = summary["monitor"]
+    elapsed = f" in {_duration(summary['elapsed_s'])}" if summary.get("elapsed_s") is not None else ""
     text = (
-        f"{summary['status']}: {summary['epochs']} epochs, best {monitor} {_number(summary[f'best_{monitor}'])}, "
-        f"final {_number(summary[f'final_{monitor}'])}; run in {summary['run_dir']}"
+        f"{summary['status']}: {summary['epochs']} epoch{'' if summary['epochs'] == 1 else 's'}{elapsed}, "
+        f"best {monitor} {_number(summary[f'best_{monitor}'])}, final {_number(summary[f'final_{monitor}'])}; "
+        f"run in {summary['run_dir']}"
     )
     if summary.get("examples"):
         text += f"\nPredictions on validation samples: {summary['examples']}"
     if summary["status"] == "interrupted":
         text += f"\nContinue it with: prep train --resume --run-dir {summary['run_dir']}"
+    elif summary.get("best"):
+        text += f"\nNext: prep evaluate {summary['best']} HELD_OUT_FOLDER, or prep predict {summary['best']} IMAGES"
     return text
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"

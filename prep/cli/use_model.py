@@ -65,12 +65,16 @@ def predict_command(
     tta: str = typer.Option("none", "--tta", help="none | flip (average each prediction with the mirror image's)."),
     tile: Optional[int] = typer.Option(None, "--tile", min=16, help="Segmentation: predict large images window by window at their own resolution, in windows of this side."),
     overlap: int = typer.Option(64, "--overlap", min=0, help="Segmentation with --tile: pixels shared by neighbouring windows."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    device: Optional[str] = typer.Option(None, "--device"),
+    positive: Optional[str] = typer.Option(None, "--positive", help="Classification, --kaggle-submission: the class whose probability is written (default: dog)."),
+    clip: float = typer.Option(0.0, "--clip", help="Classification: keep probabilities within [CLIP, 1 - CLIP] (0.005 spares a log-loss score the cost of a confident mistake)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
 ) -> None:
     """Predictions for images: class probabilities as CSV (or a Kaggle dogs-vs-cats
     submission), or masks at each image's own size (or a Kaggle RLE submission)."""
-    from prep.inference import checkpoint_task, predict, predict_segmentation, write_predictions
+    from prep.inference import (
+        checkpoint_task, peek_checkpoint, positive_class, predict, predict_segmentation, refuse_existing, write_predictions,
+    )
 
     if checkpoint_task(checkpoint) == "segmentation":
         from prep.segmentation.predict import MaskOptions
@@ -86,9 +90,12 @@ def predict_command(
         what = "rows of run-length-encoded masks" if kaggle_submission else "masks"
         output.info(f"Wrote {report['written']} {what} to {report['out']}")
         return
+    target = refuse_existing(out or Path("predictions.csv"))  # before the work, not after
+    if kaggle_submission:
+        positive_class(peek_checkpoint(checkpoint)["classes"], positive)
     classes, results, skipped = predict(checkpoint, images, tta=tta, batch_size=batch_size, device=device)
     for image, reason in skipped:
         output.warn(f"Skipped an unreadable image: {reason}")
-    path = write_predictions(out or Path("predictions.csv"), classes, results, kaggle_submission=kaggle_submission)
+    path = write_predictions(target, classes, results, kaggle_submission=kaggle_submission, positive=positive, clip=clip)
     unreadable = f"; skipped {len(skipped)} unreadable image{'s' if len(skipped) != 1 else ''}" if skipped else ""
     output.info(f"Wrote {len(results)} predictions to {path}{unreadable}")

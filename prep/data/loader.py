@@ -79,7 +79,8 @@ class ReportingLoader:
             for corrupt in getattr(batch, "skipped", ()):
                 if corrupt.path not in self.skipped:
                     self.skipped[corrupt.path] = corrupt.reason
-                    log.warning("Skipped an unreadable image: %s (%s)", corrupt.path, corrupt.reason)
+                    # The reason starts with the file's path.
+                    log.warning("Skipped an unreadable image: %s", corrupt.reason)
             yield batch
 
 

@@ -39,7 +39,29 @@ def find_split_dirs(root: Path) -> dict[str, Path]:
                 found.setdefault(name, Path(entry.path))
     if "train" not in found:
         raise DatasetNotFoundError(f"{root} has no train/ folder; run prep split on it first.")
+    _check_sorted(root, found["train"])
     return found
+
+
+def _check_sorted(root: Path, train: Path) -> None:
+    """A train folder of bare images is a raw Kaggle download that was never split.
+
+    Raises:
+        DatasetNotFoundError: naming the folder and the command that sorts it.
+    """
+    has_folders, first_image = False, None
+    with os.scandir(train) as entries:
+        for entry in entries:
+            if entry.is_dir() and not is_junk(entry.name, is_dir=True):
+                has_folders = True
+                break
+            if first_image is None and entry.is_file() and is_image_name(entry.name) and not is_junk(entry.name):
+                first_image = entry.name
+    if first_image is not None and not has_folders:
+        raise DatasetNotFoundError(
+            f"{train} holds unsorted images (such as {first_image}), not class folders: "
+            f"run prep split {root} first"
+        )
 
 
 def dataset_kind(root: Path) -> str:

@@ -36,9 +36,22 @@ class World:
         return self.size > 1
 
     def device(self, requested: str | None) -> torch.device:
-        """``requested``, else CUDA when present (this rank's own GPU under torchrun), else CPU."""
+        """``requested``, else CUDA when present (this rank's own GPU under torchrun), else CPU.
+
+        Raises:
+            UsageError: a device that is not a device name, or a GPU this machine lacks.
+        """
+        from prep.errors import UsageError
+
         if requested:
-            device = torch.device(requested)
+            try:
+                device = torch.device(requested)
+            except RuntimeError:
+                raise UsageError(f"--device must be cpu, cuda, cuda:N or mps, not {requested!r}") from None
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise UsageError(f"--device {requested}: this machine has no CUDA GPU that torch can use; leave out --device to train on the CPU")
+            if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+                raise UsageError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
         else:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if device.type == "cuda" and self.distributed and device.index is None:

@@ -103,9 +103,21 @@ def pick_device(requested: str | None) -> torch.device:
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
-def _autocast(device: torch.device, amp: str):
+def check_amp(amp: str, device: torch.device) -> str:
+    """``amp`` when it is a mode this device can use.
+
+    Raises:
+        UsageError: an unknown mode, or bf16/fp16 without a CUDA GPU.
+    """
     if amp not in AMP_MODES:
         raise UsageError(f"--amp must be one of {', '.join(AMP_MODES)}, not {amp!r}")
+    if amp in ("bf16", "fp16") and device.type != "cuda":
+        raise UsageError(f"--amp {amp} needs a CUDA GPU; on {device.type} prep trains in float32 (--amp auto or off)")
+    return amp
+
+
+def _autocast(device: torch.device, amp: str):
+    check_amp(amp, device)
     if device.type != "cuda" or amp == "off":
         return nullcontext(), None
     dtype = torch.bfloat16 if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()) else torch.float16
@@ -254,6 +266,21 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
             f"Nothing to resume in {run_dir}: it has no last.pt (the run stopped before its first "
             f"checkpoint, or this is not a run folder). Start the run again without --resume."
         )
+    if run_dir.is_dir():
+        # A run stopped before its first checkpoint may start again in its folder; anything
+        # else there is someone's, and a run must not mix its files with theirs.
+        foreign = sorted(e.name for e in run_dir.iterdir() if e.name not in RUN_FILES and not e.name.startswith("."))
+        if foreign:
+            raise RunExistsError(
+                f"{run_dir} holds files that are not a prep run's (such as {foreign[0]}); choose an empty or new --run-dir"
+            )
+
+
+# What a run folder holds: fit's own files and the task's pictures.
+RUN_FILES = {
+    "config.yaml", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "summary.json", "tensorboard",
+    "curves.png", "confusion.png", "examples.png", "per_class.png",
+}
 
 
 def _discard_interrupted_saves(run_dir: Path) -> None:
@@ -349,7 +376,6 @@ def fit(
     autocast, scaler = _autocast(device, config.amp)
     monitor, mode = resolve_monitor(task, config, classes)
     check_run_dir(run_dir, resume)
-    io = RunIO(run_dir, world.is_main, progress)
     torch.manual_seed(config.seed)
     model.to(device)
     if device.type == "cuda":
@@ -369,6 +395,8 @@ def fit(
     ), lr_lambdas)
     loss_fn = loss or task.loss(config, classes, train=True)
     valid_loss_fn = task.loss(config, classes, train=False)
+    # Only now that every setting has been used is the run folder made: a bad one leaves nothing.
+    io = RunIO(run_dir, world.is_main, progress)
     better = (lambda value, best: value > best + config.early_stop_min_delta) if mode == "max" else (lambda value, best: value < best - config.early_stop_min_delta)
 
     epoch, step, best, bad_epochs, best_epoch = 0, 0, -math.inf if mode == "max" else math.inf, 0, None
@@ -537,10 +565,14 @@ def fit(
                 stopped = "early-stopped"
             if world.sum([float(run.stop_reason is not None)], device)[0] and stopped == "completed":
                 stopped = "stopped"
+    if record is None and log_book is not None and log_book.records:
+        record = log_book.records[-1]  # a resumed run that had already finished
     summary = {
         "status": stopped, "epochs": epoch, "steps": step,
         f"best_{monitor}": best if math.isfinite(best) else None, f"final_{monitor}": record[monitor] if record else None,
         "best_epoch": best_epoch, "classes": classes,
+        # Every unreadable image that was left out, with why (this process's share under torchrun).
+        "skipped_images": {**getattr(train_loader, "skipped", {}), **getattr(valid_loader, "skipped", {})},
         # Only files that exist: a run stopped in its first epoch has no best.pt yet.
         "best": str(run_dir / "best.pt") if (run_dir / "best.pt").exists() else None,
         "last": str(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None,

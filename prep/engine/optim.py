@@ -54,6 +54,17 @@ def parameter_groups(
     return list(groups.values())
 
 
+def check_optimizer(name: str) -> str:
+    """``name`` when it is one of ``OPTIMIZERS``.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if name not in OPTIMIZERS:
+        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
+    return name
+
+
 def build_optimizer(name: str, groups: Iterable[dict[str, Any]], *, lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
     """One of ``sgd`` (with momentum), ``adam``, ``adamw``, ``rmsprop`` over ``groups``.
 
@@ -69,4 +80,5 @@ def build_optimizer(name: str, groups: Iterable[dict[str, Any]], *, lr: float, m
         return torch.optim.AdamW(groups, lr=lr)
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, momentum=momentum)
-    raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
+    check_optimizer(name)
+    raise AssertionError(f"optimizer {name!r} is listed but not built")

@@ -27,6 +27,17 @@ import torch
 from prep.errors import UsageError
 
 SCHEDULERS = ("none", "step", "multistep", "exponential", "cosine", "cosine-restarts", "onecycle", "plateau", "lambda:NAME")
+
+
+def check_scheduler(name: str) -> str:
+    """``name`` when it is one of ``SCHEDULERS`` (``lambda:NAME`` is looked up later).
+
+    Raises:
+        UsageError: anything else.
+    """
+    if name not in SCHEDULERS[:-1] and not name.startswith("lambda:"):
+        raise UsageError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, not {name!r}")
+    return name
 PER_ITERATION = {"onecycle"}
 
 # A plugin's LR lambda: given the number of scheduled epochs, a function epoch -> factor.
@@ -100,7 +111,8 @@ class LRSchedule:
                 known = ", ".join(sorted(lr_lambdas)) or "none registered"
                 raise UsageError(f"Unknown LR lambda {key!r} ({known})")
             return sched.LambdaLR(opt, lr_lambda=lr_lambdas[key](epochs))
-        raise UsageError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, not {name!r}")
+        check_scheduler(name)
+        raise AssertionError(f"scheduler {name!r} is listed but not built")
 
     def _set_warmup_lr(self, iteration: int) -> None:
         factor = iteration / self.warmup_iterations

@@ -300,6 +300,10 @@ def discover(src: Path, options: LayoutOptions, skip: set[Path] = frozenset()) -
     else:
         raise LayoutError(f"No images found in {root}")
     _count_unlabeled_siblings(src, root, inventory, skip)
+    if not inventory.samples and not inventory.unlabeled:
+        from prep.layout import IMAGE_EXTENSIONS
+
+        raise LayoutError(f"No images found in {root}: no file there has an image extension ({', '.join(IMAGE_EXTENSIONS)})")
     if not inventory.samples:
         raise LayoutError(
             f"Found {len(inventory.unlabeled)} images in {root} but none with a label "

@@ -62,6 +62,14 @@ class SplitRequest:
     valid: SplitSize
     test: SplitSize
 
+    def __post_init__(self) -> None:
+        fractions = [size.value for size in (self.valid, self.test) if not size.is_count]
+        if sum(fractions) >= 1:
+            raise UsageError(
+                f"--valid {self.valid.describe()} and --test {self.test.describe()} leave nothing for train: "
+                f"their fractions add up to {sum(fractions):g}; make them add up to less than 1"
+            )
+
     def size_of(self, split: str) -> SplitSize:
         return self.valid if split == "valid" else self.test
 

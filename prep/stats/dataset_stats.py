@@ -29,6 +29,7 @@ import numpy as np
 
 from prep import __version__
 from prep.data.splits import class_names, classification_samples, find_split_dirs, is_segmentation, segmentation_pairs
+from prep.errors import DatasetNotFoundError
 from prep.errors import StatsNotFoundError
 from prep.fsutil import atomic_write_json
 from prep.images import ImageDecodeError, decode_image
@@ -132,6 +133,8 @@ def compute_dataset_stats(
         shares = {c: n / train_total for c, n in counts["train"].items()}
         nonzero = [n for n in counts["train"].values() if n]
         stats["class_balance"] = {"shares": shares, "max_over_min": max(nonzero) / min(nonzero) if nonzero else None}
+    if not train_images:
+        raise DatasetNotFoundError(f"{splits['train']} holds no images to compute statistics from")
     if sample is not None and sample < len(train_images):
         train_images = sorted(random.Random(seed).sample(sorted(train_images), sample))
     with progress.task("Reading train images", len(train_images)) as advance:
