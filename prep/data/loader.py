@@ -111,7 +111,8 @@ def create_loader(
         workers: worker processes; default: all cores; 0 loads in the main process.
         seed: seeds the shuffle and every worker's random state.
         device: where batches will go; memory is pinned only for CUDA.
-        drop_last: drop a last, smaller batch.
+        drop_last: drop a last, smaller batch (for training, always when it would hold
+            a single image).
         rank, world_size: this process's share under torchrun (see ``SeededSampler``).
     """
     workers = os.cpu_count() or 1 if workers is None else workers
@@ -120,6 +121,10 @@ def create_loader(
         len(dataset), seed=seed, shuffle=train, with_seeds=getattr(dataset, "accepts_sample_seeds", False),
         rank=rank, world_size=world_size, pad=train,
     )
+    if train and batch_size > 1 and len(sampler) % batch_size == 1:
+        # A last batch of one image cannot train BatchNorm (one value per channel on small
+        # maps is an error) and is noise on any: it is left out, a different one each epoch.
+        drop_last = True
     # The loader's own generator only draws the workers' base seed; giving it one keeps
     # torch's global random state untouched by loading, as an exact resume needs.
     generator = torch.Generator()

@@ -1,0 +1,198 @@
+"""A new user's first hour: every mistake gets one line naming the cause and the fix, exit 2
+for a bad option value and 1 for other errors, nothing left behind by a command that
+failed, machine-readable output that parses, and help for every option."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from conftest import jpeg_bytes, snapshot, write
+from prep.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    """A split dataset of two classes, 6 training and 2 validation images each, no stats.json."""
+    root = tmp_path / "tiny"
+    for split, n in (("train", 6), ("valid", 2)):
+        for c, name in enumerate(("cat", "dog")):
+            for i in range(n):
+                write(root / split / name / f"{i}.jpg", jpeg_bytes(len(split) * 100 + c * 10 + i, size=(24, 24)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A checkpoint of a model whose classes are a and b (no dog)."""
+    root = tmp_path_factory.mktemp("ab") / "data"
+    for split, n in (("train", 6), ("valid", 2)):
+        for c, name in enumerate(("a", "b")):
+            for i in range(n):
+                write(root / split / name / f"{i}.jpg", jpeg_bytes(len(split) * 100 + c * 10 + i, size=(24, 24)))
+    run_dir = root.parent / "run"
+    result = runner.invoke(app, [
+        "train", str(root), "--weights", "none", "--epochs", "1", "--image-size", "16", "--batch-size", "6",
+        "--workers", "0", "--run-dir", str(run_dir),
+    ])
+    assert result.exit_code == 0, result.output
+    return run_dir / "best.pt"
+
+
+def _train(data: Path, run_dir: Path, *extra: str):
+    return runner.invoke(app, [
+        "train", str(data), "--weights", "none", "--epochs", "1", "--image-size", "16", "--batch-size", "6",
+        "--workers", "0", "--run-dir", str(run_dir), *extra,
+    ])
+
+
+# -- Before the split ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["stats", "train"])
+def test_an_unsplit_download_is_named_with_the_command_that_sorts_it(tmp_path: Path, command: str):
+    raw = tmp_path / "raw"
+    for i in range(3):
+        write(raw / "train" / f"cat.{i}.jpg", jpeg_bytes(i))
+        write(raw / "train" / f"dog.{i}.jpg", jpeg_bytes(10 + i))
+    before = snapshot(raw)
+    extra = ["--weights", "none"] if command == "train" else []
+    result = runner.invoke(app, [command, str(raw), *extra])
+    assert result.exit_code == 1
+    assert f"{raw / 'train'} holds unsorted images (such as" in result.output
+    assert f"run prep split {raw} first" in result.output and len(result.output.strip().splitlines()) == 1
+    assert snapshot(raw) == before  # no stats.json, no run folder
+
+
+def test_a_folder_without_images_says_so(tmp_path: Path):
+    write(tmp_path / "notes" / "a" / "readme.txt", b"hello")
+    write(tmp_path / "notes" / "b" / "table.csv", b"1,2")
+    result = runner.invoke(app, ["split", str(tmp_path / "notes")])
+    assert result.exit_code == 1 and "No images found in" in result.output and "image extension" in result.output
+
+
+def test_held_out_fractions_must_leave_something_for_train(flat_dataset: Path):
+    before = snapshot(flat_dataset)
+    result = runner.invoke(app, ["split", str(flat_dataset), "--valid", "0.5", "--test", "0.6"])
+    assert result.exit_code == 2
+    assert "--valid 0.5 and --test 0.6 leave nothing for train: their fractions add up to 1.1" in result.output
+    assert snapshot(flat_dataset) == before
+
+
+def test_global_flags_work_after_the_command(flat_dataset: Path):
+    result = runner.invoke(app, ["split", str(flat_dataset), "-q", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # quiet: no report, no bar
+
+
+# -- Bad option values: exit 2, nothing written --------------------------------------------------
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--plugin", "resnet-finetuen"], "Did you mean 'resnet-finetune'"),
+    (["--preset", "lite"], "Did you mean 'light'"),
+    (["--collate", "uint8"], "uint8-channels-last"),
+    (["--optimizer", "adamx"], "--optimizer must be one of sgd, adam, adamw, rmsprop, not 'adamx'"),
+    (["--scheduler", "cosin"], "--scheduler must be one of"),
+    (["--amp", "bf16"], "--amp bf16 needs a CUDA GPU"),
+    (["--recipe", "fast"], "--recipe must be one of this trainer's modern, book"),
+])
+def test_a_bad_option_value_exits_2_and_writes_nothing(tiny: Path, tmp_path: Path, extra: list[str], message: str):
+    result = _train(tiny, tmp_path / "run", *extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "run").exists() and not (tiny / "stats.json").exists()
+
+
+def test_a_gpu_that_is_not_there_is_one_line(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = _train(tiny, tmp_path / "run", "--device", "cuda")
+    assert result.exit_code == 2 and "this machine has no CUDA GPU" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+# -- The run folder ------------------------------------------------------------------------------
+
+def test_a_run_folder_with_other_files_is_refused(tiny: Path, tmp_path: Path):
+    write(tmp_path / "mine" / "thesis.tex", b"\\documentclass{article}")
+    result = _train(tiny, tmp_path / "mine")
+    assert result.exit_code == 1 and "holds files that are not a prep run's (such as thesis.tex)" in result.output
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["thesis.tex"]
+
+
+def test_the_last_line_gives_the_time_and_the_next_step_and_a_finished_run_resumes_to_its_figures(tiny: Path, tmp_path: Path):
+    first = _train(tiny, tmp_path / "run")
+    assert first.exit_code == 0, first.output
+    last = first.stdout.strip().splitlines()
+    assert last[0].startswith("completed: 1 epoch in ") and " s, best valid_acc " in last[0]
+    assert last[1] == f"Next: prep evaluate {tmp_path / 'run' / 'best.pt'} HELD_OUT_FOLDER, or prep predict {tmp_path / 'run' / 'best.pt'} IMAGES"
+    again = runner.invoke(app, ["train", "--resume", "--run-dir", str(tmp_path / "run"), "--json"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)
+    assert summary["final_valid_acc"] is not None and summary["final_valid_acc"] == summary["best_valid_acc"]
+
+
+def test_skipped_images_are_named_once_and_kept_in_the_summary(tiny: Path, tmp_path: Path):
+    broken = write(tiny / "train" / "cat" / "broken.jpg", b"this is not a picture")
+    result = _train(tiny, tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    reason = summary["skipped_images"][str(broken)]
+    assert reason.startswith(str(broken)) and "BytesIO" not in reason
+    warnings = [line for line in result.stderr.splitlines() if "Skipped an unreadable image" in line]
+    assert len(warnings) == 1 and warnings[0].count(str(broken)) == 1
+
+
+# -- Predictions -------------------------------------------------------------------------------
+
+def test_predict_never_replaces_a_file_and_checks_before_the_work(trained: Path, tmp_path: Path):
+    images = tmp_path / "images"
+    write(images / "1.jpg", jpeg_bytes(1, size=(24, 24)))
+    out = write(tmp_path / "submission.csv", b"earlier work\n")
+    result = runner.invoke(app, ["predict", str(trained), str(images), "--out", str(out)])
+    assert result.exit_code == 1 and "already exists; choose another --out" in result.output
+    assert out.read_bytes() == b"earlier work\n"
+
+
+def test_a_kaggle_submission_names_its_positive_class_and_can_clip(trained: Path, tmp_path: Path):
+    images = tmp_path / "images"
+    for i in range(4):
+        write(images / f"{i}.jpg", jpeg_bytes(i, size=(24, 24)))
+    no_dog = runner.invoke(app, ["predict", str(trained), str(images), "--kaggle-submission", "--out", str(tmp_path / "s.csv")])
+    assert no_dog.exit_code == 2 and "no dog among the model's classes a, b" in no_dog.output and "--positive" in no_dog.output
+    assert not (tmp_path / "s.csv").exists()
+    result = runner.invoke(app, [
+        "predict", str(trained), str(images), "--kaggle-submission", "--positive", "b", "--clip", "0.2", "--out", str(tmp_path / "s.csv"),
+    ])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert len(rows) == 4 and all(0.2 <= float(row["label"]) <= 0.8 for row in rows)
+
+
+# -- Output that machines read, and help for people ----------------------------------------------
+
+def test_export_json_is_the_only_thing_on_stdout(trained: Path, tmp_path: Path):
+    result = runner.invoke(app, ["export", str(trained), "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["path"] == str(tmp_path / "m.onnx")
+
+
+def test_every_option_of_every_command_has_help():
+    group = typer.main.get_command(app)
+    context = typer.Context(group)
+    missing = [
+        f"prep {name} {param.opts[0]}"
+        for name in group.list_commands(context)
+        for param in group.get_command(context, name).params
+        if param.param_type_name == "option" and not (param.help or "").strip()
+    ]
+    assert missing == []
+    export_help = runner.invoke(app, ["export", "--help"], terminal_width=200)
+    assert "pip install 'prep[export]'" in export_help.output
