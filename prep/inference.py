@@ -166,7 +166,8 @@ def evaluate_checkpoint(
             for name, dice, iou in zip(classes, metrics.pop("per_class_dice"), metrics.pop("per_class_iou"))
         }
     if out_png is not None and "confusion" in metrics:
-        metrics["confusion_png"] = str(plot_confusion(metrics["confusion"], classes, out_png))
+        title = f"{checkpoint.parent.name}/{checkpoint.name} on {split}" + (" (flip TTA)" if tta == "flip" else "")
+        metrics["confusion_png"] = str(plot_confusion(metrics["confusion"], classes, out_png, title=title))
     elif out_png is not None and hasattr(task, "examples"):
         written = task.examples(model, dataset, classes, state["mean"], state["std"], target, out_png)
         metrics["examples_png"] = str(written) if written else None

@@ -114,6 +114,22 @@ def test_cli_preview_overlays_segmentation_masks(tmp_path: Path):
     result = runner.invoke(app, ["augment", str(data), "--out", str(out), "--images", "2", "--versions", "2", "--size", "64"])
     assert result.exit_code == 0, result.output
     pixels = np.asarray(Image.open(out).convert("RGB")).astype(int)
-    # The red tint of the overlay is there: many pixels with red well above green and blue.
-    reddish = (pixels[..., 0] > pixels[..., 1] + 40) & (pixels[..., 0] > pixels[..., 2] + 40)
-    assert reddish.sum() > 500
+    # The cars are outlined: white pixels right beside black ones, which the sample's
+    # coloured pictures do not have on their own.
+    white = (pixels == 255).all(axis=-1)
+    black = (pixels == 0).all(axis=-1)
+    outlined = (white[1:, :] & black[:-1, :]).sum() + (white[:, 1:] & black[:, :-1]).sum()
+    assert outlined > 100
+    assert "(preset none: what prep train uses for 3 epochs)" in result.stderr
+
+
+def test_the_outline_follows_the_mask_and_leaves_the_rest_alone():
+    from prep.augment.preview import _overlay
+
+    image = np.full((10, 10, 3), 100, dtype=np.uint8)
+    mask = np.zeros((10, 10), dtype=np.uint8)
+    mask[3:7, 3:7] = 1
+    out = _overlay(image, mask)
+    changed = (out != 100).any(axis=-1)
+    assert changed[2:8, 2:8].sum() == changed.sum() > 0  # only around the square
+    assert (out[5, 5] == 100).all() and (out[0, 0] == 100).all()  # inside and outside untouched

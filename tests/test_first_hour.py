@@ -196,3 +196,13 @@ def test_every_option_of_every_command_has_help():
     assert missing == []
     export_help = runner.invoke(app, ["export", "--help"], terminal_width=200)
     assert "pip install 'prep[export]'" in export_help.output
+
+
+def test_best_pt_is_the_model_to_ship_and_last_pt_what_a_resume_needs(trained: Path):
+    from prep.engine.checkpoint import load_checkpoint
+
+    best, last = load_checkpoint(trained), load_checkpoint(trained.parent / "last.pt")
+    assert "optimizer" in last and "rng" in last
+    assert not {"optimizer", "schedule", "scaler", "rng"} & set(best)
+    assert {"model", "classes", "mean", "std", "options", "config"} <= set(best)
+    assert trained.stat().st_size * 2 < (trained.parent / "last.pt").stat().st_size

@@ -125,9 +125,10 @@ class ClassificationTask:
     def pictures(self, records: list[dict[str, Any]], classes: list[str], run_dir: Path) -> list[Path]:
         from prep.engine.plots import plot_confusion, plot_curves
 
-        written = [plot_curves(records, run_dir / "curves.png", metric="acc", title="accuracy")]
+        written = [plot_curves(records, run_dir / "curves.png", metric="acc", title="accuracy", suptitle=run_dir.name)]
         if records and records[-1].get("confusion") is not None:
-            written.append(plot_confusion(records[-1]["confusion"], classes, run_dir / "confusion.png"))
+            title = f"{run_dir.name}: validation, epoch {records[-1]['epoch']}"
+            written.append(plot_confusion(records[-1]["confusion"], classes, run_dir / "confusion.png", title=title))
         return written
 
 

@@ -125,7 +125,7 @@ class SegmentationTask:
         from prep.engine.plots import plot_curves, plot_per_class
 
         metric = "dice" if len(classes) == 2 else "iou"
-        written = [plot_curves(records, run_dir / "curves.png", metric=metric, title="Dice" if metric == "dice" else "mean IoU")]
+        written = [plot_curves(records, run_dir / "curves.png", metric=metric, title="Dice" if metric == "dice" else "mean IoU", suptitle=run_dir.name)]
         last = records[-1] if records else {}
         if last.get("per_class_iou") is not None:
             written.append(plot_per_class(

@@ -12,7 +12,8 @@ from prep.cli import output
 
 def augment_command(
     data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
-    preset: str = typer.Option("medium", "--preset", help="none | flip | light | medium | heavy | a plugin's preset | a pipeline .yaml/.json file."),
+    preset: str = typer.Option("auto", "--preset", help="auto (what prep train's default recipe uses for --epochs) | none | flip | light | medium | heavy | a plugin's preset | a pipeline .yaml/.json file."),
+    epochs: int = typer.Option(3, "--epochs", min=1, help="With --preset auto: the length of the run whose augmentation to show (the default recipe's is 3)."),
     out: Path = typer.Option(Path("preview.png"), "--out", help="Where to write the PNG."),
     images: int = typer.Option(4, "--images", min=1, help="Sample images, one per row."),
     versions: int = typer.Option(5, "--versions", min=1, help="Augmented versions per image."),
@@ -21,12 +22,15 @@ def augment_command(
     seed: int = typer.Option(0, "--seed", help="Same seed, same picture."),
 ) -> None:
     """Draw sample images with augmented versions (masks overlaid for segmentation)."""
+    from prep.augment.presets import AUTO, resolve_preset
     from prep.augment.preview import render_preview
     from prep.layout import canonical_split_name
     from prep.workspace import resolve_dataset
 
+    shown = resolve_preset(preset, epochs)
     path = render_preview(
-        resolve_dataset(data), out, preset=preset, images=images, versions=versions,
+        resolve_dataset(data), out, preset=shown, images=images, versions=versions,
         image_size=size, split=canonical_split_name(split), seed=seed,
     )
-    output.info(f"Wrote {path}")
+    why = f": what prep train uses for {epochs} epoch{'s' if epochs != 1 else ''}" if preset == AUTO else ""
+    output.info(output.escape(f"Wrote {path} (preset {shown}{why})"))

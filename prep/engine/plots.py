@@ -16,13 +16,12 @@ def pyplot():
     return plt
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: Path, metric: str = "acc", title: str = "accuracy") -> Path:
-    """Loss and one metric per epoch (``train_<metric>`` and ``valid_<metric>``), train
-    against valid, side by side."""
+def plot_curves(records: Sequence[dict[str, Any]], path: Path, metric: str = "acc", title: str = "accuracy", suptitle: str | None = None) -> Path:
+    """Loss, one metric (``train_<metric>`` and ``valid_<metric>``) and the learning rate
+    per epoch, side by side, under ``suptitle`` (the run's name)."""
     plt = pyplot()
-    from matplotlib.ticker import MaxNLocator
 
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
     epochs = [r["epoch"] for r in records]
     for axis, name in zip(axes, ("loss", metric)):
         for split in ("train", "valid"):
@@ -30,19 +29,39 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, metric: str = "ac
             points = [(e, r[key]) for e, r in zip(epochs, records) if r.get(key) is not None]
             if points:
                 axis.plot(*zip(*points), marker="o", label=split)
-        axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         axis.set_title("loss" if name == "loss" else title)
-        axis.grid(alpha=0.3)
         axis.legend()
+    lrs = [(e, r["lr"]) for e, r in zip(epochs, records) if r.get("lr") is not None]
+    if lrs:
+        axes[2].plot(*zip(*lrs), marker="o", color="tab:green")
+    axes[2].set_title("learning rate")
+    for axis in axes:
+        axis.set_xlabel("epoch")
+        _whole_epochs(axis, epochs)
+        axis.grid(alpha=0.3)
+    if suptitle:
+        figure.suptitle(suptitle)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
 
 
-def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path) -> Path:
-    """The confusion matrix with counts in each cell, rows true classes, columns predictions."""
+def _whole_epochs(axis, epochs: Sequence[int]) -> None:
+    """Ticks at whole epochs only (one epoch would otherwise get ticks at 0.96 ... 1.04)."""
+    from matplotlib.ticker import MaxNLocator
+
+    if len(epochs) <= 12:
+        axis.set_xticks(list(epochs))
+        if len(epochs) == 1:
+            axis.set_xlim(epochs[0] - 1, epochs[0] + 1)
+    else:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str | None = None) -> Path:
+    """The confusion matrix with counts in each cell, rows true classes, columns
+    predictions, titled with what was measured and the accuracy."""
     plt = pyplot()
     size = max(4.0, 0.6 * len(classes) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
@@ -55,6 +74,9 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
             axis.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    total = sum(sum(row) for row in matrix)
+    accuracy = sum(matrix[i][i] for i in range(len(matrix))) / total if total else 0.0
+    axis.set_title(f"{title + chr(10) if title else ''}accuracy {accuracy:.3f} over {total} images", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
