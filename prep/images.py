@@ -46,7 +46,8 @@ def _pil_to_rgb_array(image) -> np.ndarray:
         image = image.convert("RGBA")
     if image.mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image)
+    # A copy: Pillow's array view is read-only, and torch warns about (and cannot write to) those.
+    return np.array(image)
 
 
 def _reduction_factor(width: int, height: int, min_side: int | None, max_reduction: int = 8) -> int:

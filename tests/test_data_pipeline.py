@@ -106,7 +106,8 @@ def test_corrupt_image_is_skipped_and_reported_once(split_dataset: Path, workers
     bad = split_dataset / "train" / "cat" / "broken.jpg"
     bad.write_bytes(jpeg_bytes(1)[:200])
     dataset = ClassificationDataset(split_dataset, "train", transform=build_pipeline("light", 24, train=True, seed=0))
-    loader = create_loader(dataset, 4, train=True, workers=workers, seed=0)
+    # 13 files in batches of 5: no lone last batch to drop, so every good image is seen.
+    loader = create_loader(dataset, 5, train=True, workers=workers, seed=0)
     seen = 0
     with caplog.at_level(logging.WARNING, logger="prep"):
         for _ in range(2):  # two epochs: reported once, not once per epoch
@@ -224,3 +225,13 @@ def test_ranks_share_an_epoch_without_overlap(length: int):
     exact = shares(pad=False)  # evaluation: every image exactly once
     assert sorted(sum(exact, [])) == list(range(length))
     assert [i for group in zip(*padded) for i in group][:length] == list(alone)  # the same order, dealt out
+
+
+def test_a_lone_last_training_batch_is_dropped_and_validation_keeps_every_image(split_dataset: Path):
+    dataset = ClassificationDataset(split_dataset, "train", transform=build_pipeline("none", 24, train=False))
+    assert len(dataset) == 12
+    train = create_loader(dataset, 11, train=True, workers=0, seed=0)  # 11 + 1
+    assert [len(batch.inputs) for batch in train] == [11]
+    valid = create_loader(dataset, 11, train=False, workers=0, seed=0)
+    assert [len(batch.inputs) for batch in valid] == [11, 1]
+    assert [len(batch.inputs) for batch in create_loader(dataset, 5, train=True, workers=0, seed=0)] == [5, 5, 2]

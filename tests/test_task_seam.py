@@ -278,7 +278,7 @@ def test_a_segmentation_trainer_on_a_classification_split_stops_with_one_line(si
     assert "The trainer 'seg-trainer' trains segmentation, but" in result.output
     assert "is a classification dataset (its train split has class folders); use a classification trainer: --plugin resnet-finetune or tiny." in result.output
     unknown = _cli(["train", str(data), "--plugin", "det-trainer", "--workers", "0", "--run-dir", str(tmp_path / "run")])
-    assert unknown.exit_code == 1 and "Unknown task 'detection'. Registered: classification, segmentation." in unknown.output
+    assert unknown.exit_code == 2 and "Unknown task 'detection'. Registered: classification, segmentation." in unknown.output
     assert not (tmp_path / "run").exists()
 
 

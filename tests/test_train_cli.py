@@ -101,7 +101,7 @@ def test_ctrl_c_then_resume_with_only_the_run_folder(split_sample: Path, tmp_pat
             "--lr", "0.003", "--optimizer", "adam", "--scheduler", "none", "--run-dir", str(run_dir),
         ])
     assert first.exit_code == 130, first.output  # so that `prep train && prep export` stops
-    assert "interrupted: 1 epochs" in first.output
+    assert "interrupted: 1 epoch in " in first.output
     assert f"Continue it with: prep train --resume --run-dir {run_dir}" in " ".join(first.output.split())
     assert load_checkpoint(run_dir / "last.pt")["partial_epoch"]["batches"] == 1
 

@@ -18,6 +18,16 @@ def _print_error(exc: PrepError) -> None:
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
 
 
+def _hide_flag_metavars(command) -> None:  # noqa: ANN001 - a click command
+    """A flag takes no value, so its help shows none (Typer would print ``<bool>``)."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False) and not param.metavar:
+            param.metavar = ""
+    help_option = command.get_help_option(typer.Context(command)) if command is not None else None
+    if help_option is not None:
+        help_option.metavar = ""
+
+
 class PrepGroup(TyperGroup):
     """Turns every ``PrepError`` a command raises into a message and an exit code.
 
@@ -39,6 +49,15 @@ class PrepGroup(TyperGroup):
                 rest = [a for a in args[1:end] if a not in moved]
                 args = moved + [args[0]] + rest + args[end:]
         return super().parse_args(ctx, args)
+
+    def get_command(self, ctx, name):  # noqa: ANN001 - click's signature
+        command = super().get_command(ctx, name)
+        _hide_flag_metavars(command)
+        return command
+
+    def format_help(self, ctx, formatter):  # noqa: ANN001 - click's signature
+        _hide_flag_metavars(self)
+        return super().format_help(ctx, formatter)
 
     def invoke(self, ctx):  # noqa: ANN001 - click's signature
         try:

@@ -21,7 +21,7 @@ def augment_command(
     split: str = typer.Option("train", "--split", help="Split to sample from."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same picture."),
 ) -> None:
-    """Draw sample images with augmented versions (masks overlaid for segmentation)."""
+    """Draw sample images with augmented versions (masks outlined for segmentation)."""
     from prep.augment.presets import AUTO, resolve_preset
     from prep.augment.preview import render_preview
     from prep.layout import canonical_split_name
