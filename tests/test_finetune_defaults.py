@@ -267,6 +267,15 @@ def test_a_split_that_is_not_there_or_not_a_split_is_refused(checkpoint: Path, d
     assert bare.exit_code == 2 and "holds class folders, not splits" in bare.output
 
 
+def test_unlabeled_images_are_sent_to_predict(checkpoint: Path, dataset: Path, tmp_path: Path):
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    for image in (dataset / "test" / "red").iterdir():
+        shutil.copy(image, unlabeled / image.name)
+    result = _evaluate(checkpoint, unlabeled, out=tmp_path)
+    assert result.exit_code == 1 and "holds images but no class folders" in result.output and "prep predict" in result.output
+
+
 def test_a_segmentation_split_is_not_read_as_classes(checkpoint: Path, tmp_path: Path):
     from prep.testing import make_segmentation_dataset
 

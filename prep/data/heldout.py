@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from prep.errors import DatasetNotFoundError, TaskMismatchError, UnknownClassError, UsageError
-from prep.layout import REJECTED_DIR, SEGMENTATION, SPLITS, canonical_split_name, is_junk, split_kind
+from prep.layout import REJECTED_DIR, SEGMENTATION, SPLITS, canonical_split_name, is_image_name, is_junk, split_kind
 
 # What evaluate reads when no split is named: the first of these that the folder has.
 DEFAULT_SPLITS = ("valid", "test")
@@ -58,6 +58,11 @@ def evaluation_split(folder: Path, split: str | None, classes: list[str]) -> tup
         raise UsageError(f"{folder} holds class folders, not splits; leave out --split {split}")
     else:
         chosen, name = folder, folder.name
+        if not _folders(folder) and any(is_image_name(p.name) for p in folder.iterdir() if p.is_file()):
+            raise DatasetNotFoundError(
+                f"{folder} holds images but no class folders, so there is nothing to score them against; "
+                f"evaluate needs FOLDER/<class>/<image> (prep predict labels unlabeled images)"
+            )
     if split_kind(chosen) == SEGMENTATION and not {"images", "masks"} & known:
         raise TaskMismatchError(f"{chosen} holds images/ and masks/, a segmentation set; this model classifies images")
     unknown = [path.name for path in _folders(chosen) if path.name not in known]
