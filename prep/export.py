@@ -14,8 +14,8 @@ file) and ONNX (metadata ``classes``), and in ``<file>.classes.json`` beside it.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -97,8 +97,10 @@ def export_checkpoint(checkpoint: Path, format: str, out: Path | None = None, *,
                 torch.jit.save(torch.jit.trace(wrapped, example), str(tmp), _extra_files={"classes.json": classes_json})
         else:
             batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height", min=16), torch.export.Dim("width", min=16)
-            # torch's exporter reports its steps with print(); stdout is the command's result.
-            with contextlib.redirect_stdout(sys.stderr):
+            # torch's exporter narrates its steps with print(): not on stdout, which is the
+            # command's result, and not on the terminal, where the command's own line says
+            # what was written (a failure still raises with its reason).
+            with contextlib.redirect_stdout(io.StringIO()):
                 program = torch.onnx.export(
                     wrapped, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
                     dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
