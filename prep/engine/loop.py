@@ -250,6 +250,13 @@ def _wrap_for_training(
     return wrapped, (ddp if world.distributed else None)
 
 
+# What a run folder holds: fit's own files and the task's pictures.
+RUN_FILES = {
+    "config.yaml", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "summary.json", "tensorboard",
+    "curves.png", "confusion.png", "examples.png", "per_class.png",
+}
+
+
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Refuse a folder that holds a run unless resuming, and resuming a folder that does not.
 
@@ -273,13 +280,6 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
             raise RunExistsError(
                 f"{run_dir} holds files that are not a prep run's (such as {foreign[0]}); choose an empty or new --run-dir"
             )
-
-
-# What a run folder holds: fit's own files and the task's pictures.
-RUN_FILES = {
-    "config.yaml", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "summary.json", "tensorboard",
-    "curves.png", "confusion.png", "examples.png", "per_class.png",
-}
 
 
 def _discard_interrupted_saves(run_dir: Path) -> None:
