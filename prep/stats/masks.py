@@ -61,7 +61,7 @@ def audit(summary: MaskSummary, classes: int | None, unpaired_images: list[Path]
     out_of_range = [v for v in values if v not in expected and not (binary_255 and v == 255)]
     advice = []
     if binary_255:
-        advice.append("masks are 0/255, not class ids: divide by 255 (prep's segmentation dataset does this)")
+        advice.append("masks are stored as 0/255: prep reads them as classes 0 and 1, nothing to do")
     if out_of_range:
         advice.append(f"values {out_of_range[:10]} are not class ids 0..{len(expected) - 1}")
     if unpaired_images:
