@@ -85,6 +85,12 @@ def test_held_out_fractions_must_leave_something_for_train(flat_dataset: Path):
     assert snapshot(flat_dataset) == before
 
 
+def test_a_preview_of_a_split_that_is_not_there_is_one_line(tiny: Path, tmp_path: Path):
+    result = runner.invoke(app, ["augment", str(tiny), "--split", "test", "--out", str(tmp_path / "p.png")])
+    assert result.exit_code == 1 and "has no test split (it has train, valid); choose one with --split" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "p.png").exists()
+
+
 def test_global_flags_work_after_the_command(flat_dataset: Path):
     result = runner.invoke(app, ["split", str(flat_dataset), "-q", "--dry-run"])
     assert result.exit_code == 0, result.output

@@ -57,7 +57,12 @@ def render_preview(
 
     segmentation = is_segmentation(root)
     task = "segmentation" if segmentation else "classification"
-    folder = find_split_dirs(root)[split]
+    splits = find_split_dirs(root)
+    if split not in splits:
+        from prep.errors import DatasetNotFoundError
+
+        raise DatasetNotFoundError(f"{root} has no {split} split (it has {', '.join(splits)}); choose one with --split")
+    folder = splits[split]
     if segmentation:
         pairs = segmentation_pairs(folder)[0]
         chosen = random.Random(seed).sample(pairs, min(images, len(pairs)))
