@@ -174,11 +174,11 @@ def prepare_run(
     # Everything the options name is checked before anything is read or written.
     registration = trainer_registration(options.plugin)
     trainer = registration.value
-    task = task_for(options.plugin, trainer, root)
     check_normalize(options.normalize)
+    weights = check_weights(options.weights if options.weights is not None else trainer.default_weights)
+    task = task_for(options.plugin, trainer, root)
     if hasattr(task, "prepare"):
         task.prepare(root, progress)
-    weights = check_weights(options.weights if options.weights is not None else trainer.default_weights)
     request = ModelRequest(tuple(task.classes(root)), trainer.choose_arch(options.arch), weights, options.image_size)
     config = resolve_config(trainer, options, request, config)
     resolve_monitor(task, config, list(request.classes))  # checks --monitor and --monitor-mode
