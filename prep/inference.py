@@ -277,6 +277,19 @@ def positive_class(classes: list[str], positive: str | None) -> int:
     return classes.index(wanted)
 
 
+def check_clip(clip: float) -> float:
+    """``clip`` when it leaves a probability range to write.
+
+    Raises:
+        UsageError: below 0, or 0.5 and above.
+    """
+    from prep.errors import UsageError
+
+    if not 0 <= clip < 0.5:
+        raise UsageError(f"--clip must be at least 0 and below 0.5, not {clip:g}")
+    return clip
+
+
 def write_predictions(
     path: Path, classes: list[str], results: list[tuple[Path, list[float]]], *, kaggle_submission: bool = False,
     positive: str | None = None, clip: float = 0.0,
@@ -291,11 +304,9 @@ def write_predictions(
             a clip outside [0, 0.5).
         TargetExistsError: ``path`` exists.
     """
-    from prep.errors import UsageError
     from prep.fsutil import atomic_write_bytes
 
-    if not 0 <= clip < 0.5:
-        raise UsageError(f"--clip must be at least 0 and below 0.5, not {clip:g}")
+    check_clip(clip)
     refuse_existing(path)
 
     def shown(p: float) -> str:

@@ -174,6 +174,8 @@ def test_a_kaggle_submission_names_its_positive_class_and_can_clip(trained: Path
     no_dog = runner.invoke(app, ["predict", str(trained), str(images), "--kaggle-submission", "--out", str(tmp_path / "s.csv")])
     assert no_dog.exit_code == 2 and "no dog among the model's classes a, b" in no_dog.output and "--positive" in no_dog.output
     assert not (tmp_path / "s.csv").exists()
+    too_much = runner.invoke(app, ["predict", str(trained), str(images), "--clip", "0.7", "--out", str(tmp_path / "s.csv")])
+    assert too_much.exit_code == 2 and "--clip must be at least 0 and below 0.5, not 0.7" in too_much.output
     result = runner.invoke(app, [
         "predict", str(trained), str(images), "--kaggle-submission", "--positive", "b", "--clip", "0.2", "--out", str(tmp_path / "s.csv"),
     ])

@@ -73,7 +73,8 @@ def predict_command(
     """Predictions for images: class probabilities as CSV (or a Kaggle dogs-vs-cats
     submission), or masks at each image's own size (or a Kaggle RLE submission)."""
     from prep.inference import (
-        checkpoint_task, peek_checkpoint, positive_class, predict, predict_segmentation, refuse_existing, write_predictions,
+        check_clip, checkpoint_task, peek_checkpoint, positive_class, predict, predict_segmentation, refuse_existing,
+        write_predictions,
     )
 
     if checkpoint_task(checkpoint) == "segmentation":
@@ -90,7 +91,9 @@ def predict_command(
         what = "rows of run-length-encoded masks" if kaggle_submission else "masks"
         output.info(f"Wrote {report['written']} {what} to {report['out']}")
         return
-    target = refuse_existing(out or Path("predictions.csv"))  # before the work, not after
+    # Everything the options ask is checked before the work, not after it.
+    target = refuse_existing(out or Path("predictions.csv"))
+    check_clip(clip)
     if kaggle_submission:
         positive_class(peek_checkpoint(checkpoint)["classes"], positive)
     classes, results, skipped = predict(checkpoint, images, tta=tta, batch_size=batch_size, device=device)
