@@ -19,6 +19,18 @@ class UsageError(PrepError):
     exit_code = 2
 
 
+def check_choice(option: str, value: str, choices: "tuple[str, ...] | list[str]") -> str:
+    """``value`` when it is one of ``choices``: the one check behind every option that takes
+    a fixed set of names.
+
+    Raises:
+        UsageError: ``--option must be one of a, b, c, not 'x'``.
+    """
+    if value not in choices:
+        raise UsageError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
 class DatasetNotFoundError(PrepError):
     """No dataset was given and none could be found from the working directory."""
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prep.errors import UsageError
+from prep.errors import check_choice
 
 if TYPE_CHECKING:
     from prep.progress import Progress
@@ -46,14 +46,8 @@ class Normalization:
 
 
 def check_normalize(mode: str) -> str:
-    """``mode`` when it is one of ``MODES``.
-
-    Raises:
-        UsageError: anything else.
-    """
-    if mode not in MODES:
-        raise UsageError(f"--normalize must be one of {', '.join(MODES)}, not {mode!r}")
-    return mode
+    """``mode`` when it is one of ``MODES`` (else a ``UsageError``)."""
+    return check_choice("--normalize", mode, MODES)
 
 
 def resolve_normalization(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from prep.errors import TargetExistsError, UsageError
+from prep.errors import TargetExistsError, UsageError, check_choice
 from prep.progress import NO_PROGRESS, Progress
 
 KINDS = ("classification", "segmentation")
@@ -79,8 +79,7 @@ def write_sample(folder: Path, n: int = 200, seed: int = 0, kind: str = "classif
         UsageError: unknown kind or n < 1.
         TargetExistsError: the folder already has a ``train`` folder.
     """
-    if kind not in KINDS:
-        raise UsageError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    check_choice("--kind", kind, KINDS)
     if n < 1:
         raise UsageError("--n must be at least 1")
     if (folder / "train").exists():

@@ -17,6 +17,8 @@ from prep.run_config import TrainOptions, options_as_data, resolve_config
 from prep.trainer import ModelRequest, Trainer, split_model
 
 if TYPE_CHECKING:
+    import torch
+
     from prep.engine.task import Task
     from prep.registry import Registration
 

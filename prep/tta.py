@@ -16,16 +16,10 @@ TTA_MODES = ("none", "flip")
 
 
 def check_tta(mode: str) -> str:
-    """``mode`` when it is one of ``TTA_MODES``.
+    """``mode`` when it is one of ``TTA_MODES`` (else a ``UsageError``)."""
+    from prep.errors import check_choice
 
-    Raises:
-        UsageError: anything else.
-    """
-    from prep.errors import UsageError
-
-    if mode not in TTA_MODES:
-        raise UsageError(f"--tta must be one of {', '.join(TTA_MODES)}, not {mode!r}")
-    return mode
+    return check_choice("--tta", mode, TTA_MODES)
 
 
 class FlipAveraged(torch.nn.Module):

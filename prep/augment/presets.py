@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from prep.errors import PluginError, UsageError
+from prep.errors import PluginError, UsageError, check_choice
 from prep.hookspecs import hookimpl
 from prep.registry import Registration
 
@@ -117,8 +117,7 @@ def build_pipeline(preset: str, image_size: int, *, train: bool, task: str = "cl
 
     from prep.plugins import augmentation_presets
 
-    if task not in TASKS:
-        raise UsageError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    check_choice("task", task, TASKS)
     path = Path(preset)
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
         if not train:

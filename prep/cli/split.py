@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from prep.cli import output
-from prep.errors import UsageError
+from prep.errors import check_choice
 from prep.split.checks import DEFAULT_MAX_PIXELS, Verify
 from prep.split.placement import MODES
 
@@ -50,8 +50,7 @@ def split_command(
     from prep.split.splitters import SplitSize
     from prep.workspace import forget_dataset, remember_dataset
 
-    if mode not in MODES:
-        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    check_choice("--mode", mode, MODES)
     progress = output.RichProgress()
     if undo:
         report = undo_split(src, progress)

@@ -73,11 +73,12 @@ def predict_command(
     """Predictions for images: class probabilities as CSV (or a Kaggle dogs-vs-cats
     submission), or masks at each image's own size (or a Kaggle RLE submission)."""
     from prep.inference import (
-        check_clip, checkpoint_task, peek_checkpoint, positive_class, predict, predict_segmentation, refuse_existing,
+        check_clip, model_task, peek_checkpoint, positive_class, predict, predict_segmentation, refuse_existing,
         write_predictions,
     )
 
-    if checkpoint_task(checkpoint) == "segmentation":
+    state = peek_checkpoint(checkpoint)  # options and classes only, read once
+    if model_task(state) == "segmentation":
         from prep.segmentation.predict import MaskOptions
 
         target = out or Path("submission.csv" if kaggle_submission else "masks")
@@ -95,7 +96,7 @@ def predict_command(
     target = refuse_existing(out or Path("predictions.csv"))
     check_clip(clip)
     if kaggle_submission:
-        positive_class(peek_checkpoint(checkpoint)["classes"], positive)
+        positive_class(state["classes"], positive)
     classes, results, skipped = predict(checkpoint, images, tta=tta, batch_size=batch_size, device=device)
     for image, reason in skipped:
         output.warn(f"Skipped an unreadable image: {reason}")

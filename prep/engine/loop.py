@@ -47,7 +47,7 @@ from prep.engine.logbook import MetricsLog
 from prep.engine.optim import build_optimizer, parameter_groups
 from prep.engine.schedulers import LRSchedule, LrLambdaFactory, ScheduleConfig
 from prep.engine.task import MODES, EpochMetrics, Loss, Task
-from prep.errors import PrepError, UsageError
+from prep.errors import PrepError, UsageError, check_choice
 from prep.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,7 @@ def check_amp(amp: str, device: torch.device) -> str:
     Raises:
         UsageError: an unknown mode, or bf16/fp16 without a CUDA GPU.
     """
-    if amp not in AMP_MODES:
-        raise UsageError(f"--amp must be one of {', '.join(AMP_MODES)}, not {amp!r}")
+    check_choice("--amp", amp, AMP_MODES)
     if amp in ("bf16", "fp16") and device.type != "cuda":
         raise UsageError(f"--amp {amp} needs a CUDA GPU; on {device.type} prep trains in float32 (--amp auto or off)")
     return amp

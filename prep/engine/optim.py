@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import torch
 
-from prep.errors import UsageError
+from prep.errors import check_choice
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
@@ -55,14 +55,8 @@ def parameter_groups(
 
 
 def check_optimizer(name: str) -> str:
-    """``name`` when it is one of ``OPTIMIZERS``.
-
-    Raises:
-        UsageError: anything else.
-    """
-    if name not in OPTIMIZERS:
-        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
-    return name
+    """``name`` when it is one of ``OPTIMIZERS`` (else a ``UsageError``)."""
+    return check_choice("--optimizer", name, OPTIMIZERS)
 
 
 def build_optimizer(name: str, groups: Iterable[dict[str, Any]], *, lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from prep.errors import UsageError
+from prep.errors import UsageError, check_choice
 
 SCHEDULERS = ("none", "step", "multistep", "exponential", "cosine", "cosine-restarts", "onecycle", "plateau", "lambda:NAME")
 
@@ -35,9 +35,7 @@ def check_scheduler(name: str) -> str:
     Raises:
         UsageError: anything else.
     """
-    if name not in SCHEDULERS[:-1] and not name.startswith("lambda:"):
-        raise UsageError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, not {name!r}")
-    return name
+    return name if name.startswith("lambda:") else check_choice("--scheduler", name, SCHEDULERS)
 PER_ITERATION = {"onecycle"}
 
 # A plugin's LR lambda: given the number of scheduled epochs, a function epoch -> factor.
