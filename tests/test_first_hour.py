@@ -241,3 +241,16 @@ def test_every_json_output_parses_while_progress_and_logs_go_to_stderr(flat_data
     assert run("lr-find", str(flat_dataset), "--weights", "none", "--image-size", "16", "--batch-size", "8",
                "--steps", "6", "--workers", "0", "--out", str(tmp_path / "lr.png"))["steps"] >= 5
     assert run("plugins")["trainers"]
+
+
+def test_the_trainers_default_weights_are_listed_where_users_look():
+    listed = runner.invoke(app, ["plugins"])  # at 80 columns
+    assert listed.exit_code == 0
+    row = next(line for line in listed.stdout.splitlines() if "resnet-finetune" in line and "classification" in line)
+    assert "imagenet" in row
+    assert "…" not in listed.stdout  # long names fold, never cut
+    described = json.loads(runner.invoke(app, ["plugins", "--json"]).stdout)
+    weights = {t["name"]: t["default_weights"] for t in described["trainers"]}
+    assert weights["resnet-finetune"] == "imagenet" and weights["unet"] == "none"
+    helped = " ".join(runner.invoke(app, ["train", "--help"]).stdout.split())  # wrapped at 80 columns
+    assert "book. --weights default: imagenet." in helped

@@ -33,7 +33,8 @@ def plugins_command(
         table.add_row(output.escape(plugin["name"]), output.escape(plugin["version"]), output.escape(registered))
     output.stdout.print(table)
     trainers = Table(title="Trainers (prep train --plugin NAME)")
-    for column in ("name", "task", "--arch", "--recipe", "--weights"):
+    trainers.add_column("name", no_wrap=True)  # what --plugin takes: whole, or it cannot be copied
+    for column in ("task", "--arch", "--recipe", "--weights"):
         trainers.add_column(column, overflow="fold")
     for trainer in described["trainers"]:
         if "error" in trainer:
