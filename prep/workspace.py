@@ -35,15 +35,21 @@ def remembered_dataset(cwd: Path | None = None) -> Path | None:
         return None
 
 
-def remember_dataset(dataset: Path, cwd: Path | None = None) -> None:
+def remember_dataset(dataset: Path, cwd: Path | None = None) -> Path | None:
     """Record ``dataset`` as the working directory's dataset (best effort: a read-only
-    working directory only loses the convenience, so it is logged, not raised)."""
+    working directory only loses the convenience, so it is logged, not raised).
+
+    Returns the other dataset this record replaced, if any, so that the user can be told.
+    """
     path = _state_path(cwd)
+    previous = remembered_dataset(cwd)
     try:
         path.parent.mkdir(exist_ok=True)
         atomic_write_json(path, {"dataset": str(dataset.resolve())}, indent=2)
     except OSError as exc:
         log.warning("Could not remember the dataset in %s: %s", path, exc)
+        return None
+    return previous if previous is not None and previous != dataset.resolve() else None
 
 
 def forget_dataset(dataset: Path, cwd: Path | None = None) -> None:
@@ -55,25 +61,31 @@ def forget_dataset(dataset: Path, cwd: Path | None = None) -> None:
             pass
 
 
-def resolve_dataset(given: Path | None, cwd: Path | None = None) -> Path:
-    """The dataset a command should work on (see the module docstring for the order).
+def choose_dataset(given: Path | None, cwd: Path | None = None) -> tuple[Path, str | None]:
+    """The dataset a command should work on (see the module docstring for the order), and,
+    when it was not given, where it came from, in words a user can act on.
 
     Raises:
         DatasetNotFoundError: none was given and none can be found.
     """
     if given is not None:
-        return given
+        return given, None
     env = os.environ.get("PREP_DATA")
     if env:
-        return Path(env)
+        return Path(env), "from PREP_DATA"
     remembered = remembered_dataset(cwd)
     if remembered is not None:
         if remembered.is_dir():
-            return remembered
+            return remembered, "the last one split from this folder"
         raise DatasetNotFoundError(f"The remembered dataset {remembered} no longer exists; pass a path.")
     here = cwd or Path.cwd()
     if (here / "train").is_dir():
-        return here
+        return here, "the working directory, which has train/"
     raise DatasetNotFoundError(
         "No dataset given, and none remembered here. Pass a path, or run prep split first."
     )
+
+
+def resolve_dataset(given: Path | None, cwd: Path | None = None) -> Path:
+    """The dataset :func:`choose_dataset` picks."""
+    return choose_dataset(given, cwd)[0]

@@ -97,6 +97,28 @@ def test_global_flags_work_after_the_command(flat_dataset: Path):
     assert result.stderr == ""  # quiet: no report, no bar
 
 
+def test_a_bare_command_names_the_dataset_it_picked_and_split_names_the_one_it_replaces(tmp_path: Path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root, offset in ((first, 0), (second, 500)):
+        for i in range(6):
+            write(root / "train" / f"cat.{i}.jpg", jpeg_bytes(offset + i, size=(24, 24)))
+            write(root / "train" / f"dog.{i}.jpg", jpeg_bytes(offset + 100 + i, size=(24, 24)))
+    assert runner.invoke(app, ["split", str(first), "--valid", "2"]).exit_code == 0
+
+    result = runner.invoke(app, ["split", str(second), "--valid", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"with no path, they use {second.resolve()}, instead of {first.resolve()}." in result.stderr
+
+    result = runner.invoke(app, ["stats", "--json"])
+    assert result.exit_code == 0, result.output
+    assert f"Dataset: {second.resolve()}, the last one split from this folder" in result.stderr
+    assert sum(json.loads(result.stdout)["splits"]["train"].values()) == 10
+    assert (second / "stats.json").is_file() and not (first / "stats.json").exists()
+
+    named = runner.invoke(app, ["stats", str(first)])  # a path given needs no such line
+    assert named.exit_code == 0 and "Dataset:" not in named.stderr
+
+
 # -- Bad option values: exit 2, nothing written --------------------------------------------------
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -25,11 +25,10 @@ def augment_command(
     from prep.augment.presets import AUTO, resolve_preset
     from prep.augment.preview import render_preview
     from prep.layout import canonical_split_name
-    from prep.workspace import resolve_dataset
 
     shown = resolve_preset(preset, epochs)
     path = render_preview(
-        resolve_dataset(data), out, preset=shown, images=images, versions=versions,
+        output.chosen_dataset(data), out, preset=shown, images=images, versions=versions,
         image_size=size, split=canonical_split_name(split), seed=seed,
     )
     why = f": what prep train uses for {epochs} epoch{'s' if epochs != 1 else ''}" if preset == AUTO else ""

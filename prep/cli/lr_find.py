@@ -37,14 +37,13 @@ def lr_find_command(
     loss against it, and suggest the rate where the loss falls fastest."""
     from prep.lr_find import lr_find
     from prep.run_config import TrainOptions
-    from prep.workspace import resolve_dataset
 
     options = TrainOptions(
         plugin=plugin, arch=arch, weights=weights, normalize=normalize, recipe=recipe, optimizer=optimizer,
         batch_size=batch_size, image_size=image_size, preset=preset, seed=seed, device=device, workers=workers,
     )
     result = lr_find(
-        resolve_dataset(data), options, out, start_lr=start_lr, end_lr=end_lr, steps=steps,
+        output.chosen_dataset(data), options, out, start_lr=start_lr, end_lr=end_lr, steps=steps,
         progress=output.RichProgress(min_total=1),
     )
     if as_json:

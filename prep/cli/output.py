@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from prep.progress import Advance
@@ -62,6 +63,17 @@ def info(message: str, *, soft_wrap: bool = False) -> None:
     """A line on stderr, unless --quiet; ``soft_wrap`` keeps a long line whole."""
     if Verbosity.level >= 0:
         stderr.print(message, soft_wrap=soft_wrap)
+
+
+def chosen_dataset(given: Path | None) -> Path:
+    """The dataset a command works on; when the user named none, a line says which one was
+    picked and why, since a bare command otherwise runs on whatever was split last."""
+    from prep.workspace import choose_dataset
+
+    dataset, origin = choose_dataset(given)
+    if origin is not None:
+        info(f"Dataset: {escape(str(dataset))}, {escape(origin)} (pass a path for another)", soft_wrap=True)
+    return dataset
 
 
 def warn(message: str) -> None:

@@ -68,11 +68,14 @@ def split_command(
         **({"workers": workers} if workers else {}),
     )
     report = split_dataset(src, options, dry_run=dry_run, progress=progress)
-    if not dry_run:
-        remember_dataset(Path(report.out))
+    replaced = None if dry_run else remember_dataset(Path(report.out))
     if as_json:
         output.stdout.print_json(json.dumps(report.to_dict()))
     elif output.Verbosity.level >= 0:
         from prep.cli.split_report import render_split_report
 
         render_split_report(report, verbose=output.Verbosity.level > 0)
+    if not dry_run:
+        # A bare `prep train` uses the dataset split last: say so, and what it no longer uses.
+        instead = f", instead of {output.escape(str(replaced))}" if replaced is not None else ""
+        output.info(f"Next: prep stats, then prep train; with no path, they use {output.escape(report.out)}{instead}.", soft_wrap=True)

@@ -25,9 +25,8 @@ def stats_command(
     Writes DATA/stats.json, where training finds the normalisation constants.
     """
     from prep.stats.dataset_stats import compute_dataset_stats, write_stats
-    from prep.workspace import resolve_dataset
 
-    root = resolve_dataset(data)
+    root = output.chosen_dataset(data)
     stats = compute_dataset_stats(
         root, workers=workers, fast=fast, sample=sample, seed=seed, mask_classes=mask_classes,
         progress=output.RichProgress(),

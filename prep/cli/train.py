@@ -136,7 +136,6 @@ def train_command(
     from prep.errors import UsageError
     from prep.run_config import TrainOptions, read_run_config
     from prep.training import train
-    from prep.workspace import resolve_dataset
 
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir: the run to continue")
@@ -161,7 +160,7 @@ def train_command(
         dataset = data or repeated.data
     else:
         options = TrainOptions(**requested)
-        dataset = resolve_dataset(data)
+        dataset = output.chosen_dataset(data)
     summary = train(dataset, options, config=base, callbacks=[EpochPrinter()], progress=output.RichProgress(min_total=1))
     if not summary.pop("is_main"):  # under torchrun, rank 0 speaks for the job
         return
