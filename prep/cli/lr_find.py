@@ -33,8 +33,11 @@ def lr_find_command(
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON, with the curve."),
 ) -> None:
-    """Find a learning rate: train briefly with a rate growing from tiny to huge, plot the
-    loss against it, and suggest the rate where the loss falls fastest."""
+    """Find a learning rate: a short run whose rate grows, plotted, with a suggestion.
+
+    Trains briefly with a rate growing from tiny to huge, plots the loss against it, and
+    suggests the rate where the loss falls fastest. The model is left untouched: no run folder.
+    """
     from prep.lr_find import lr_find
     from prep.run_config import TrainOptions
 

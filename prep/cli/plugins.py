@@ -13,7 +13,11 @@ from prep.cli import output
 def plugins_command(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """List the plugins (built-in and installed), what each registered, the trainers' options, and any failures."""
+    """List the plugins, what each registered, and any failures.
+
+    Built-in and installed plugins, with versions and hooks; the trainers with their
+    architectures, recipes and default weights; presets, collate functions and splitters.
+    """
     from prep.plugins import describe_plugins, plugin_host
 
     described = describe_plugins(plugin_host())

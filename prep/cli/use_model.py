@@ -22,9 +22,12 @@ def evaluate_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the PNG: the confusion matrix (default confusion.png) or, for segmentation, samples with truth and prediction (default examples.png)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (with top-5 accuracy for more than 5 classes, and per-class precision and recall)."),
 ) -> None:
-    """A model's metrics on held-out images, and a PNG: accuracy, per-class recall and
-    precision and a confusion matrix for classification; Dice, IoU, per-image Dice, pixel
-    accuracy and per-class Dice/IoU with an overlay of samples for segmentation."""
+    """A model's metrics on held-out images, and a PNG of them.
+
+    Classification: accuracy, per-class recall and precision, and a confusion matrix.
+    Segmentation: Dice, IoU, per-image Dice, pixel accuracy and per-class Dice/IoU, with an
+    overlay of samples.
+    """
     from prep.inference import checkpoint_task, evaluate_checkpoint
 
     segmentation = checkpoint_task(checkpoint) == "segmentation"
@@ -70,8 +73,11 @@ def predict_command(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
 ) -> None:
-    """Predictions for images: class probabilities as CSV (or a Kaggle dogs-vs-cats
-    submission), or masks at each image's own size (or a Kaggle RLE submission)."""
+    """Predict images: class probabilities or masks, or a Kaggle submission.
+
+    Classification: a CSV of class probabilities (or Kaggle dogs-vs-cats' id,label).
+    Segmentation: masks at each image's own size (or a Kaggle RLE submission).
+    """
     from prep.inference import (
         check_clip, model_task, peek_checkpoint, positive_class, predict, predict_segmentation, refuse_existing,
         write_predictions,
