@@ -1,20 +1,32 @@
-"""prep's training input pipeline against torchvision's, on the same JPEGs, in one run.
+"""prep's training input pipeline against torchvision's, on the same real photos, in one run.
 
-Baseline: torchvision ImageFolder + RandomResizedCrop(224) + RandomHorizontalFlip +
-ToTensor + Normalize, float batches from the workers. prep: ClassificationDataset with the
-same recipe in albumentations (and the ``medium`` preset), uint8 channels-last batches whose
-float conversion and normalisation belong on the GPU (``to_device_normalized``). Throughput
-is images per second out of the loader; a second prep row also pays for that conversion on
-this CPU, to show what it would cost without a GPU.
-Both use the same workers and batch size. Also printed: the pure decode throughput of the
-same files with the same workers, the floor that no pipeline can beat.
+Same recipe, batch size and workers for every contender: a random resized crop (a quarter
+of the image to all of it) and a horizontal flip.
 
-Usage: python benchmarks/bench_loader.py [--per-class 1000] [--workers 2] [--batch-size 64] [--data DIR]
+* torchvision: ImageFolder + RandomResizedCrop + RandomHorizontalFlip + ToTensor +
+  Normalize, float batches from the workers (what a hand-written notebook does).
+* prep: ClassificationDataset with the ``light`` preset (the same crop and flip in
+  albumentations), images decoded at the side the crop needs (reduced-scale JPEG decoding),
+  uint8 channels-last batches whose float conversion and normalisation belong on the GPU.
+  "+ CPU normalise" also pays for that conversion here, as a machine without a GPU would.
+* prep cached: the same, reading the decoded cache (``--cache disk``) instead of the JPEGs:
+  what every epoch after the first costs. Building the cache is timed on its own.
+* decode only: prep's decoder at full size and nothing else, the floor of any uncached
+  pipeline that decodes whole photos.
+
+Two sets of real photos (benchmarks/_photos.py): 400 x 300 JPEGs at 224 px, and 1600 x
+1200 JPEGs at 64, 128 and 224 px. Each contender runs in its own process; its peak memory
+(PSS of the process and its workers, so a shared cache counts once) is printed beside its
+speed.
+
+Usage: python benchmarks/bench_loader.py [--images 2000] [--large 300] [--workers N]
+       [--batch-size 64] [--epochs 2] [--data DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -23,13 +35,35 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _dataset import build_split_dataset  # noqa: E402
+from _peak import run_measured  # noqa: E402
+from _photos import photo_dataset  # noqa: E402
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+SMALLEST_CROP = 0.25  # the light preset's, given to torchvision too
+CONTENDERS = ("torchvision", "prep", "prep+cpu-normalise", "prep-cached", "prep-cached+cpu-normalise", "decode-only")
+
+
+def throughput(loader, epochs: int, to_float=None) -> float:
+    """Images per second over ``epochs`` epochs, after one batch that starts the workers."""
+    images, first = 0, True
+    began = time.perf_counter()
+    for epoch in range(epochs + 1):
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        for batch in loader:
+            if first:
+                first = False
+                began = time.perf_counter()
+                continue
+            inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+            if to_float is not None:
+                inputs = to_float(inputs)
+            images += len(inputs)
+    return images / (time.perf_counter() - began)
 
 
 class DecodeOnly:
-    """A dataset that only decodes (prep's decoder), returning nothing to collate."""
+    """A dataset that only decodes (prep's decoder, whole photos), returning a number."""
 
     def __init__(self, paths):
         self.paths = paths
@@ -43,82 +77,104 @@ class DecodeOnly:
         return load_rgb(self.paths[index]).shape[0]
 
 
-def throughput(loader, epochs: int, to_float=None) -> float:
-    iterator_images = 0
-    first = True
-    began = time.perf_counter()
-    for _ in range(epochs + 1):
-        for batch in loader:
-            if first:  # the first batch pays for starting the workers
-                first = False
-                began = time.perf_counter()
-                continue
-            images = batch[0] if isinstance(batch, (list, tuple)) else batch
-            if to_float is not None:
-                images = to_float(images)
-            iterator_images += len(images)
-    return iterator_images / (time.perf_counter() - began)
+def _prep_dataset(root: Path, size: int):
+    from prep.augment.presets import build_pipeline
+    from prep.data.datasets import ClassificationDataset
+    from prep.data.resolution import source_side
+
+    transform = build_pipeline("light", size, train=True, seed=0)
+    return ClassificationDataset(root, "train", transform=transform, decode_side=source_side(transform))
+
+
+def contender(name: str, root: Path, size: int, workers: int, batch_size: int, epochs: int) -> dict:
+    """One contender's images/s (run in its own process by ``main``)."""
+    import torch
+
+    from prep.data.cache_plan import cache_datasets
+    from prep.data.collate import to_device_normalized
+    from prep.data.loader import create_loader
+
+    torch.set_num_threads(1)
+    if name == "torchvision":
+        from torchvision import datasets, transforms
+
+        dataset = datasets.ImageFolder(str(root / "train"), transform=transforms.Compose([
+            transforms.RandomResizedCrop(size, scale=(SMALLEST_CROP, 1.0)), transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(), transforms.Normalize(MEAN, STD),
+        ]))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+        return {"images_per_s": throughput(loader, epochs)}
+    if name == "decode-only":
+        paths = sorted(str(p) for p in (root / "train").rglob("*.jpg"))
+        loader = torch.utils.data.DataLoader(DecodeOnly(paths), batch_size=batch_size, num_workers=workers, collate_fn=torch.tensor, persistent_workers=workers > 0)
+        return {"images_per_s": throughput(loader, epochs)}
+    if name == "build-cache":
+        dataset = _prep_dataset(root, size)
+        began = time.perf_counter()
+        report = cache_datasets("disk", root, {"train": dataset}, workers=workers)
+        seconds = time.perf_counter() - began
+        return {"images_per_s": len(dataset) / seconds, "seconds": seconds, "bytes": report.nbytes, "side": dataset.decoder.side}
+    dataset = _prep_dataset(root, size)
+    if name.startswith("prep-cached"):
+        report = cache_datasets("disk", root, {"train": dataset}, workers=workers)
+        assert report.reused == ["train"], "the cache is built by the build-cache contender"
+    loader = create_loader(dataset, batch_size, train=True, workers=workers, seed=0)
+    normalize = (lambda x: to_device_normalized(x, MEAN, STD, "cpu")) if name.endswith("+cpu-normalise") else None  # noqa: E731
+    return {"images_per_s": throughput(loader, epochs, to_float=normalize)}
+
+
+def _measure(name: str, root: Path, size: int, args) -> tuple[dict, int]:
+    return run_measured([
+        __file__, "--contender", name, "--data", str(root), "--size", str(size), "--workers", str(args.workers),
+        "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
+    ])
+
+
+def _table(title: str, root: Path, size: int, names, args) -> dict[str, float]:
+    print(f"\n{title}")
+    print(f"{'':28s} {'images/s':>9s} {'x torchvision':>14s} {'peak memory':>12s}")
+    rates = {}
+    for name in names:
+        result, peak = _measure(name, root, size, args)
+        rates[name] = result["images_per_s"]
+        base = rates.get("torchvision", rates[name])
+        label = "building the cache" if name == "build-cache" else name
+        extra = f"  ({result['seconds']:.1f} s, {result['bytes'] / 1e6:.0f} MB at {result['side']} px)" if name == "build-cache" else ""
+        print(f"{label:28s} {rates[name]:9.0f} {rates[name] / base:13.2f}x {peak / 1e6:9.0f} MB{extra}", flush=True)
+    return rates
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--per-class", type=int, default=1000)
+    parser.add_argument("--images", type=int, default=2000, help="400 x 300 photos")
+    parser.add_argument("--large", type=int, default=300, help="1600 x 1200 photos")
+    parser.add_argument("--sizes", default="64,128,224", help="training sizes for the large photos")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--data", type=Path, default=None, help="reuse a dataset folder")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--data", type=Path, default=None, help="keep the photo sets here (reused next time)")
+    parser.add_argument("--contender", choices=(*CONTENDERS, "build-cache"), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    import albumentations as A
-    import torch
-    from torchvision import datasets, transforms
-
-    from prep.augment.presets import build_pipeline
-    from prep.data.collate import to_device_normalized
-    from prep.data.datasets import ClassificationDataset
-    from prep.data.loader import create_loader
-
-    torch.set_num_threads(1)
+    if args.contender:
+        print(json.dumps(contender(args.contender, args.data, args.size, args.workers, args.batch_size, args.epochs)))
+        return
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
-        root = build_split_dataset(args.data or Path(tmp) / "data", args.per_class)
-        paths = sorted(str(p) for p in (root / "train").rglob("*.jpg"))
-        print(f"{len(paths)} JPEGs, {args.workers} workers, batch {args.batch_size}")
-        baseline = datasets.ImageFolder(str(root / "train"), transform=transforms.Compose([
-            transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(), transforms.Normalize(MEAN, STD),
-        ]))
-        base_loader = torch.utils.data.DataLoader(baseline, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, persistent_workers=True)
-        same_recipe = A.Compose([A.RandomResizedCrop(size=(224, 224)), A.HorizontalFlip()], seed=0)
-        rows = {}
-        rows["torchvision ImageFolder + transforms"] = throughput(base_loader, args.epochs)
-        normalize = lambda x: to_device_normalized(x, MEAN, STD, "cpu")  # noqa: E731
-        for name, pipeline, to_float in (
-            ("prep, same recipe (RRC 224 + flip)", same_recipe, None),
-            ("prep, same recipe + CPU normalise", same_recipe, normalize),
-            ("prep, medium preset", build_pipeline("medium", 224, train=True, seed=0), None),
-        ):
-            dataset = ClassificationDataset(root, "train", transform=pipeline)
-            loader = create_loader(dataset, args.batch_size, train=True, workers=args.workers, seed=0)
-            rows[name] = throughput(loader, args.epochs, to_float=to_float)
-        decode = torch.utils.data.DataLoader(DecodeOnly(paths), batch_size=args.batch_size, num_workers=args.workers, collate_fn=len, persistent_workers=True)
-        rows["decode only, prep's decoder (floor)"] = throughput_lengths(decode, args.epochs)
-    base = rows["torchvision ImageFolder + transforms"]
-    print(f"{'':38s} {'images/s':>9s} {'vs torchvision':>15s}")
-    for name, rate in rows.items():
-        print(f"{name:38s} {rate:9.0f} {rate / base:14.2f}x")
-    print("target: prep >= 3x torchvision")
-
-
-def throughput_lengths(loader, epochs: int) -> float:
-    images, first = 0, True
-    began = time.perf_counter()
-    for _ in range(epochs + 1):
-        for count in loader:
-            if first:
-                first = False
-                began = time.perf_counter()
-                continue
-            images += count
-    return images / (time.perf_counter() - began)
+        base = args.data or Path(tmp)
+        small = photo_dataset(base / "photos-400", args.images)
+        large = photo_dataset(base / "photos-1600", args.large, large=True)
+        print(f"{args.workers} workers, batch {args.batch_size}, {args.epochs} epochs per contender; random resized crop + flip")
+        order = ("torchvision", "prep", "prep+cpu-normalise", "build-cache", "prep-cached", "prep-cached+cpu-normalise", "decode-only")
+        rates = {"400": _table(f"{args.images} real 400 x 300 JPEGs at 224 px", small, 224, order, args)}
+        for size in (int(s) for s in args.sizes.split(",")):
+            rates[f"1600@{size}"] = _table(
+                f"{args.large} real 1600 x 1200 JPEGs at {size} px", large, size,
+                ("torchvision", "prep", "build-cache", "prep-cached"), args,
+            )
+    print("\ntargets: prep cached >= 10x torchvision, prep uncached >= 3x")
+    for name, table in rates.items():
+        base = table["torchvision"]
+        print(f"  {name:10s} uncached {table['prep'] / base:6.2f}x   cached {table['prep-cached'] / base:6.2f}x")
 
 
 if __name__ == "__main__":

@@ -145,6 +145,7 @@ def bench_loader(args) -> tuple[float, float]:
     from prep.augment.presets import build_pipeline
     from prep.data.collate import segmentation_collate
     from prep.data.datasets import SegmentationDataset
+    from prep.data.resolution import source_side
 
     with tempfile.TemporaryDirectory(prefix="bench_segment_large_") as tmp:
         root = _large(Path(tmp), args.large)
@@ -167,7 +168,8 @@ def bench_loader(args) -> tuple[float, float]:
             return seen / (time.perf_counter() - started)
 
         base = rate(torch.utils.data.DataLoader(Baseline(root / "train", size), batch_size=args.batch_size, num_workers=args.workers))
-        dataset = SegmentationDataset(root, "train", transform=build_pipeline("none", size, train=False, task="segmentation"), decode_min_side=size)
+        transform = build_pipeline("none", size, train=False, task="segmentation")
+        dataset = SegmentationDataset(root, "train", transform=transform, decode_side=source_side(transform))
         ours = rate(torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=segmentation_collate))
     print(f"loader, {args.large} pairs of 1918 x 1280 JPEG + GIF mask -> {size} px, batch {args.batch_size}, {args.workers} workers")
     print(f"{'':40s} {'images/s':>9s} {'vs baseline':>12s}")

@@ -87,6 +87,37 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> np.ndarray
     return decode_image(path, min_side).pixels
 
 
+def load_rgb_at_side(path: str | os.PathLike, side: int | None) -> np.ndarray:
+    """Decode an image for training: its short side brought down to ``side`` (never up),
+    at the lowest cost: a JPEG is decoded at the smallest DCT scale that keeps at least
+    ``side`` pixels, then area-averaged to exactly ``side``. ``None``: full resolution.
+
+    Every pixel training sees comes from here, cached or not, so a decoded cache holds
+    exactly what decoding would give (see ``prep.data.cache``).
+
+    Raises:
+        ImageDecodeError: as for ``load_rgb``.
+    """
+    return shrink_to_side(load_rgb(path, side), side)
+
+
+def shrink_to_side(pixels: np.ndarray, side: int | None, interpolation: str = "area") -> np.ndarray:
+    """``pixels`` resized so that the short side is ``side``, the aspect ratio kept; as they
+    are when already that small. ``interpolation``: ``area`` for images, ``nearest`` for
+    masks (a mask never gains a value it did not have)."""
+    height, width = pixels.shape[:2]
+    if side is None or min(height, width) <= side:
+        return pixels
+    import cv2
+
+    if height <= width:
+        size = (max(side, round(width * side / height)), side)
+    else:
+        size = (side, max(side, round(height * side / width)))
+    flag = cv2.INTER_AREA if interpolation == "area" else cv2.INTER_NEAREST
+    return cv2.resize(pixels, size, interpolation=flag)
+
+
 def decode_image(path: str | os.PathLike, min_side: int | None = None, max_reduction: int = 8) -> DecodedImage:
     """``load_rgb``, plus what the file's header says (one read for both).
 

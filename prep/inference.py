@@ -114,6 +114,7 @@ def evaluate_checkpoint(
         UsageError: an unknown ``tta``, or a split asked of bare class folders.
     """
     from prep.data.loader import create_loader
+    from prep.data.resolution import source_side
     from prep.engine.loop import evaluate, pick_device
     from prep.engine.plots import plot_confusion
     from prep.layout import CLASSIFICATION
@@ -130,21 +131,20 @@ def evaluate_checkpoint(
         root = recorded if recorded is not None and (recorded / "train").is_dir() else resolve_dataset(None)
     task = tasks().get(model_task(state))
     classes = state["classes"]
-    size = state["options"]["image_size"]
-    # Decoded exactly as in training (including reduced-scale JPEG decoding), or the
-    # figures would drift from the ones the run reported.
+    # Decoded exactly as training's validation was (at the side its pipeline needs), or
+    # the figures would drift from the ones the run reported.
     transform = _eval_transform(state, task.layout)
     if task.layout == CLASSIFICATION:
         from prep.data.heldout import evaluation_split
 
         folder, split = evaluation_split(root, split, classes)
-        dataset = task.dataset(root, folder, classes=classes, transform=transform, decode_min_side=size)
+        dataset = task.dataset(root, folder, classes=classes, transform=transform, decode_side=source_side(transform))
     else:
         from prep.training import task_for, trainer_registration
 
         task = task_for(state["options"]["plugin"], trainer_registration(state["options"]["plugin"]).value, root)
         split = canonical_split_name(split or "valid")
-        dataset = task.dataset(root, split, classes=classes, transform=transform, decode_min_side=size)
+        dataset = task.dataset(root, split, classes=classes, transform=transform, decode_side=source_side(transform))
     if not len(dataset):
         from prep.errors import DatasetNotFoundError
 
@@ -211,8 +211,9 @@ def predict(checkpoint: Path, inputs: list[Path], *, tta: str = "none", batch_si
     import torch
 
     from prep.data.collate import to_device_normalized
+    from prep.data.resolution import source_side
     from prep.engine.loop import pick_device
-    from prep.images import ImageDecodeError, load_rgb
+    from prep.images import ImageDecodeError, load_rgb_at_side
     from prep.training import trainer_registration
     from prep.tta import check_tta, with_tta
 
@@ -225,7 +226,7 @@ def predict(checkpoint: Path, inputs: list[Path], *, tta: str = "none", batch_si
         raise PrepError(f"prep predict writes class probabilities, for classification models; {checkpoint} is a {task} model")
     transform = _eval_transform(state)
     target = pick_device(device)
-    size = state["options"]["image_size"]  # decoded as in training
+    side = source_side(transform)  # decoded as in training's validation
     results: list[tuple[Path, list[float]]] = []
     skipped: list[tuple[Path, str]] = []
     with torch.no_grad():
@@ -233,7 +234,7 @@ def predict(checkpoint: Path, inputs: list[Path], *, tta: str = "none", batch_si
             chunk, pixels = [], []
             for path in files[start : start + batch_size]:
                 try:
-                    pixels.append(torch.from_numpy(transform(image=load_rgb(path, size))["image"]))
+                    pixels.append(torch.from_numpy(transform(image=load_rgb_at_side(path, side))["image"]))
                     chunk.append(path)
                 except ImageDecodeError as exc:
                     skipped.append((path, str(exc)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 R = TypeVar("R")
@@ -31,19 +31,31 @@ def map_chunks(
         min_items: below this many items, worker start-up costs more than it saves.
         advance: called with each chunk's length as it finishes.
     """
+    return list(imap_chunks(job, items, *args, chunk_size=chunk_size, workers=workers, min_items=min_items, advance=advance))
+
+
+def imap_chunks(
+    job: Callable[..., R],
+    items: Sequence[Any],
+    *args: Any,
+    chunk_size: int,
+    workers: int,
+    min_items: int,
+    advance: Callable[[int], None] = lambda n: None,
+) -> Iterator[R]:
+    """``map_chunks``, yielding each result as soon as it and those before it are done, so
+    that a caller writing results away never holds them all (the arguments are the same)."""
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
     if workers <= 1 or len(items) < min_items:
-        results = []
         for chunk in chunks:
-            results.append(job(chunk, *args))
+            result = job(chunk, *args)
             advance(len(chunk))
-        return results
+            yield result
+        return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    results = []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         for chunk, result in zip(chunks, pool.map(job, chunks, *([a] * len(chunks) for a in args))):
-            results.append(result)
             advance(len(chunk))
-    return results
+            yield result

@@ -47,6 +47,7 @@ class TrainOptions:
     seed: int = 0
     device: str | None = None
     workers: int | None = None
+    cache: str = "auto"  # auto | disk | ram | off: the decoded-image cache (see prep.data.cache_plan)
     resume: bool = False
     run_dir: Path | None = None
 

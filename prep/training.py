@@ -19,6 +19,7 @@ from prep.trainer import ModelRequest, Trainer, split_model
 if TYPE_CHECKING:
     import torch
 
+    from prep.data.cache_plan import CacheReport
     from prep.engine.task import Task
     from prep.registry import Registration
 
@@ -116,6 +117,7 @@ class PreparedRun:
     lr_lambdas: dict[str, Any]
     world: Any
     device: "torch.device"
+    cache: "CacheReport"
 
     @property
     def classes(self) -> list[str]:
@@ -142,7 +144,7 @@ class PreparedRun:
             "normalization": self.normalization.mode, "normalization_about": self.normalization.source,
             "mean": self.normalization.mean, "std": self.normalization.std,
             "recipe": self.trainer.choose_recipe(self.options.recipe), "recipe_about": ", ".join(recipe),
-            "augmentation": config.preset,
+            "augmentation": config.preset, "cache": self.cache.where, "cache_about": self.cache.describe(),
             "images": {"train": len(self.train_loader.dataset), "valid": len(self.valid_loader.dataset) if self.valid_loader else 0},
             "classes": len(self.request.classes),
         }
@@ -153,7 +155,8 @@ def prepare_run(
     with_valid: bool = True,
 ) -> PreparedRun:
     """Check the options against the trainer and the data, then build the model, the
-    loaders and the loss, without writing anything but a missing ``stats.json``.
+    loaders and the loss, without writing anything but a missing ``stats.json`` and the
+    decoded cache (``options.cache``; a ``ram`` cache is removed by ``cache.release()``).
 
     Raises:
         UnknownNameError: no such trainer, task, collate function or LR lambda.
@@ -164,7 +167,9 @@ def prepare_run(
     import torch
 
     from prep.augment.presets import build_pipeline
+    from prep.data.cache_plan import cache_datasets, check_cache
     from prep.data.loader import create_loader
+    from prep.data.resolution import source_side
     from prep.engine.distributed import World
     from prep.engine.loop import check_amp, resolve_monitor
     from prep.engine.optim import check_optimizer
@@ -177,6 +182,7 @@ def prepare_run(
     registration = trainer_registration(options.plugin)
     trainer = registration.value
     check_normalize(options.normalize)
+    check_cache(options.cache)
     weights = check_weights(options.weights if options.weights is not None else trainer.default_weights)
     task = task_for(options.plugin, trainer, root)
     if hasattr(task, "prepare"):
@@ -196,16 +202,17 @@ def prepare_run(
     check_scheduler(config.scheduler)
     size, classes = options.image_size, list(request.classes)
 
-    def loader(split: str, collate: "Registration", train: bool):
+    def dataset(split: str, train: bool):
         transform = build_pipeline(config.preset, size, train=train, task=task.layout, seed=config.seed if train else None)
-        dataset = task.dataset(root, split, classes=classes, transform=transform, decode_min_side=size)
+        return task.dataset(root, split, classes=classes, transform=transform, decode_side=source_side(transform))
+
+    def loader(dataset: Any, collate: "Registration", train: bool):
         return create_loader(
             dataset, options.batch_size, train=train, collate_fn=collate.call, collate_origin=collate.origin,
             rank=world.rank, world_size=world.size, workers=options.workers, seed=config.seed, device=device,
         )
 
-    train_loader = loader("train", train_collate, True)
-    valid_loader = loader("valid", valid_collate, False) if with_valid else None
+    datasets = {"train": dataset("train", True), **({"valid": dataset("valid", False)} if with_valid else {})}
     torch.manual_seed(config.seed)
     model, head = split_model(registration.call_method("build_model", request))
     loss = registration.call_method("loss", config, classes) or task_loss
@@ -214,13 +221,19 @@ def prepare_run(
         root, options.normalize, trainer.pretrained(request), options.workers, may_compute=not world.distributed,
         progress=progress,
     )
+    # Last, when everything else has been checked: building a cache decodes every image once.
+    cache = cache_datasets(
+        options.cache, root, datasets, workers=options.workers, builds=world.local_rank == 0, progress=progress,
+    )
+    train_loader = loader(datasets["train"], train_collate, True)
+    valid_loader = loader(datasets["valid"], valid_collate, False) if with_valid else None
     recorded = replace(
         options, collate=collate_name, arch=request.arch, weights=weights, preset=config.preset,
         recipe=trainer.choose_recipe(options.recipe),
     )
     return PreparedRun(
         root, trainer, task, request, config, recorded, model, head, loss, normalization, train_loader, valid_loader,
-        lr_lambdas, world, device,
+        lr_lambdas, world, device, cache,
     )
 
 
@@ -272,19 +285,23 @@ def train(
     recorded = replace(run.options, run_dir=run_dir)
     setup = run.describe()
     started = time.perf_counter()
-    summary = fit(
-        run.model, run.train_loader, run.valid_loader, run.config, run_dir, task=task, classes=classes,
-        mean=norm.mean, std=norm.std, loss=run.loss, head=run.head,
-        callbacks=[PluginCallbacks(plugin_host()), *callbacks], lr_lambdas=run.lr_lambdas,
-        resume=options.resume, progress=progress, world=world, setup=setup,
-        extra={
-            "data": str(root.resolve()), "options": options_as_data(recorded), "class_table": _class_table_text(root),
-            "normalization": norm.mode,
-        },
-    )
-    examples = None
-    if world.is_main and summary["epochs"] and hasattr(task, "examples"):
-        examples = task.examples(run.model, run.valid_loader.dataset, classes, norm.mean, norm.std, run.device, run_dir / "examples.png")
+    try:
+        summary = fit(
+            run.model, run.train_loader, run.valid_loader, run.config, run_dir, task=task, classes=classes,
+            mean=norm.mean, std=norm.std, loss=run.loss, head=run.head,
+            callbacks=[PluginCallbacks(plugin_host()), *callbacks], lr_lambdas=run.lr_lambdas,
+            resume=options.resume, progress=progress, world=world, setup=setup,
+            extra={
+                "data": str(root.resolve()), "options": options_as_data(recorded), "class_table": _class_table_text(root),
+                "normalization": norm.mode,
+            },
+        )
+        examples = None
+        if world.is_main and summary["epochs"] and hasattr(task, "examples"):
+            examples = task.examples(run.model, run.valid_loader.dataset, classes, norm.mean, norm.std, run.device, run_dir / "examples.png")
+    finally:
+        if world.local_rank == 0:  # the process that built it
+            run.cache.release()
     return {
         **summary, "setup": setup, "normalization": norm.mode, "run_dir": str(run_dir), "monitor": monitor,
         "elapsed_s": round(time.perf_counter() - started, 1),

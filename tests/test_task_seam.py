@@ -99,10 +99,10 @@ class ToySegmentation:
     def classes(self, root):
         return ["background", "object"]
 
-    def dataset(self, root, split, *, classes, transform, decode_min_side):
+    def dataset(self, root, split, *, classes, transform, decode_side):
         from prep.data.datasets import SegmentationDataset
 
-        return SegmentationDataset(root, split, transform=transform, decode_min_side=decode_min_side)
+        return SegmentationDataset(root, split, transform=transform, decode_side=decode_side)
 
     def targets(self, batch, classes, origin):
         return batch.targets
@@ -129,7 +129,7 @@ def test_fit_trains_a_toy_segmentation_task_on_cpu(tmp_path: Path):
     task = ToySegmentation()
     loaders = [
         create_loader(
-            task.dataset(data, split, classes=[], transform=build_pipeline("none", 32, train=train, task="segmentation"), decode_min_side=None),
+            task.dataset(data, split, classes=[], transform=build_pipeline("none", 32, train=train, task="segmentation"), decode_side=None),
             8, train=train, collate_fn=segmentation_collate, workers=0,
         )
         for split, train in (("train", True), ("valid", False))

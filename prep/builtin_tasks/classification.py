@@ -86,10 +86,10 @@ class ClassificationTask:
 
         return class_names(find_split_dirs(root)["train"])
 
-    def dataset(self, root: Path, split: str, *, classes: list[str], transform: Any, decode_min_side: int | None):
+    def dataset(self, root: Path, split: str, *, classes: list[str], transform: Any, decode_side: int | None):
         from prep.data.datasets import ClassificationDataset
 
-        return ClassificationDataset(root, split, transform=transform, classes=classes, decode_min_side=decode_min_side)
+        return ClassificationDataset(root, split, transform=transform, classes=classes, decode_side=decode_side)
 
     def targets(self, batch: Any, classes: list[str], origin: str):
         import torch

@@ -66,7 +66,7 @@ class SegmentationTask:
     def classes(self, root: Path) -> list[str]:
         return list(self.dataset_classes(root).names)
 
-    def dataset(self, root: Path, split: str, *, classes: list[str], transform: Any, decode_min_side: int | None):
+    def dataset(self, root: Path, split: str, *, classes: list[str], transform: Any, decode_side: int | None):
         from prep.data.datasets import SegmentationDataset
         from prep.errors import MaskError
         from prep.segmentation.masks import MaskDecoder
@@ -83,7 +83,7 @@ class SegmentationTask:
                 f"The model's classes are {', '.join(classes)}, but {root} has {', '.join(found.names)}; "
                 f"use it with a model trained on these classes"
             )
-        return SegmentationDataset(root, split, transform=transform, decode_min_side=decode_min_side, decode_mask=MaskDecoder(found.table, mapping))
+        return SegmentationDataset(root, split, transform=transform, decode_side=decode_side, decode_mask=MaskDecoder(found.table, mapping))
 
     def targets(self, batch: Any, classes: list[str], origin: str):
         import torch

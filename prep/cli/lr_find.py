@@ -44,6 +44,7 @@ def lr_find_command(
     options = TrainOptions(
         plugin=plugin, arch=arch, weights=weights, normalize=normalize, recipe=recipe, optimizer=optimizer,
         batch_size=batch_size, image_size=image_size, preset=preset, seed=seed, device=device, workers=workers,
+        cache="off",  # a hundred steps: decoding every image first would cost more than it saves
     )
     result = lr_find(
         output.chosen_dataset(data), options, out, start_lr=start_lr, end_lr=end_lr, steps=steps,

@@ -16,10 +16,19 @@ from typer.core import TyperCommand
 
 from prep.cli import output
 from prep.console import INTERRUPTED_EXIT_CODE
+from prep.data.cache_plan import CACHE_HELP
 from prep.normalization import NORMALIZE_HELP
 from prep.weights import WEIGHTS_HELP
 
 ENGINE = "Engine (default: the recipe's)"
+
+
+def _loading(metrics: dict) -> str:
+    """What the loader could make, and how long training waited for it: when the wait is
+    a large share, loading is what limits training."""
+    if metrics.get("loader_images_per_s") is None:
+        return ""
+    return f"; loader {metrics['loader_images_per_s']:,.0f} img/s, {metrics['data_wait']:.0%} waiting for it"
 
 
 def _number(value) -> str:
@@ -42,6 +51,7 @@ class EpochPrinter:
             f"  weights: {setup['weights']} ({setup['weights_about']})",
             f"  normalisation: {setup['normalization']} ({setup['normalization_about']})",
             f"  recipe: {setup['recipe']} ({setup['recipe_about']}); augmentation: {setup['augmentation']}",
+            f"  cache: {setup['cache_about']}",
         ):
             output.info(output.escape(line), soft_wrap=True)
 
@@ -53,7 +63,8 @@ class EpochPrinter:
         shown += [run.monitor] if run.monitor not in shown else []
         output.info(
             f"epoch {metrics['epoch']}/{run.config.epochs}: " + " ".join(f"{key} {_number(metrics.get(key))}" for key in shown)
-            + f" ({metrics['images_per_s']:.0f} img/s{', backbone frozen' if metrics['backbone_frozen'] else ''})"
+            + f" ({metrics['images_per_s']:.0f} img/s{_loading(metrics)}{', backbone frozen' if metrics['backbone_frozen'] else ''})",
+            soft_wrap=True,
         )
 
 
@@ -127,6 +138,7 @@ def train_command(
     seed: int = typer.Option(0, "--seed", help="Seeds the initialisation, the order and the augmentations: the same seed repeats a run on CPU.", rich_help_panel="Run"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present).", rich_help_panel="Run"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes (default: all cores).", rich_help_panel="Data"),
+    cache: str = typer.Option("auto", "--cache", help="The decoded-image cache: " + CACHE_HELP, rich_help_panel="Data"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last.pt.", rich_help_panel="Run"),
     config: Optional[Path] = typer.Option(None, "--config", help="Repeat a run from its config.yaml; other options given here win.", rich_help_panel="Run"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder (default: runs/<plugin>-<arch>-<time>).", rich_help_panel="Run"),

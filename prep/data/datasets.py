@@ -5,10 +5,16 @@ float and normalising is left to the device (see ``prep.data.collate``), which i
 is cheapest. A corrupt image met during training does not crash the run: the dataset
 returns a ``CorruptSample`` for it, the collate functions drop it from the batch, and the
 loader reports it once, by file name.
+
+Each dataset reads its samples through a decoder (``ImageDecoder``, ``ImageMaskDecoder``):
+the image at the short side training needs (``prep.data.resolution``), the mask at the
+image's size. A decoded cache (``prep.data.cache``), when one is attached as ``cache``,
+holds exactly what the decoder gives, so cached and uncached runs see the same pixels.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -17,7 +23,7 @@ import torch
 
 from prep.data.splits import class_names, classification_samples, find_split_dirs, segmentation_pairs
 from prep.errors import DatasetNotFoundError
-from prep.images import ImageDecodeError, load_rgb
+from prep.images import ImageDecodeError, load_rgb_at_side
 from prep.layout import canonical_split_name
 
 
@@ -32,6 +38,13 @@ def _transform(transform: Any, seed: int | None, **targets):
     return transform(**targets)
 
 
+class TimedSamples(list):
+    """A batch's samples, with the seconds it took to decode and augment them (what the
+    loader's images/s is measured from, in the worker that did the work)."""
+
+    seconds: float = 0.0
+
+
 class _SeedsOncePerBatch:
     """``__getitems__``, which the DataLoader calls with a whole batch of keys.
 
@@ -43,14 +56,90 @@ class _SeedsOncePerBatch:
     transform: Any
 
     def __getitems__(self, keys: list):
+        began = time.perf_counter()
         first_seed = _key(keys[0])[1] if keys else None
         if first_seed is not None and hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(first_seed)
-        return [self._item(_key(key)[0], None) for key in keys]
+        samples = TimedSamples(self._item(_key(key)[0], None) for key in keys)
+        samples.seconds = time.perf_counter() - began
+        return samples
 
     def __getitem__(self, key):
         index, seed = _key(key)
         return self._item(index, seed)
+
+
+class ImageDecoder:
+    """Sample files ``(image,)`` -> ``(H x W x 3 uint8 pixels, None)``, the short side
+    brought down to ``side`` (``prep.images.load_rgb_at_side``). Picklable, for workers."""
+
+    def __init__(self, side: int | None) -> None:
+        self.side = side
+
+    @property
+    def key(self) -> str:
+        """Everything but the files that decides what this decoder returns (for a cache)."""
+        return f"rgb side={self.side}"
+
+    def __call__(self, files: tuple[Path, ...]) -> tuple[np.ndarray, None]:
+        return load_rgb_at_side(files[0], self.side), None
+
+
+class ImageMaskDecoder(ImageDecoder):
+    """Sample files ``(image, mask)`` -> ``(pixels, H x W mask)``: the image as for
+    ``ImageDecoder``, the mask read at the image's size by ``decode_mask`` and stored small,
+    uint8 (uint16 from 255 classes) with the ignored pixels at the type's largest value."""
+
+    def __init__(self, side: int | None, decode_mask: Any) -> None:
+        super().__init__(side)
+        self.decode_mask = decode_mask
+
+    @property
+    def key(self) -> str:
+        return f"{super().key} masks={describe(self.decode_mask)}"
+
+    def __call__(self, files: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray]:
+        from prep.segmentation.masks import IGNORE_INDEX
+
+        pixels = load_rgb_at_side(files[0], self.side)
+        try:
+            mask = self.decode_mask(files[1], pixels.shape[:2])
+        except (OSError, ValueError) as exc:
+            raise ImageDecodeError(f"{files[1]}: {exc}") from None
+        # Augmentations resize masks with OpenCV, which takes 8- and 16-bit masks; the ignore
+        # value travels as the largest value of the type.
+        small = np.uint8 if mask.max(initial=0) < 255 else np.uint16
+        return pixels, np.where(mask == IGNORE_INDEX, np.iinfo(small).max, mask).astype(small)
+
+
+def describe(value: Any) -> str:
+    """A stable description of a decoding setting, for cache keys: a function's name, or an
+    object's class and state."""
+    if callable(value) and hasattr(value, "__qualname__"):  # a function
+        return f"{value.__module__}.{value.__qualname__}"
+    state = ", ".join(f"{k}={v!r}" for k, v in sorted(vars(value).items())) if hasattr(value, "__dict__") else repr(value)
+    return f"{type(value).__module__}.{type(value).__qualname__}({state})"
+
+
+class _Decoded:
+    """What both datasets share: samples decoded by ``decoder``, or read from ``cache``."""
+
+    decoder: ImageDecoder
+    cache: Any = None  # a prep.data.cache.DecodedStore holding this dataset's samples
+
+    def sample_files(self, index: int) -> tuple[Path, ...]:
+        """The files sample ``index`` is decoded from (what a cache checks for changes)."""
+        raise NotImplementedError
+
+    def decoded(self, index: int):
+        """Sample ``index`` before augmentation, ``(pixels, mask or None)``, or a
+        ``CorruptSample`` naming its file and why it could not be read."""
+        try:
+            if self.cache is not None:
+                return self.cache.read(index)
+            return self.decoder(self.sample_files(index))
+        except ImageDecodeError as exc:
+            return CorruptSample(str(self.sample_files(index)[0]), str(exc))
 
 
 class CorruptSample(NamedTuple):
@@ -70,7 +159,7 @@ def _split_folder(root: Path, split: str | Path) -> Path:
     return splits[name]
 
 
-class ClassificationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
+class ClassificationDataset(_Decoded, _SeedsOncePerBatch, torch.utils.data.Dataset):
     """``ROOT/<split>/<class>/<image>`` -> (``H x W x 3`` uint8 tensor, class index).
 
     Args:
@@ -80,32 +169,34 @@ class ClassificationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
         transform: an albumentations pipeline, called as ``transform(image=...)``.
         classes: the class order; default: the train split's class folders, sorted. The
             mapping is stable and is recorded with every run.
-        decode_min_side: let JPEGs decode at reduced scale while the short side stays at
-            least this long (pass the training size when it is at most half the source).
+        decode_side: decode each image with its short side brought down to this (see
+            ``prep.data.resolution.source_side``); None: at full resolution.
     """
 
     accepts_sample_seeds = True  # see prep.data.sampling
 
-    def __init__(self, root: Path, split: str | Path = "train", transform: Any = None, classes: list[str] | None = None, decode_min_side: int | None = None) -> None:
+    def __init__(self, root: Path, split: str | Path = "train", transform: Any = None, classes: list[str] | None = None, decode_side: int | None = None) -> None:
         self.root = Path(root)
         self.classes = classes or class_names(find_split_dirs(self.root)["train"])
         self.class_to_index = {name: i for i, name in enumerate(self.classes)}
         self.samples = classification_samples(_split_folder(self.root, split), self.classes)
         self.transform = transform
-        self.decode_min_side = decode_min_side
+        self.decoder = ImageDecoder(decode_side)
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def sample_files(self, index: int) -> tuple[Path, ...]:
+        return (self.samples[index][0],)
+
     def _item(self, index: int, seed: int | None):
-        path, target = self.samples[index]
-        try:
-            pixels = load_rgb(path, self.decode_min_side)
-        except ImageDecodeError as exc:
-            return CorruptSample(str(path), str(exc))
+        decoded = self.decoded(index)
+        if isinstance(decoded, CorruptSample):
+            return decoded
+        pixels = decoded[0]
         if self.transform is not None:
             pixels = _transform(self.transform, seed, image=pixels)["image"]
-        return torch.from_numpy(np.ascontiguousarray(pixels)), target
+        return torch.from_numpy(np.ascontiguousarray(pixels)), self.samples[index][1]
 
 
 def load_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -116,12 +207,12 @@ def load_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     return mask_ids(Path(path), size=size)
 
 
-class SegmentationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
+class SegmentationDataset(_Decoded, _SeedsOncePerBatch, torch.utils.data.Dataset):
     """``ROOT/<split>/images|masks`` -> (``H x W x 3`` uint8 tensor, ``H x W`` int64 class indices).
 
-    Images without a mask are left out. A mask of another size than its image (a JPEG
-    decoded at reduced scale, a mask saved at half size) is read at the image's size,
-    nearest-neighbour (``decode_mask`` is given the size).
+    Images without a mask are left out. A mask of another size than its decoded image (an
+    image brought down to ``decode_side``, a mask saved at half size) is read at the
+    image's size, nearest-neighbour (``decode_mask`` is given the size).
     Other arguments as for ``ClassificationDataset``.
 
     Args:
@@ -133,30 +224,26 @@ class SegmentationDataset(_SeedsOncePerBatch, torch.utils.data.Dataset):
 
     accepts_sample_seeds = True  # see prep.data.sampling
 
-    def __init__(self, root: Path, split: str = "train", transform: Any = None, decode_min_side: int | None = None, decode_mask: Any = None) -> None:
+    def __init__(self, root: Path, split: str = "train", transform: Any = None, decode_side: int | None = None, decode_mask: Any = None) -> None:
         self.root = Path(root)
         self.samples, self.unpaired = segmentation_pairs(_split_folder(self.root, split))
         self.transform = transform
-        self.decode_min_side = decode_min_side
-        self.decode_mask = decode_mask or load_mask
+        self.decoder = ImageMaskDecoder(decode_side, decode_mask or load_mask)
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def sample_files(self, index: int) -> tuple[Path, ...]:
+        return tuple(self.samples[index])
+
     def _item(self, index: int, seed: int | None):
         from prep.segmentation.masks import IGNORE_INDEX
 
-        image_path, mask_path = self.samples[index]
-        try:
-            pixels = load_rgb(image_path, self.decode_min_side)
-            mask = self.decode_mask(mask_path, pixels.shape[:2])
-        except (ImageDecodeError, OSError, ValueError) as exc:
-            return CorruptSample(str(image_path), str(exc))
-        # Augmentations resize masks with OpenCV, which takes 8- and 16-bit masks; the ignore
-        # value travels as the largest value of the type.
-        small = np.uint8 if mask.max(initial=0) < 255 else np.uint16
-        sentinel = np.iinfo(small).max
-        mask = np.where(mask == IGNORE_INDEX, sentinel, mask).astype(small)
+        decoded = self.decoded(index)
+        if isinstance(decoded, CorruptSample):
+            return decoded
+        pixels, mask = decoded
+        sentinel = np.iinfo(mask.dtype).max
         if self.transform is not None:
             out = _transform(self.transform, seed, image=pixels, mask=mask)
             pixels, mask = out["image"], out["mask"]

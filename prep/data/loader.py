@@ -5,6 +5,10 @@ batches go to CUDA. The order and every sample's augmentation follow from (seed,
 index) through ``SeededSampler``, so ``--seed`` repeats them and a resumed run replays the
 epoch it stopped before; each worker also seeds Python, NumPy and torch. Corrupt images are
 dropped from their batch and reported once each, by file name.
+
+The loader also measures itself: each batch carries the seconds its worker spent making it
+(decoding, augmenting, collating), so ``ReportingLoader.stats`` tells how many images per
+second the loader can make, whatever the model's speed, and how long training waited for it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any, Callable, Iterator
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -41,6 +47,51 @@ class _SeedWorker:
             transform.set_random_seed(seed)
 
 
+class TimedBatch(NamedTuple):
+    """A batch, and the seconds its worker spent making it."""
+
+    batch: Any
+    seconds: float
+
+
+class _TimedCollate:
+    """The collate function, run in the worker, timed together with the samples it was
+    given (``TimedSamples.seconds``: their decoding and augmentation)."""
+
+    def __init__(self, collate_fn: Callable[[list[Any]], Any]) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples: list[Any]) -> TimedBatch:
+        began = time.perf_counter()
+        batch = self.collate_fn(samples)
+        return TimedBatch(batch, getattr(samples, "seconds", 0.0) + time.perf_counter() - began)
+
+
+@dataclass
+class LoaderStats:
+    """One epoch of a loader, so far.
+
+    Attributes:
+        images: images delivered.
+        work_s: seconds the workers spent making them.
+        wait_s: seconds the training loop waited for a batch.
+        workers: worker processes (0: the main process did the work).
+    """
+
+    images: int = 0
+    work_s: float = 0.0
+    wait_s: float = 0.0
+    workers: int = 0
+
+    @property
+    def images_per_s(self) -> float | None:
+        """How many images per second the loader makes with all its workers (None before
+        the first batch)."""
+        if not self.work_s:
+            return None
+        return self.images * max(self.workers, 1) / self.work_s
+
+
 class ReportingLoader:
     """Iterates a DataLoader and reports each skipped (corrupt) file once.
 
@@ -54,11 +105,13 @@ class ReportingLoader:
         self.sampler = sampler
         self.collate_origin = collate_origin
         self.skipped: dict[str, str] = {}
+        self.stats = LoaderStats(workers=loader.num_workers)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         """Choose the epoch whose order and augmentations come next (see SeededSampler);
-        its first ``skip_batches`` batches are left out, unread."""
+        its first ``skip_batches`` batches are left out, unread. ``stats`` start again."""
         self.sampler.set_epoch(epoch, start=skip_batches * self.loader.batch_size)
+        self.stats = LoaderStats(workers=self.loader.num_workers)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -75,7 +128,17 @@ class ReportingLoader:
             raise PluginError(str(exc).rsplit("PluginError: ", 1)[-1].strip()) from None
 
     def _batches(self) -> Iterator[Any]:
-        for batch in self.loader:
+        batches = iter(self.loader)
+        while True:
+            began = time.perf_counter()
+            try:
+                timed = next(batches)
+            except StopIteration:
+                return
+            self.stats.wait_s += time.perf_counter() - began
+            batch = timed.batch
+            self.stats.work_s += timed.seconds
+            self.stats.images += len(getattr(batch, "inputs", ()))
             for corrupt in getattr(batch, "skipped", ()):
                 if corrupt.path not in self.skipped:
                     self.skipped[corrupt.path] = corrupt.reason
@@ -134,7 +197,7 @@ def create_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_fn,
+        collate_fn=_TimedCollate(collate_fn),
         pin_memory=torch.device(device).type == "cuda" if device is not None else False,
         persistent_workers=workers > 0,
         worker_init_fn=_SeedWorker(seed),

@@ -182,6 +182,25 @@ def _to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
+def _live_status(loss: float, images_per_s: float, loader: Any, world_size: int) -> str:
+    """The epoch bar's text: the running loss, the training speed, and what the loader can
+    make (when it is much more than the speed, the model is what limits training)."""
+    status = f"loss {loss:.4f} · {images_per_s:.0f} img/s"
+    stats = getattr(loader, "stats", None)
+    if stats is not None and stats.images_per_s is not None:
+        status += f" · loader {stats.images_per_s * world_size:.0f} img/s"
+    return status
+
+
+def _loader_record(loader: Any, elapsed: float, world_size: int) -> dict[str, float]:
+    """An epoch's loading figures: ``loader_images_per_s``, what the loader can make (all
+    processes together), and ``data_wait``, the share of the epoch spent waiting for it."""
+    stats = getattr(loader, "stats", None)
+    if stats is None or stats.images_per_s is None:
+        return {}
+    return {"loader_images_per_s": stats.images_per_s * world_size, "data_wait": min(stats.wait_s / max(elapsed, 1e-9), 1.0)}
+
+
 def _detached(outputs: Any) -> Any:
     if isinstance(outputs, torch.Tensor):
         return outputs.detach()
@@ -511,7 +530,7 @@ def fit(
                     seen += n
                     loss_sum += loss_value.item() * n
                     train_metrics.update(_detached(outputs), targets)
-                    advance(1, status=f"loss {loss_sum / seen:.4f} · {seen * world.size / (time.perf_counter() - started):.0f} img/s")
+                    advance(1, status=_live_status(loss_sum / seen, seen * world.size / (time.perf_counter() - started), train_loader, world.size))
                     if not steps_now:
                         continue
                     if config.clip_grad_norm:
@@ -535,6 +554,7 @@ def fit(
             elapsed = time.perf_counter() - started
             seen, loss_sum = world.sum([float(seen), loss_sum], device)
             images_per_s = seen / max(elapsed, 1e-9)
+            loading = _loader_record(train_loader, elapsed, world.size)
             _sum_counts(train_metrics, world, device, carried=partial.get("counts") if partial else None)
             if partial:
                 seen, loss_sum = seen + partial["seen"], loss_sum + partial["loss_sum"]
@@ -554,7 +574,7 @@ def fit(
             valid_numbers, tables = _phase_record("valid", valid_loss, valid_metrics)
             record = {
                 "epoch": epoch, "step": step, **train_numbers, **valid_numbers, "lr": schedule.lrs()[0],
-                "images_per_s": images_per_s, "backbone_frozen": freezer.frozen, **tables,
+                "images_per_s": images_per_s, **loading, "backbone_frozen": freezer.frozen, **tables,
             }
             value = record[monitor]
             improved = value is not None and math.isfinite(value) and better(value, best)

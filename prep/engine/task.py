@@ -86,7 +86,7 @@ class Task(Protocol):
     def classes(self, root: Path) -> list[str]:
         """The class names of a split dataset, in the order of the model's outputs."""
 
-    def dataset(self, root: Path, split: str, *, classes: list[str], transform: Any, decode_min_side: int | None) -> Any:
+    def dataset(self, root: Path, split: str, *, classes: list[str], transform: Any, decode_side: int | None) -> Any:
         """The torch dataset of one split (``train``, ``valid`` or ``test``)."""
 
     def targets(self, batch: Any, classes: list[str], origin: str) -> Any:

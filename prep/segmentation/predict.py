@@ -125,7 +125,7 @@ def predict_masks(
         on_skip: called with each unreadable file and the reason; the others go on.
     """
     from prep.data.collate import to_device_normalized
-    from prep.images import ImageDecodeError, decode_image, load_rgb
+    from prep.images import ImageDecodeError, decode_image, load_rgb, shrink_to_side
 
     options.check()
     model.eval()
@@ -147,12 +147,15 @@ def predict_masks(
             chunk, inputs, sizes = [], [], []
             for path in files[first : first + batch_size]:
                 try:
-                    decoded = decode_image(path, image_size)  # decoded as in training
+                    decoded = decode_image(path, image_size)
                 except ImageDecodeError as exc:
                     on_skip(path, str(exc))
                     continue
                 sizes.append(_upright_size(decoded))
-                inputs.append(torch.from_numpy(np.ascontiguousarray(transform(image=decoded.pixels)["image"])))
+                # Brought to the side training's validation decoded at (the eval pipeline
+                # resizes to image_size x image_size).
+                pixels = shrink_to_side(decoded.pixels, image_size)
+                inputs.append(torch.from_numpy(np.ascontiguousarray(transform(image=pixels)["image"])))
                 chunk.append(path)
             if chunk:
                 probs = predict_probabilities(model, to_device_normalized(torch.stack(inputs), mean, std, device), options.tta)

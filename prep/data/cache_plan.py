@@ -1,0 +1,274 @@
+"""Where a run's decoded cache goes, whether it fits, and attaching it to the datasets.
+
+``--cache`` (``TrainOptions.cache``):
+
+* ``disk``: ``DATA/.prep/cache/<split>-<key>/``, kept for later runs; the operating
+  system's page cache holds it in memory when it fits.
+* ``ram``: the same files in shared memory (``/dev/shm``), for a dataset on a read-only or
+  slow disk (Kaggle's ``/kaggle/input``); removed when the run ends.
+* ``auto`` (the default): ``disk`` when the cache fits in half of the free disk, else
+  ``ram`` when it fits in half of the available memory, else ``off``, saying why.
+* ``off``: every epoch decodes its images again.
+
+The size is estimated from image headers before anything is decoded, and shown in the
+progress bar's title while the stores are built. Under torchrun, the first process of each
+machine builds and the others wait for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from prep.errors import PrepError, check_choice
+from prep.progress import NO_PROGRESS, Progress
+
+if TYPE_CHECKING:
+    from prep.data.cache import DecodedStore
+
+CACHE_MODES = ("auto", "ram", "disk", "off")
+CACHE_HELP = (
+    "auto (disk when it fits in half the free disk, else ram when it fits in half the "
+    "available memory, else off) | disk (DATA/.prep/cache, kept for later runs) | ram "
+    "(shared memory, for this run) | off."
+)
+SHARE = 0.5  # of the free disk, or of the available memory, that a cache may take
+SHARED_MEMORY = Path("/dev/shm")
+ESTIMATE_FROM = 256  # images whose headers are read to estimate a store's size
+
+
+class CacheError(PrepError):
+    """A cache that was asked for does not fit where it was asked to go."""
+
+
+def check_cache(mode: str) -> str:
+    """``--cache`` checked against ``CACHE_MODES``."""
+    return check_choice("--cache", mode, CACHE_MODES)
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """Where a cache goes, and the words that say so.
+
+    Attributes:
+        where: ``disk``, ``ram`` or ``None`` (no cache).
+        base: the folder that holds the stores (``None`` without a cache).
+        nbytes: the estimated size of every store the run needs.
+        reason: why (for ``auto``), in words.
+    """
+
+    where: str | None
+    base: Path | None
+    nbytes: int
+    reason: str
+
+
+def _disk_folder(root: Path) -> Path:
+    return root / ".prep" / "cache"
+
+
+def _ram_folder(root: Path) -> Path:
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return SHARED_MEMORY / f"prep-{os.getuid()}" / digest
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to new work (MemAvailable), or 0 when unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+def _free_space(folder: Path) -> int:
+    """Free bytes on the file system that holds (or would hold) ``folder``; 0 when it
+    cannot be written."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        return 0
+    return shutil.disk_usage(existing).free
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def plan_cache(mode: str, root: Path, nbytes: int, reusable: int = 0) -> CachePlan:
+    """Where the run's stores go (see the module docstring), given their estimated size.
+
+    Args:
+        mode: ``--cache``.
+        root: the dataset.
+        nbytes: the estimated size of the stores the run needs.
+        reusable: of those bytes, how many are already on disk in up-to-date stores.
+
+    Raises:
+        CacheError: ``disk`` or ``ram`` was asked for and the cache does not fit there.
+    """
+    check_cache(mode)
+    size = human_bytes(nbytes)
+    if mode == "off":
+        return CachePlan(None, None, nbytes, "off (--cache off)")
+    disk, ram = _disk_folder(root), _ram_folder(root)
+    disk_room = SHARE * _free_space(disk) + reusable
+    ram_room = SHARE * min(_available_memory(), _free_space(SHARED_MEMORY) if SHARED_MEMORY.is_dir() else 0)
+    if mode == "disk":
+        if nbytes > disk_room:
+            raise CacheError(f"--cache disk: the decoded cache needs about {size}, more than half the free space under {disk.parent} ({human_bytes(disk_room - reusable)}); use --cache ram, or --cache off")
+        return CachePlan("disk", disk, nbytes, "disk (--cache disk)")
+    if mode == "ram":
+        if nbytes > ram_room:
+            raise CacheError(f"--cache ram: the decoded cache needs about {size}, more than half the memory available ({human_bytes(ram_room)}); use --cache disk, or --cache off")
+        return CachePlan("ram", ram, nbytes, "ram (--cache ram)")
+    if nbytes <= disk_room:
+        return CachePlan("disk", disk, nbytes, "disk (auto: it fits in half the free disk)")
+    if nbytes <= ram_room:
+        return CachePlan("ram", ram, nbytes, "ram (auto: the disk is read-only or too full, and it fits in half the available memory)")
+    return CachePlan(None, None, nbytes, (
+        f"off (auto: it would need about {size}, more than half the free disk ({human_bytes(disk_room)}) "
+        f"or of the available memory ({human_bytes(ram_room)}); every epoch decodes again)"
+    ))
+
+
+def estimate_bytes(files: Sequence[tuple[Path, ...]], decoder: Any) -> int:
+    """The size of a store of ``files`` decoded by ``decoder``, from the headers of up to
+    ``ESTIMATE_FROM`` evenly spaced images."""
+    from PIL import Image
+
+    if not files:
+        return 0
+    step = max(1, len(files) // ESTIMATE_FROM)
+    chosen = files[::step]
+    per_pixel = 3 + (2 if hasattr(decoder, "decode_mask") else 0)  # a mask takes 1 or 2 bytes
+    total, read = 0, 0
+    for paths in chosen:
+        try:
+            with Image.open(paths[0]) as image:
+                width, height = image.size
+        except Exception:  # noqa: BLE001 - a file Pillow cannot open costs nothing in a store
+            continue
+        side = decoder.side
+        if side is not None and min(width, height) > side:
+            scale = side / min(width, height)
+            width, height = max(side, round(width * scale)), max(side, round(height * scale))
+        total += width * height * per_pixel
+        read += 1
+    return round(total / read * len(files)) if read else 0
+
+
+
+
+@dataclass
+class CacheReport:
+    """What the run's cache is: ``where`` (``disk``, ``ram`` or None), its size, the
+    stores by split, how long building took (0 when every store was reused), and why."""
+
+    where: str | None
+    reason: str
+    nbytes: int = 0
+    stores: dict[str, "DecodedStore"] = field(default_factory=dict)
+    built_s: float = 0.0
+    reused: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line for the run's header."""
+        if self.where is None:
+            return self.reason
+        folder = next(iter(self.stores.values())).folder.parent if self.stores else None
+        how = f"built in {self.built_s:.1f} s" if not self.reused else (
+            "reused" if len(self.reused) == len(self.stores) else f"{', '.join(self.reused)} reused, the rest built in {self.built_s:.1f} s"
+        )
+        return f"{self.reason}, {human_bytes(self.nbytes)} in {folder} ({how})"
+
+    def release(self) -> None:
+        """Remove what lives only for this run (a ``ram`` cache)."""
+        if self.where == "ram":
+            for store in self.stores.values():
+                shutil.rmtree(store.folder, ignore_errors=True)
+                for parent in (store.folder.parent, store.folder.parent.parent):  # prep-<uid>/<dataset>
+                    try:
+                        parent.rmdir()
+                    except OSError:  # not empty: another run's cache is there
+                        break
+
+
+def _cacheable(dataset: Any) -> bool:
+    return hasattr(dataset, "decoder") and hasattr(dataset, "sample_files") and hasattr(dataset.decoder, "key")
+
+
+def cache_datasets(
+    mode: str, root: Path, datasets: dict[str, Any], *, workers: int | None = None, builds: bool = True,
+    progress: Progress = NO_PROGRESS,
+) -> CacheReport:
+    """Attach a decoded store to each of ``datasets`` (split -> dataset), building those
+    that are missing or stale; see the module docstring for ``mode``.
+
+    Args:
+        builds: this process builds the stores; under torchrun only the first process of
+            each machine does, and the others wait for its stores.
+        workers: processes that decode while building (default: all cores).
+
+    Raises:
+        CacheError: ``disk`` or ``ram`` was asked for and the cache does not fit there.
+        OSError: a store cannot be written (the CLI names the path and the cause).
+    """
+    from prep.data.cache import build_store, open_store, store_folder, wait_for_store
+
+    check_cache(mode)
+    if mode == "off":
+        return CacheReport(None, "off (--cache off)")
+    cacheable = {split: d for split, d in datasets.items() if _cacheable(d) and len(d)}
+    if not cacheable:
+        return CacheReport(None, "off (this task's datasets cannot be cached)")
+    files = {split: [d.sample_files(i) for i in range(len(d))] for split, d in cacheable.items()}
+    keys = {split: d.decoder.key for split, d in cacheable.items()}
+    on_disk = {split: open_store(store_folder(_disk_folder(root), split, keys[split]), files[split], keys[split]) for split in cacheable}
+    if mode in ("auto", "disk") and all(store is not None for store in on_disk.values()):
+        for split, store in on_disk.items():
+            cacheable[split].cache = store
+        nbytes = sum(store.nbytes for store in on_disk.values())
+        return CacheReport("disk", f"disk ({'--cache disk' if mode == 'disk' else 'auto'})", nbytes, dict(on_disk), reused=list(on_disk))
+    estimates = {split: estimate_bytes(files[split], cacheable[split].decoder) for split in cacheable}
+    reusable = sum(store.nbytes for store in on_disk.values() if store is not None)
+    plan = plan_cache(mode, root, sum(estimates.values()), reusable)
+    if plan.where is None:
+        return CacheReport(None, plan.reason, plan.nbytes)
+    report = CacheReport(plan.where, plan.reason)
+    began = time.perf_counter()
+    for split, dataset in cacheable.items():
+        folder = store_folder(plan.base, split, keys[split])
+        store = on_disk[split] if plan.where == "disk" else open_store(folder, files[split], keys[split])
+        if store is not None:
+            report.reused.append(split)
+        elif builds:
+            description = f"Caching {split} images at {_side(dataset)} (about {human_bytes(estimates[split])}, {plan.where})"
+            store = build_store(folder, files[split], dataset.decoder, workers=workers or os.cpu_count() or 1, progress=progress, description=description)
+        else:
+            store = wait_for_store(folder, files[split], keys[split])
+        dataset.cache = store
+        report.stores[split] = store
+        report.nbytes += store.nbytes
+    report.built_s = time.perf_counter() - began if len(report.reused) < len(report.stores) else 0.0
+    return report
+
+
+def _side(dataset: Any) -> str:
+    side = dataset.decoder.side
+    return f"{side} px" if side else "full resolution"
