@@ -126,14 +126,38 @@ def test_segmentation_masks_are_cached_with_their_images(tmp_path: Path):
     assert _same(_batches(cached_dataset, collate=segmentation_collate), uncached)
 
 
-def test_workers_map_the_store_instead_of_receiving_a_copy(photos: Path):
+def plain_collate(samples):
+    """A collate function that is not one of prep's own (so loading uses processes)."""
+    return uint8_channels_last_collate(samples)
+
+
+def test_worker_processes_map_the_store_instead_of_receiving_a_copy(photos: Path):
     dataset = _classification(photos)
     cache_datasets("disk", photos, {"train": dataset})
     dataset.cache.read(0)  # maps the files in this process
     pickled = pickle.dumps(dataset)
     assert dataset.cache.nbytes > 20_000 and len(pickled) < dataset.cache.nbytes / 4
     assert pickle.loads(pickled).cache._maps is None  # each worker maps the file itself
-    assert _same(_batches(dataset, workers=2), _batches(_classification(photos), workers=0))
+    loader = create_loader(dataset, 4, train=True, workers=2, seed=3, collate_fn=plain_collate)
+    assert isinstance(loader.loader, torch.utils.data.DataLoader)  # a plugin's collate may draw random numbers
+    assert _same(_batches(dataset, workers=2, collate=plain_collate), _batches(_classification(photos), workers=0))
+
+
+def test_threads_make_the_batches_of_a_cached_dataset_and_they_are_the_same(photos: Path, tmp_path: Path):
+    from prep.data.loader import ThreadedLoader
+
+    dataset = _classification(photos)
+    cache_datasets("disk", photos, {"train": dataset})
+    assert isinstance(create_loader(dataset, 4, train=True, workers=2, seed=3).loader, ThreadedLoader)
+    assert _same(_batches(dataset, workers=2), _batches(_classification(photos), workers=2))
+    assert _same(_batches(dataset, workers=3), _batches(dataset, workers=0))
+
+    root = make_segmentation_dataset(tmp_path / "seg", per_split={"train": 6, "valid": 2}, size=48, classes=3)
+    transform = build_pipeline("light", 32, train=True, task="segmentation", seed=0)
+    seg = SegmentationDataset(root, "train", transform=transform, decode_side=source_side(transform))
+    uncached = _batches(seg, workers=2, collate=segmentation_collate)
+    cache_datasets("disk", root, {"train": seg})
+    assert _same(_batches(seg, workers=2, collate=segmentation_collate), uncached)
 
 
 # -- Never stale, never half-written, reused ----------------------------------------------------

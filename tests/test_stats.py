@@ -129,6 +129,23 @@ def test_fast_and_sample_are_marked_approximate(tmp_path: Path):
     assert compute_dataset_stats(root, workers=1, sample=5, seed=1)["mean"] == sampled["mean"]
 
 
+def test_fast_adds_back_the_detail_that_half_scale_decoding_loses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from prep.stats import dataset_stats
+
+    # Pixel noise is all fine detail: a half-scale decode averages 2 x 2 blocks of it away.
+    root = tmp_path / "d"
+    for i in range(96):
+        write(root / "train" / ("a" if i % 2 else "b") / f"{i}.jpg", jpeg_bytes(i, size=(96, 64)))
+    exact = compute_dataset_stats(root, workers=1)
+    fast = compute_dataset_stats(root, workers=1, fast=True)
+    np.testing.assert_allclose(fast["std"], exact["std"], rtol=0.01)
+    np.testing.assert_allclose(fast["mean"], exact["mean"], rtol=0.001)
+
+    monkeypatch.setattr(dataset_stats, "CALIBRATE_EVERY", 10**9)  # no image decoded fully
+    uncalibrated = compute_dataset_stats(root, workers=1, fast=True)
+    assert max(abs(u - e) / e for u, e in zip(uncalibrated["std"], exact["std"])) > 0.1
+
+
 def _segmentation(root: Path, mask_values: list[int], with_orphan: bool = False) -> None:
     for i, value in enumerate(mask_values):
         write(root / "train" / "images" / f"{i}.jpg", jpeg_bytes(i, size=(16, 16)))

@@ -68,7 +68,11 @@ class DecodedStore:
         return self._maps
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Sample ``index`` as its decoder gave it: ``(pixels, mask or None)``, copies.
+        """Sample ``index`` as its decoder gave it: ``(pixels, mask or None)``.
+
+        Views of the map, not copies: reading a sample moves no bytes until the pipeline
+        reads them. They are copy-on-write, so a pipeline that writes into its input gets
+        private pages and the store stays as built.
 
         Raises:
             ImageDecodeError: the file could not be decoded when the store was built.
@@ -77,19 +81,18 @@ class DecodedStore:
             raise ImageDecodeError(self.corrupt[index])
         offset, height, width = (int(v) for v in self.index[index])
         pixels, masks = self._mapped()
-        # Copies: the pipeline may write into its input, and the map must not be.
-        image = np.array(pixels[offset : offset + height * width * 3]).reshape(height, width, 3)
+        image = pixels[offset : offset + height * width * 3].reshape(height, width, 3)
         mask = None
         if masks is not None:
             start = offset // 3
-            mask = np.array(masks[start : start + height * width]).reshape(height, width)
+            mask = masks[start : start + height * width].reshape(height, width)
         return image, mask
 
 
 def _map(path: Path, dtype: np.dtype) -> np.ndarray:
     if path.stat().st_size == 0:  # mmap cannot map an empty file (a store of corrupt files only)
         return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
+    return np.memmap(path, dtype=dtype, mode="c")  # copy-on-write: see DecodedStore.read
 
 
 def _file_states(files: Sequence[tuple[Path, ...]]) -> list[list[list[int]]]:

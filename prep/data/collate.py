@@ -15,7 +15,7 @@ when a collate function is first looked up.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import torch
 
@@ -48,7 +48,20 @@ def _split_good(samples: Sequence[Any]) -> tuple[list[Any], tuple[CorruptSample,
 def _stack_images(good: list[Any]) -> torch.Tensor:
     if not good:
         return torch.empty((0, 0, 0, 3), dtype=torch.uint8)
-    return torch.stack([s[0] for s in good])
+    return stack(s[0] for s in good)
+
+
+def stack(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``, into shared memory when called in a loader worker: the batch then
+    goes to the training process as it is, instead of being copied there once more (as
+    torch's own default collate does)."""
+    tensors = list(tensors)
+    out = None
+    if torch.utils.data.get_worker_info() is not None and tensors:
+        first = tensors[0]
+        storage = first._typed_storage()._new_shared(sum(t.numel() for t in tensors), device=first.device)
+        out = first.new(storage).resize_(len(tensors), *first.shape)
+    return torch.stack(tensors, out=out)
 
 
 def uint8_channels_last_collate(samples: Sequence[Any]) -> Batch:
@@ -61,7 +74,7 @@ def uint8_channels_last_collate(samples: Sequence[Any]) -> Batch:
 def segmentation_collate(samples: Sequence[Any]) -> Batch:
     """(image uint8 HxWx3, mask HxW) samples -> Batch(N x H x W x 3 uint8, N x H x W int64)."""
     good, skipped = _split_good(samples)
-    masks = torch.stack([s[1].long() for s in good]) if good else torch.empty((0, 0, 0), dtype=torch.int64)
+    masks = stack(s[1].long() for s in good) if good else torch.empty((0, 0, 0), dtype=torch.int64)
     return Batch(_stack_images(good), masks, skipped)
 
 
