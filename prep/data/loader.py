@@ -117,47 +117,59 @@ class ThreadedLoader:
         self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
         self.collate_fn, self.num_workers, self.drop_last, self.pin_memory = collate_fn, threads, drop_last, pin_memory
         self.prefetch = prefetch * threads
+        self._pool = None
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Any]:
-        import copy
-        import threading
         from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
 
         keys = list(self.sampler)
         groups = [keys[i : i + self.batch_size] for i in range(0, len(keys), self.batch_size)]
         if self.drop_last and groups and len(groups[-1]) < self.batch_size:
             groups.pop()
-        local = threading.local()
-
-        def make(group: list) -> Any:
-            dataset = getattr(local, "dataset", None)
-            if dataset is None:  # this thread's own pipeline: augmenting draws from it
-                dataset = local.dataset = copy.copy(self.dataset)
-                dataset.transform = copy.deepcopy(self.dataset.transform)
-            batch = self.collate_fn(dataset.__getitems__(group))
-            if self.pin_memory:
-                from torch.utils.data._utils.pin_memory import pin_memory
-
-                batch = pin_memory(batch)
-            return batch
-
-        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="prep-loader")
+        pool = self._threads()
+        pending = deque(pool.submit(self._make, group) for group in groups[: self.prefetch])
+        following = iter(groups[self.prefetch :])
         try:
-            pending = deque(pool.submit(make, group) for group in groups[: self.prefetch])
-            following = iter(groups[self.prefetch :])
             while pending:
                 batch = pending.popleft().result()
                 group = next(following, None)
                 if group is not None:
-                    pending.append(pool.submit(make, group))
+                    pending.append(pool.submit(self._make, group))
                 yield batch
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        finally:  # an epoch left early: the batches made ahead are not needed
+            for future in pending:
+                future.cancel()
+            for future in pending:
+                if not future.cancelled():
+                    future.exception()  # wait, so that the next epoch starts clean
+
+    def _threads(self):
+        """The threads, started once and kept across epochs (like persistent workers)."""
+        if self._pool is None:
+            import threading
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._local = threading.local()
+            self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="prep-loader")
+        return self._pool
+
+    def _make(self, group: list) -> Any:
+        import copy
+
+        dataset = getattr(self._local, "dataset", None)
+        if dataset is None:  # this thread's own pipeline: augmenting draws from it
+            dataset = self._local.dataset = copy.copy(self.dataset)
+            dataset.transform = copy.deepcopy(self.dataset.transform)
+        batch = self.collate_fn(dataset.__getitems__(group))
+        if self.pin_memory:
+            from torch.utils.data._utils.pin_memory import pin_memory
+
+            batch = pin_memory(batch)
+        return batch
 
 
 class ReportingLoader:
