@@ -222,9 +222,13 @@ def prepare_run(
         progress=progress,
     )
     # Last, when everything else has been checked: building a cache decodes every image once.
-    cache = cache_datasets(
-        options.cache, root, datasets, workers=options.workers, builds=world.local_rank == 0, progress=progress,
-    )
+    # Under torchrun the first process of each machine builds it; the others then take it.
+    world.join(device)
+    if world.local_rank == 0:
+        cache = cache_datasets(options.cache, root, datasets, workers=options.workers, progress=progress)
+    world.barrier()
+    if world.local_rank != 0:
+        cache = cache_datasets(options.cache, root, datasets, builds=False)
     train_loader = loader(datasets["train"], train_collate, True)
     valid_loader = loader(datasets["valid"], valid_collate, False) if with_valid else None
     recorded = replace(

@@ -369,3 +369,33 @@ def test_a_corrupt_file_met_while_building_is_named_once_and_skipped(photos: Pat
     assert str(broken) in json.loads(result.stdout)["skipped_images"]
     store = DecodedStore(next((photos / ".prep" / "cache").glob("train-*")))
     assert len(store.corrupt) == 1
+
+
+# -- torchrun --------------------------------------------------------------------------------------
+
+def _cached_rank(rank: int, port: int, root: str, out: str) -> None:
+    """One of two Gloo processes training with the default cache; writes what its header said."""
+    from prep.run_config import TrainOptions
+    from prep.training import train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    summary = train(Path(root), TrainOptions(
+        weights="none", normalize="imagenet", epochs=1, image_size=32, batch_size=4, workers=0, device="cpu",
+        run_dir=Path(out) / "run",
+    ))
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(summary["setup"]))
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_torchrun_the_first_process_builds_and_the_other_takes_its_cache(photos: Path, tmp_path: Path):
+    from conftest import run_two_gloo_ranks
+
+    run_two_gloo_ranks(_cached_rank, (str(photos), str(tmp_path)), seconds=180)
+    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert first["cache"] == second["cache"] == "disk"
+    assert "built in" in first["cache_about"]
+    assert "built by the first process of this machine" in second["cache_about"]
+    assert sorted(p.name.split("-")[0] for p in (photos / ".prep" / "cache").iterdir()) == ["train", "valid"]

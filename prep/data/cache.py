@@ -286,13 +286,3 @@ def _replace(partial: Path, folder: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         partial.rename(folder)
-
-
-def wait_for_store(folder: Path, files: Sequence[tuple[Path, ...]], decoder_key: str, poll_s: float = 0.5) -> DecodedStore:
-    """Under torchrun, the store another process of this machine is building, once it is
-    finished (torchrun stops every process if that one fails)."""
-    while True:
-        store = open_store(folder, files, decoder_key)
-        if store is not None:
-            return store
-        time.sleep(poll_s)

@@ -12,7 +12,7 @@
 
 The size is estimated from image headers before anything is decoded, and shown in the
 progress bar's title while the stores are built. Under torchrun, the first process of each
-machine builds and the others wait for it.
+machine builds while the others wait at a barrier, then take what it built.
 """
 
 from __future__ import annotations
@@ -221,15 +221,17 @@ def cache_datasets(
     that are missing or stale; see the module docstring for ``mode``.
 
     Args:
-        builds: this process builds the stores; under torchrun only the first process of
-            each machine does, and the others wait for its stores.
+        builds: this process may build the stores. Under torchrun only the first process
+            of each machine does; the others, called after it has finished, use the
+            stores it left and read the files themselves where it left none (the batches
+            are the same either way, so no process ever waits on another's cache).
         workers: processes that decode while building (default: all cores).
 
     Raises:
         CacheError: ``disk`` or ``ram`` was asked for and the cache does not fit there.
         OSError: a store cannot be written (the CLI names the path and the cause).
     """
-    from prep.data.cache import build_store, open_store, store_folder, wait_for_store
+    from prep.data.cache import build_store, open_store, store_folder
 
     check_cache(mode)
     if mode == "off":
@@ -239,6 +241,8 @@ def cache_datasets(
         return CacheReport(None, "off (this task's datasets cannot be cached)")
     files = {split: [d.sample_files(i) for i in range(len(d))] for split, d in cacheable.items()}
     keys = {split: d.decoder.key for split, d in cacheable.items()}
+    if not builds:
+        return _attach_built(root, cacheable, files, keys)
     on_disk = {split: open_store(store_folder(_disk_folder(root), split, keys[split]), files[split], keys[split]) for split in cacheable}
     if mode in ("auto", "disk") and all(store is not None for store in on_disk.values()):
         for split, store in on_disk.items():
@@ -257,15 +261,29 @@ def cache_datasets(
         store = on_disk[split] if plan.where == "disk" else open_store(folder, files[split], keys[split])
         if store is not None:
             report.reused.append(split)
-        elif builds:
+        else:
             description = f"Caching {split} images at {_side(dataset)} (about {human_bytes(estimates[split])}, {plan.where})"
             store = build_store(folder, files[split], dataset.decoder, workers=workers or os.cpu_count() or 1, progress=progress, description=description)
-        else:
-            store = wait_for_store(folder, files[split], keys[split])
         dataset.cache = store
         report.stores[split] = store
         report.nbytes += store.nbytes
     report.built_s = time.perf_counter() - began if len(report.reused) < len(report.stores) else 0.0
+    return report
+
+
+def _attach_built(root: Path, datasets: dict[str, Any], files: dict[str, list], keys: dict[str, str]) -> CacheReport:
+    """Attach the up-to-date stores another process built, on disk or in memory."""
+    from prep.data.cache import open_store, store_folder
+
+    report = CacheReport(None, "off (the first process of this machine built no cache)")
+    for where, base in (("disk", _disk_folder(root)), ("ram", _ram_folder(root))):
+        for split, dataset in datasets.items():
+            store = dataset.cache or open_store(store_folder(base, split, keys[split]), files[split], keys[split])
+            if store is not None and split not in report.stores:
+                dataset.cache = report.stores[split] = store
+                report.where, report.reason = where, f"{where} (built by the first process of this machine)"
+                report.nbytes += store.nbytes
+                report.reused.append(split)
     return report
 
 
