@@ -245,7 +245,7 @@ def test_progress_shows_each_epoch_with_live_loss_and_images_per_second(dataset_
     assert names == [("Epoch 1/2", len(train)), ("Validating", len(valid)), ("Epoch 2/2", len(train)), ("Validating", len(valid))]
     epoch_updates = progress.tasks[0][2]
     assert sum(n for n, _ in epoch_updates) == len(train)
-    assert all(re.fullmatch(r"loss \d+\.\d{4} · \d+ img/s · loader \d+ img/s", status) for _, status in epoch_updates)
+    assert all(re.fullmatch(r"loss \d+\.\d{4} · [\d,]+ img/s · loader [\d,]+ img/s", status) for _, status in epoch_updates)
 
 
 class PlainNet(torch.nn.Module):

@@ -185,10 +185,10 @@ def _to_device(value: Any, device: torch.device) -> Any:
 def _live_status(loss: float, images_per_s: float, loader: Any, world_size: int) -> str:
     """The epoch bar's text: the running loss, the training speed, and what the loader can
     make (when it is much more than the speed, the model is what limits training)."""
-    status = f"loss {loss:.4f} · {images_per_s:.0f} img/s"
+    status = f"loss {loss:.4f} · {images_per_s:,.0f} img/s"
     stats = getattr(loader, "stats", None)
     if stats is not None and stats.images_per_s is not None:
-        status += f" · loader {stats.images_per_s * world_size:.0f} img/s"
+        status += f" · loader {stats.images_per_s * world_size:,.0f} img/s"
     return status
 
 
