@@ -232,15 +232,15 @@ def test_a_build_killed_half_way_leaves_nothing_that_is_read(photos: Path):
         write(photos / "train" / "cat" / f"big{i}.jpg", jpeg_bytes(500 + i, size=(900, 700)))
     script = f"""
 import time
-from prep.data import datasets
+from prep.data import datasets, decoders
 from prep.data.cache_plan import cache_datasets
 from prep.augment.presets import build_pipeline
 from prep.data.resolution import source_side
-slow = datasets.ImageDecoder.__call__
+slow = decoders.ImageDecoder.__call__
 def crawl(self, files):
     time.sleep(0.05)
     return slow(self, files)
-datasets.ImageDecoder.__call__ = crawl
+decoders.ImageDecoder.__call__ = crawl
 t = build_pipeline("light", 32, train=True, seed=0)
 d = datasets.ClassificationDataset({str(photos)!r}, "train", transform=t, decode_side=source_side(t))
 print("building", flush=True)

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from prep.fsutil import fsync_dir
 from prep.images import ImageDecodeError
 from prep.parallel import imap_chunks
 from prep.progress import NO_PROGRESS, Progress
@@ -186,8 +187,12 @@ def build_store(
             "corrupt": {str(k): v for k, v in corrupt.items()}, "mask_dtype": mask_dtype, "nbytes": nbytes,
             "built": time.time(),
         }
-        (partial / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        with open(partial / "meta.json", "w", encoding="utf-8") as meta_file:
+            json.dump(meta, meta_file)
+            meta_file.flush()
+            os.fsync(meta_file.fileno())
         _replace(partial, folder)
+        fsync_dir(folder.parent)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -248,6 +253,11 @@ def _write_samples(partial, files, todo, paths, states, decoder, previous, worke
                     if mask_dtype is None or np.dtype(mask.dtype).itemsize > np.dtype(mask_dtype).itemsize:
                         mask_dtype = _widen_masks(mask_file, mask_dtype, mask.dtype, partial)
                     mask_file.write(np.ascontiguousarray(_as_mask_type(mask, mask_dtype)).data)
+            # On disk before the store is renamed into place, so that even a power cut never
+            # leaves a finished-looking store with missing pixels.
+            for written in (pixel_file, mask_file):
+                written.flush()
+                os.fsync(written.fileno())
     nbytes = offset + (offset // 3) * (np.dtype(mask_dtype).itemsize if mask_dtype else 0)
     return index, corrupt, (np.dtype(mask_dtype).name if mask_dtype else None), nbytes
 

@@ -103,6 +103,7 @@ def _free_space(folder: Path) -> int:
 
 
 def human_bytes(n: float) -> str:
+    """``n`` bytes in decimal units (``720.3 MB``)."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -131,19 +132,19 @@ def plan_cache(mode: str, root: Path, nbytes: int, reusable: int = 0) -> CachePl
     ram_room = SHARE * min(_available_memory(), _free_space(SHARED_MEMORY) if SHARED_MEMORY.is_dir() else 0)
     if mode == "disk":
         if nbytes > disk_room:
-            raise CacheError(f"--cache disk: the decoded cache needs about {size}, more than half the free space under {disk.parent} ({human_bytes(disk_room - reusable)}); use --cache ram, or --cache off")
+            raise CacheError(f"--cache disk: the decoded cache needs about {size}, and half the free space under {disk.parent} is {human_bytes(disk_room - reusable)}; use --cache ram, or --cache off")
         return CachePlan("disk", disk, nbytes, "disk (--cache disk)")
     if mode == "ram":
         if nbytes > ram_room:
-            raise CacheError(f"--cache ram: the decoded cache needs about {size}, more than half the memory available ({human_bytes(ram_room)}); use --cache disk, or --cache off")
+            raise CacheError(f"--cache ram: the decoded cache needs about {size}, and half the available memory is {human_bytes(ram_room)}; use --cache disk, or --cache off")
         return CachePlan("ram", ram, nbytes, "ram (--cache ram)")
     if nbytes <= disk_room:
         return CachePlan("disk", disk, nbytes, "disk (auto: it fits in half the free disk)")
     if nbytes <= ram_room:
         return CachePlan("ram", ram, nbytes, "ram (auto: the disk is read-only or too full, and it fits in half the available memory)")
     return CachePlan(None, None, nbytes, (
-        f"off (auto: it would need about {size}, more than half the free disk ({human_bytes(disk_room)}) "
-        f"or of the available memory ({human_bytes(ram_room)}); every epoch decodes again)"
+        f"off (auto: it would need about {size}, and half the free disk is {human_bytes(disk_room)}, "
+        f"half the available memory {human_bytes(ram_room)}; every epoch decodes again)"
     ))
 
 
@@ -263,7 +264,8 @@ def cache_datasets(
             report.reused.append(split)
         else:
             description = f"Caching {split} images at {_side(dataset)} (about {human_bytes(estimates[split])}, {plan.where})"
-            store = build_store(folder, files[split], dataset.decoder, workers=workers or os.cpu_count() or 1, progress=progress, description=description)
+            processes = max(1, workers if workers is not None else os.cpu_count() or 1)  # --workers 0: this process
+            store = build_store(folder, files[split], dataset.decoder, workers=processes, progress=progress, description=description)
         dataset.cache = store
         report.stores[split] = store
         report.nbytes += store.nbytes

@@ -21,9 +21,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from prep.data.decoders import ImageDecoder, ImageMaskDecoder
 from prep.data.splits import class_names, classification_samples, find_split_dirs, segmentation_pairs
 from prep.errors import DatasetNotFoundError
-from prep.images import ImageDecodeError, load_rgb_at_side
+from prep.images import ImageDecodeError
 from prep.layout import canonical_split_name
 
 
@@ -67,58 +68,6 @@ class _SeedsOncePerBatch:
     def __getitem__(self, key):
         index, seed = _key(key)
         return self._item(index, seed)
-
-
-class ImageDecoder:
-    """Sample files ``(image,)`` -> ``(H x W x 3 uint8 pixels, None)``, the short side
-    brought down to ``side`` (``prep.images.load_rgb_at_side``). Picklable, for workers."""
-
-    def __init__(self, side: int | None) -> None:
-        self.side = side
-
-    @property
-    def key(self) -> str:
-        """Everything but the files that decides what this decoder returns (for a cache)."""
-        return f"rgb side={self.side}"
-
-    def __call__(self, files: tuple[Path, ...]) -> tuple[np.ndarray, None]:
-        return load_rgb_at_side(files[0], self.side), None
-
-
-class ImageMaskDecoder(ImageDecoder):
-    """Sample files ``(image, mask)`` -> ``(pixels, H x W mask)``: the image as for
-    ``ImageDecoder``, the mask read at the image's size by ``decode_mask`` and stored small,
-    uint8 (uint16 from 255 classes) with the ignored pixels at the type's largest value."""
-
-    def __init__(self, side: int | None, decode_mask: Any) -> None:
-        super().__init__(side)
-        self.decode_mask = decode_mask
-
-    @property
-    def key(self) -> str:
-        return f"{super().key} masks={describe(self.decode_mask)}"
-
-    def __call__(self, files: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray]:
-        from prep.segmentation.masks import IGNORE_INDEX
-
-        pixels = load_rgb_at_side(files[0], self.side)
-        try:
-            mask = self.decode_mask(files[1], pixels.shape[:2])
-        except (OSError, ValueError) as exc:
-            raise ImageDecodeError(f"{files[1]}: {exc}") from None
-        # Augmentations resize masks with OpenCV, which takes 8- and 16-bit masks; the ignore
-        # value travels as the largest value of the type.
-        small = np.uint8 if mask.max(initial=0) < 255 else np.uint16
-        return pixels, np.where(mask == IGNORE_INDEX, np.iinfo(small).max, mask).astype(small)
-
-
-def describe(value: Any) -> str:
-    """A stable description of a decoding setting, for cache keys: a function's name, or an
-    object's class and state."""
-    if callable(value) and hasattr(value, "__qualname__"):  # a function
-        return f"{value.__module__}.{value.__qualname__}"
-    state = ", ".join(f"{k}={v!r}" for k, v in sorted(vars(value).items())) if hasattr(value, "__dict__") else repr(value)
-    return f"{type(value).__module__}.{type(value).__qualname__}({state})"
 
 
 class _Decoded:
