@@ -143,6 +143,20 @@ def test_worker_processes_map_the_store_instead_of_receiving_a_copy(photos: Path
     assert _same(_batches(dataset, workers=2, collate=plain_collate), _batches(_classification(photos), workers=0))
 
 
+def test_an_epoch_left_early_leaves_the_threads_ready_for_the_next(photos: Path):
+    dataset = _classification(photos)
+    cache_datasets("disk", photos, {"train": dataset})
+    loader = create_loader(dataset, 2, train=True, workers=2, seed=3)
+    loader.set_epoch(0)
+    for _ in loader:  # a Ctrl-C after the first batch: the loop breaks
+        break
+    loader.set_epoch(1)
+    again = [batch.inputs.clone() for batch in loader]
+    fresh = create_loader(_classification(photos), 2, train=True, workers=0, seed=3)
+    fresh.set_epoch(1)
+    assert len(again) == len(fresh) and all(torch.equal(a, b.inputs) for a, b in zip(again, fresh))
+
+
 def test_threads_make_the_batches_of_a_cached_dataset_and_they_are_the_same(photos: Path, tmp_path: Path):
     from prep.data.loader import ThreadedLoader
 

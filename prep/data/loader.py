@@ -75,7 +75,7 @@ class LoaderStats:
         images: images delivered.
         work_s: seconds the workers spent making them.
         wait_s: seconds the training loop waited for a batch.
-        workers: worker processes (0: the main process did the work).
+        workers: worker processes or threads (0: the training loop's own thread did the work).
     """
 
     images: int = 0
