@@ -240,6 +240,22 @@ def test_an_interrupted_build_is_never_served_and_is_cleaned_up(photos: Path):
     assert open_store(folder, files, dataset.decoder.key) is None
 
 
+def test_a_store_whose_files_were_cut_short_is_rebuilt_not_read(photos: Path, tmp_path: Path):
+    root = make_segmentation_dataset(tmp_path / "seg", per_split={"train": 4, "valid": 2}, size=40)
+    for name, dataset in (("photos", _classification(photos)), ("masks", SegmentationDataset(root, "train", decode_side=32))):
+        cache_datasets("disk", dataset.root, {"train": dataset})
+        store = dataset.cache
+        assert store.complete(), name
+        victim = store.folder / ("masks.u8" if name == "masks" else "pixels.u8")
+        os.truncate(victim, victim.stat().st_size - 7)
+        files = [dataset.sample_files(i) for i in range(len(dataset))]
+        assert open_store(store.folder, files, dataset.decoder.key) is None, name
+        again = type(dataset).__new__(type(dataset))
+        again.__dict__.update(dataset.__dict__, cache=None)
+        report = cache_datasets("disk", dataset.root, {"train": again})
+        assert report.reused == [] and again.cache.complete(), name
+
+
 @pytest.mark.slow
 def test_a_build_killed_half_way_leaves_nothing_that_is_read(photos: Path):
     for i in range(40):  # enough work to kill it in the middle
@@ -368,6 +384,25 @@ def test_auto_uses_memory_when_the_disk_is_full_and_a_cache_asked_for_where_it_d
     assert result.exit_code == 1
     assert "--cache disk: the decoded cache needs about" in result.output and "use --cache ram, or --cache off" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_disk_that_fills_up_while_building_is_one_line_and_leaves_nothing(photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import errno
+
+    from prep.data import cache
+
+    def full(partial, *args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(partial / "pixels.u8"))
+
+    monkeypatch.setattr(cache, "_write_samples", full)
+    result = runner.invoke(app, [
+        "train", str(photos), "--weights", "none", "--image-size", "32", "--workers", "0", "--epochs", "1",
+        "--run-dir", str(tmp_path / "r"),
+    ])
+    assert result.exit_code == 1
+    [line] = [l for l in result.output.splitlines() if l.strip()][-1:]
+    assert "pixels.u8" in line and "the disk is full" in line and "Traceback" not in result.output
+    assert list((photos / ".prep" / "cache").iterdir()) == [] and not (tmp_path / "r").exists()
 
 
 # -- Bad files ------------------------------------------------------------------------------------

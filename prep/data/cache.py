@@ -56,6 +56,17 @@ class DecodedStore:
     def __len__(self) -> int:
         return len(self.index)
 
+    def complete(self) -> bool:
+        """Whether the files hold every byte the index points to (a store whose files were
+        cut short, by hand or by a full disk, is rebuilt rather than read past its end)."""
+        pixels = self.nbytes if self.mask_dtype is None else self.nbytes * 3 // (3 + self.mask_dtype.itemsize)
+        try:
+            sizes = [(self.folder / "pixels.u8").stat().st_size, (self.folder / "masks.u8").stat().st_size]
+        except OSError:
+            return False
+        masks = pixels // 3 * self.mask_dtype.itemsize if self.mask_dtype is not None else 0
+        return sizes == [pixels, masks]
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__, _maps=None)
         state.pop("files")  # workers read by index; the file list is for checking freshness
@@ -127,6 +138,8 @@ def open_store(folder: Path, files: Sequence[tuple[Path, ...]], decoder_key: str
         return None
     paths = [[str(p) for p in sample] for sample in files]
     if store.decoder_key != decoder_key or store.files[0] != paths or store.files[1] != _file_states(files):
+        return None
+    if not store.complete():
         return None
     return store
 
@@ -209,7 +222,7 @@ def _previous_samples(folder: Path, decoder_key: str) -> dict[tuple, tuple[Decod
         store = DecodedStore(folder)
     except (OSError, ValueError, KeyError):
         return {}
-    if store.decoder_key != decoder_key:
+    if store.decoder_key != decoder_key or not store.complete():
         return {}
     paths, states = store.files
     return {
