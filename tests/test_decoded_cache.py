@@ -115,15 +115,19 @@ def test_cached_and_uncached_batches_are_identical_for_the_same_seed_and_epoch(p
 def test_segmentation_masks_are_cached_with_their_images(tmp_path: Path):
     root = make_segmentation_dataset(tmp_path / "seg", per_split={"train": 6, "valid": 2}, size=48, classes=3)
 
-    def dataset():
-        transform = build_pipeline("light", 32, train=True, task="segmentation", seed=0)
-        return SegmentationDataset(root, "train", transform=transform, decode_side=source_side(transform))
+    from prep.segmentation.masks import ClassMapping, MaskDecoder
 
-    uncached = _batches(dataset(), collate=segmentation_collate)
-    cached_dataset = dataset()
-    cache_datasets("disk", root, {"train": cached_dataset})
-    assert cached_dataset.cache.mask_dtype == np.uint8
-    assert _same(_batches(cached_dataset, collate=segmentation_collate), uncached)
+    def dataset(decode_mask=None):
+        transform = build_pipeline("light", 32, train=True, task="segmentation", seed=0)
+        return SegmentationDataset(root, "train", transform=transform, decode_side=source_side(transform), decode_mask=decode_mask)
+
+    # As training reads them (the task's decoder, 3 classes: one byte a pixel), and as stored.
+    for decode_mask, dtype in ((MaskDecoder(None, ClassMapping((0, 1, 2))), np.uint8), (None, np.uint16)):
+        uncached = _batches(dataset(decode_mask), collate=segmentation_collate)
+        cached_dataset = dataset(decode_mask)
+        cache_datasets("disk", root, {"train": cached_dataset})
+        assert cached_dataset.cache.mask_dtype == dtype
+        assert _same(_batches(cached_dataset, collate=segmentation_collate), uncached)
 
 
 def plain_collate(samples):

@@ -144,17 +144,6 @@ def open_store(folder: Path, files: Sequence[tuple[Path, ...]], decoder_key: str
     return store
 
 
-def _decode_chunk(files: Sequence[tuple[Path, ...]], decoder: Any) -> list[Any]:
-    """A build worker's job: each sample decoded, or the reason it could not be."""
-    out = []
-    for paths in files:
-        try:
-            out.append(decoder(paths))
-        except ImageDecodeError as exc:
-            out.append(str(exc))
-    return out
-
-
 def _remove_stale_partials(base: Path) -> None:
     """Remove what killed builds on this machine left (their process is gone)."""
     host = socket.gethostname()
@@ -231,72 +220,119 @@ def _previous_samples(folder: Path, decoder_key: str) -> dict[tuple, tuple[Decod
     }
 
 
+class _StoreWriter:
+    """Writes samples into a store being built, from any process: each sample's space is
+    taken from a counter in shared memory and its bytes written there (``os.pwrite``), so
+    decoded pixels never travel between processes. Masks go to the same place in
+    ``masks.u8``, scaled by their item size. The index records where each sample went."""
+
+    def __init__(self, partial: Path, mask_dtype: np.dtype | None) -> None:
+        import multiprocessing
+
+        self.partial, self.mask_dtype = partial, mask_dtype
+        self.next_offset = multiprocessing.get_context("fork").Value("q", 0)
+        self._fds: tuple[int, int] | None = None
+        self._pid: int | None = None
+        for name in ("pixels.u8", "masks.u8"):
+            (partial / name).touch()
+
+    def _files(self) -> tuple[int, int]:
+        if self._pid != os.getpid():  # a forked worker opens its own descriptors
+            self._fds = tuple(os.open(self.partial / name, os.O_WRONLY) for name in ("pixels.u8", "masks.u8"))
+            self._pid = os.getpid()
+        return self._fds
+
+    def write(self, pixels: np.ndarray, mask: np.ndarray | None) -> tuple[int, int, int]:
+        """Write one sample; return its index row ``(offset, height, width)``."""
+        height, width = pixels.shape[:2]
+        with self.next_offset.get_lock():
+            offset = self.next_offset.value
+            self.next_offset.value += height * width * 3
+        pixel_fd, mask_fd = self._files()
+        _pwrite_all(pixel_fd, np.ascontiguousarray(pixels, dtype=np.uint8), offset)
+        if mask is not None:
+            _pwrite_all(mask_fd, np.ascontiguousarray(_as_mask_type(mask, self.mask_dtype)), offset // 3 * self.mask_dtype.itemsize)
+        return offset, height, width
+
+    def finish(self) -> int:
+        """Flush both files to the disk; return the bytes written. On disk before the store
+        is renamed into place, so that even a power cut never leaves a finished-looking
+        store with missing pixels."""
+        for name in ("pixels.u8", "masks.u8"):
+            fd = os.open(self.partial / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        pixels = self.next_offset.value
+        return pixels + (pixels // 3 * self.mask_dtype.itemsize if self.mask_dtype is not None else 0)
+
+
+def _pwrite_all(fd: int, array: np.ndarray, offset: int) -> None:
+    view = memoryview(array).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+_writer: _StoreWriter | None = None  # the build in progress, inherited by forked workers
+
+
+def _decode_and_write(chunk: Sequence[tuple[int, tuple[Path, ...]]], decoder: Any) -> list[tuple]:
+    """A build worker's job: decode each sample and write it; ``(index, offset, height,
+    width)`` for each, or ``(index, reason)`` for a file that cannot be decoded."""
+    rows = []
+    for index, paths in chunk:
+        try:
+            pixels, mask = decoder(paths)
+        except ImageDecodeError as exc:
+            rows.append((index, str(exc)))
+            continue
+        rows.append((index, *_writer.write(pixels, mask)))
+    return rows
+
+
 def _write_samples(partial, files, todo, paths, states, decoder, previous, workers, progress, description):
-    """Append every sample to the store's files, in index order; decoded ones come from
-    worker processes (``imap_chunks``), unchanged ones are copied from the older store."""
+    """Write every sample into the store's files: the changed ones decoded and written by
+    worker processes (``imap_chunks``), the unchanged ones copied from the older store."""
+    global _writer
+
+    mask_dtype = getattr(decoder, "mask_dtype", None)
     index = np.zeros((len(files), 3), dtype=np.int64)
     corrupt: dict[int, str] = {}
-    mask_dtype = None
-    offset = 0
-
-    with progress.task(description, len(files)) as advance:
-        copied = len(files) - len(todo)
-        if copied:
-            advance(copied)
-        chunks = imap_chunks(
-            _decode_chunk, [files[i] for i in todo], decoder, chunk_size=16, workers=workers, min_items=64,
-            advance=advance,
-        )
-        decoded = (sample for chunk in chunks for sample in chunk)
-        with open(partial / "pixels.u8", "wb") as pixel_file, open(partial / "masks.u8", "wb") as mask_file:
+    _writer = writer = _StoreWriter(partial, mask_dtype)
+    try:
+        with progress.task(description, len(files)) as advance:
+            todo_set = set(todo)
             for i in range(len(files)):
-                old = previous.get((tuple(paths[i]), _frozen(states[i])))
-                sample = old[0].read(old[1]) if old is not None else next(decoded)
-                if isinstance(sample, str):
-                    corrupt[i] = sample
-                    index[i] = (offset, 0, 0)
-                    continue
-                pixels, mask = sample
-                height, width = pixels.shape[:2]
-                index[i] = (offset, height, width)
-                pixel_file.write(np.ascontiguousarray(pixels, dtype=np.uint8).data)
-                offset += height * width * 3
-                if mask is not None:
-                    # One type for the whole store: 16 bits as soon as one mask needs them.
-                    if mask_dtype is None or np.dtype(mask.dtype).itemsize > np.dtype(mask_dtype).itemsize:
-                        mask_dtype = _widen_masks(mask_file, mask_dtype, mask.dtype, partial)
-                    mask_file.write(np.ascontiguousarray(_as_mask_type(mask, mask_dtype)).data)
-            # On disk before the store is renamed into place, so that even a power cut never
-            # leaves a finished-looking store with missing pixels.
-            for written in (pixel_file, mask_file):
-                written.flush()
-                os.fsync(written.fileno())
-    nbytes = offset + (offset // 3) * (np.dtype(mask_dtype).itemsize if mask_dtype else 0)
-    return index, corrupt, (np.dtype(mask_dtype).name if mask_dtype else None), nbytes
+                if i not in todo_set:
+                    store, position = previous[(tuple(paths[i]), _frozen(states[i]))]
+                    index[i] = writer.write(*store.read(position))
+            if len(files) > len(todo):
+                advance(len(files) - len(todo))
+            chunks = imap_chunks(
+                _decode_and_write, [(i, files[i]) for i in todo], decoder, chunk_size=16, workers=workers,
+                min_items=64, advance=advance,
+            )
+            for rows in chunks:
+                for row in rows:
+                    if isinstance(row[1], str):
+                        corrupt[row[0]] = row[1]
+                    else:
+                        index[row[0]] = row[1:]
+        nbytes = writer.finish()
+    finally:
+        _writer = None
+    return index, corrupt, (mask_dtype.name if mask_dtype is not None else None), nbytes
 
 
 def _as_mask_type(mask: np.ndarray, dtype: Any) -> np.ndarray:
     """``mask`` in ``dtype``, its ignored pixels (the largest value of its type) moved to
-    the largest value of ``dtype``."""
+    the largest value of ``dtype`` (a store's masks read back from an older store)."""
     dtype = np.dtype(dtype)
     if mask.dtype == dtype:
         return mask
     return np.where(mask == np.iinfo(mask.dtype).max, np.iinfo(dtype).max, mask).astype(dtype)
-
-
-def _widen_masks(mask_file, current, wanted, partial: Path) -> str:
-    """The masks' type once a mask of type ``wanted`` arrives; the masks written so far
-    are rewritten in it when it is wider (uint8 -> uint16, keeping the ignore value the
-    type's largest)."""
-    wanted = np.dtype(wanted)
-    if current is None:
-        return wanted.name
-    mask_file.flush()
-    widened = _as_mask_type(np.fromfile(partial / "masks.u8", dtype=np.dtype(current)), wanted)
-    mask_file.seek(0)
-    mask_file.truncate()
-    mask_file.write(widened.data)
-    return wanted.name
 
 
 def _replace(partial: Path, folder: Path) -> None:

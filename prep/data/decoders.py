@@ -34,7 +34,7 @@ class ImageDecoder:
 class ImageMaskDecoder(ImageDecoder):
     """Sample files ``(image, mask)`` -> ``(pixels, H x W mask)``: the image as for
     ``ImageDecoder``, the mask read at the image's size by ``decode_mask`` and stored small,
-    uint8 (uint16 from 255 classes) with the ignored pixels at the type's largest value."""
+    in ``mask_dtype``, with the ignored pixels at the type's largest value."""
 
     def __init__(self, side: int | None, decode_mask: Any) -> None:
         super().__init__(side)
@@ -43,6 +43,14 @@ class ImageMaskDecoder(ImageDecoder):
     @property
     def key(self) -> str:
         return f"{super().key} masks={describe(self.decode_mask)}"
+
+    @property
+    def mask_dtype(self) -> np.dtype:
+        """One type for every mask: uint8 while the classes and the ignore value fit in it
+        (a ``MaskDecoder`` of fewer than 255 classes), else uint16 (masks read as stored)."""
+        mapping = getattr(self.decode_mask, "mapping", None)
+        classes = len(mapping.ids) if mapping is not None else None
+        return np.dtype(np.uint8 if classes is not None and classes < 255 else np.uint16)
 
     def __call__(self, files: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray]:
         from prep.segmentation.masks import IGNORE_INDEX
@@ -54,7 +62,7 @@ class ImageMaskDecoder(ImageDecoder):
             raise ImageDecodeError(f"{files[1]}: {exc}") from None
         # Augmentations resize masks with OpenCV, which takes 8- and 16-bit masks; the ignore
         # value travels as the largest value of the type.
-        small = np.uint8 if mask.max(initial=0) < 255 else np.uint16
+        small = self.mask_dtype
         return pixels, np.where(mask == IGNORE_INDEX, np.iinfo(small).max, mask).astype(small)
 
 
