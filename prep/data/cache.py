@@ -30,12 +30,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from prep.fsutil import fsync_dir
+from prep.fsutil import atomic_write_json, fsync_dir
 from prep.images import ImageDecodeError
 from prep.parallel import imap_chunks
 from prep.progress import NO_PROGRESS, Progress
 
-FORMAT = "prep-decoded-cache/1"
+FORMAT = "prep-decoded-cache/2"  # 2: one mask type per decoder
 
 
 class DecodedStore:
@@ -59,13 +59,13 @@ class DecodedStore:
     def complete(self) -> bool:
         """Whether the files hold every byte the index points to (a store whose files were
         cut short, by hand or by a full disk, is rebuilt rather than read past its end)."""
-        pixels = self.nbytes if self.mask_dtype is None else self.nbytes * 3 // (3 + self.mask_dtype.itemsize)
+        pixels = int((self.index[:, 1] * self.index[:, 2]).sum())  # corrupt samples are 0 x 0
+        masks = pixels * self.mask_dtype.itemsize if self.mask_dtype is not None else 0
         try:
             sizes = [(self.folder / "pixels.u8").stat().st_size, (self.folder / "masks.u8").stat().st_size]
         except OSError:
             return False
-        masks = pixels // 3 * self.mask_dtype.itemsize if self.mask_dtype is not None else 0
-        return sizes == [pixels, masks]
+        return sizes == [pixels * 3, masks]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__, _maps=None)
@@ -107,7 +107,7 @@ def _map(path: Path, dtype: np.dtype) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="c")  # copy-on-write: see DecodedStore.read
 
 
-def _file_states(files: Sequence[tuple[Path, ...]]) -> list[list[list[int]]]:
+def file_states(files: Sequence[tuple[Path, ...]]) -> list[list[list[int]]]:
     """Each sample's files' ``[size, mtime_ns]``, what tells that a file changed."""
     states = []
     for paths in files:
@@ -127,9 +127,10 @@ def store_folder(base: Path, split: str, decoder_key: str) -> Path:
     return base / f"{split}-{digest}"
 
 
-def open_store(folder: Path, files: Sequence[tuple[Path, ...]], decoder_key: str) -> DecodedStore | None:
+def open_store(folder: Path, files: Sequence[tuple[Path, ...]], decoder_key: str, states: list | None = None) -> DecodedStore | None:
     """The store in ``folder`` when it is complete and holds exactly ``files`` as they are
-    now, decoded with ``decoder_key``; else None."""
+    now, decoded with ``decoder_key``; else None. ``states``: ``file_states(files)``, when
+    the caller has it already."""
     if not (folder / "meta.json").is_file():
         return None
     try:
@@ -137,7 +138,7 @@ def open_store(folder: Path, files: Sequence[tuple[Path, ...]], decoder_key: str
     except (OSError, ValueError, KeyError):
         return None
     paths = [[str(p) for p in sample] for sample in files]
-    if store.decoder_key != decoder_key or store.files[0] != paths or store.files[1] != _file_states(files):
+    if store.decoder_key != decoder_key or store.files[0] != paths or store.files[1] != (states or file_states(files)):
         return None
     if not store.complete():
         return None
@@ -161,11 +162,12 @@ def _remove_stale_partials(base: Path) -> None:
 
 
 def build_store(
-    folder: Path, files: Sequence[tuple[Path, ...]], decoder: Any, *, workers: int = 1,
+    folder: Path, files: Sequence[tuple[Path, ...]], decoder: Any, *, workers: int = 1, states: list | None = None,
     progress: Progress = NO_PROGRESS, description: str = "Caching decoded images",
 ) -> DecodedStore:
     """Decode every sample of ``files`` with ``decoder`` into a store in ``folder``,
-    copying the samples an older store there already holds unchanged.
+    copying the samples an older store there already holds unchanged (``states`` as for
+    ``open_store``).
 
     Raises:
         MaskError and other ``PrepError``: what the decoder raises for bad data (a mask
@@ -175,24 +177,22 @@ def build_store(
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(folder.parent)
     previous = _previous_samples(folder, decoder.key)
-    states = _file_states(files)
+    states = states or file_states(files)
     paths = [[str(p) for p in sample] for sample in files]
-    todo = [i for i in range(len(files)) if previous.get((tuple(paths[i]), _frozen(states[i]))) is None]
+    copies = {
+        i: previous[key] for i, key in enumerate(zip(map(tuple, paths), map(_frozen, states))) if key in previous
+    }
     partial = folder.parent / f"{folder.name}.partial-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:
-        index, corrupt, mask_dtype, nbytes = _write_samples(partial, files, todo, paths, states, decoder, previous, workers, progress, description)
+        index, corrupt, mask_dtype, nbytes = _write_samples(partial, files, copies, decoder, workers, progress, description)
         np.save(partial / "index.npy", index)
-        meta = {
+        atomic_write_json(partial / "meta.json", {
             "format": FORMAT, "decoder": decoder.key, "files": [paths, states],
             "corrupt": {str(k): v for k, v in corrupt.items()}, "mask_dtype": mask_dtype, "nbytes": nbytes,
             "built": time.time(),
-        }
-        with open(partial / "meta.json", "w", encoding="utf-8") as meta_file:
-            json.dump(meta, meta_file)
-            meta_file.flush()
-            os.fsync(meta_file.fileno())
+        })
         _replace(partial, folder)
         fsync_dir(folder.parent)
     except BaseException:
@@ -251,7 +251,11 @@ class _StoreWriter:
         pixel_fd, mask_fd = self._files()
         _pwrite_all(pixel_fd, np.ascontiguousarray(pixels, dtype=np.uint8), offset)
         if mask is not None:
-            _pwrite_all(mask_fd, np.ascontiguousarray(_as_mask_type(mask, self.mask_dtype)), offset // 3 * self.mask_dtype.itemsize)
+            # The decoder's one mask type (an older store copied from has the same key, so
+            # the same type): a mask of another size here would corrupt the offsets.
+            if mask.dtype != self.mask_dtype:
+                raise ValueError(f"a {mask.dtype} mask in a store of {self.mask_dtype} masks")
+            _pwrite_all(mask_fd, np.ascontiguousarray(mask), offset // 3 * self.mask_dtype.itemsize)
         return offset, height, width
 
     def finish(self) -> int:
@@ -292,9 +296,10 @@ def _decode_and_write(chunk: Sequence[tuple[int, tuple[Path, ...]]], decoder: An
     return rows
 
 
-def _write_samples(partial, files, todo, paths, states, decoder, previous, workers, progress, description):
-    """Write every sample into the store's files: the changed ones decoded and written by
-    worker processes (``imap_chunks``), the unchanged ones copied from the older store."""
+def _write_samples(partial, files, copies, decoder, workers, progress, description):
+    """Write every sample into the store's files: the unchanged ones (``copies``: index ->
+    (older store, its index)) copied here, the others decoded and written by worker
+    processes (``imap_chunks``)."""
     global _writer
 
     mask_dtype = getattr(decoder, "mask_dtype", None)
@@ -303,16 +308,13 @@ def _write_samples(partial, files, todo, paths, states, decoder, previous, worke
     _writer = writer = _StoreWriter(partial, mask_dtype)
     try:
         with progress.task(description, len(files)) as advance:
-            todo_set = set(todo)
-            for i in range(len(files)):
-                if i not in todo_set:
-                    store, position = previous[(tuple(paths[i]), _frozen(states[i]))]
-                    index[i] = writer.write(*store.read(position))
-            if len(files) > len(todo):
-                advance(len(files) - len(todo))
+            for i, (store, position) in copies.items():
+                index[i] = writer.write(*store.read(position))
+            if copies:
+                advance(len(copies))
             chunks = imap_chunks(
-                _decode_and_write, [(i, files[i]) for i in todo], decoder, chunk_size=16, workers=workers,
-                min_items=64, advance=advance,
+                _decode_and_write, [(i, paths) for i, paths in enumerate(files) if i not in copies], decoder,
+                chunk_size=16, workers=workers, min_items=64, advance=advance,
             )
             for rows in chunks:
                 for row in rows:
@@ -324,15 +326,6 @@ def _write_samples(partial, files, todo, paths, states, decoder, previous, worke
     finally:
         _writer = None
     return index, corrupt, (mask_dtype.name if mask_dtype is not None else None), nbytes
-
-
-def _as_mask_type(mask: np.ndarray, dtype: Any) -> np.ndarray:
-    """``mask`` in ``dtype``, its ignored pixels (the largest value of its type) moved to
-    the largest value of ``dtype`` (a store's masks read back from an older store)."""
-    dtype = np.dtype(dtype)
-    if mask.dtype == dtype:
-        return mask
-    return np.where(mask == np.iinfo(mask.dtype).max, np.iinfo(dtype).max, mask).astype(dtype)
 
 
 def _replace(partial: Path, folder: Path) -> None:

@@ -157,7 +157,8 @@ def estimate_bytes(files: Sequence[tuple[Path, ...]], decoder: Any) -> int:
         return 0
     step = max(1, len(files) // ESTIMATE_FROM)
     chosen = files[::step]
-    per_pixel = 3 + (2 if hasattr(decoder, "decode_mask") else 0)  # a mask takes 1 or 2 bytes
+    mask_dtype = getattr(decoder, "mask_dtype", None)
+    per_pixel = 3 + (mask_dtype.itemsize if mask_dtype is not None else 0)
     total, read = 0, 0
     for paths in chosen:
         try:
@@ -232,7 +233,7 @@ def cache_datasets(
         CacheError: ``disk`` or ``ram`` was asked for and the cache does not fit there.
         OSError: a store cannot be written (the CLI names the path and the cause).
     """
-    from prep.data.cache import build_store, open_store, store_folder
+    from prep.data.cache import build_store, file_states, open_store, store_folder
 
     check_cache(mode)
     if mode == "off":
@@ -242,9 +243,14 @@ def cache_datasets(
         return CacheReport(None, "off (this task's datasets cannot be cached)")
     files = {split: [d.sample_files(i) for i in range(len(d))] for split, d in cacheable.items()}
     keys = {split: d.decoder.key for split, d in cacheable.items()}
+    states = {split: file_states(files[split]) for split in cacheable}  # one stat of each file
+
+    def up_to_date(base: Path, split: str) -> "DecodedStore | None":
+        return open_store(store_folder(base, split, keys[split]), files[split], keys[split], states[split])
+
     if not builds:
-        return _attach_built(root, cacheable, files, keys)
-    on_disk = {split: open_store(store_folder(_disk_folder(root), split, keys[split]), files[split], keys[split]) for split in cacheable}
+        return _attach_built(root, cacheable, up_to_date)
+    on_disk = {split: up_to_date(_disk_folder(root), split) for split in cacheable}
     if mode in ("auto", "disk") and all(store is not None for store in on_disk.values()):
         for split, store in on_disk.items():
             cacheable[split].cache = store
@@ -258,14 +264,16 @@ def cache_datasets(
     report = CacheReport(plan.where, plan.reason)
     began = time.perf_counter()
     for split, dataset in cacheable.items():
-        folder = store_folder(plan.base, split, keys[split])
-        store = on_disk[split] if plan.where == "disk" else open_store(folder, files[split], keys[split])
+        store = on_disk[split] if plan.where == "disk" else up_to_date(plan.base, split)
         if store is not None:
             report.reused.append(split)
         else:
             description = f"Caching {split} images at {_side(dataset)} (about {human_bytes(estimates[split])}, {plan.where})"
             processes = max(1, workers if workers is not None else os.cpu_count() or 1)  # --workers 0: this process
-            store = build_store(folder, files[split], dataset.decoder, workers=processes, progress=progress, description=description)
+            store = build_store(
+                store_folder(plan.base, split, keys[split]), files[split], dataset.decoder, workers=processes,
+                states=states[split], progress=progress, description=description,
+            )
         dataset.cache = store
         report.stores[split] = store
         report.nbytes += store.nbytes
@@ -273,15 +281,14 @@ def cache_datasets(
     return report
 
 
-def _attach_built(root: Path, datasets: dict[str, Any], files: dict[str, list], keys: dict[str, str]) -> CacheReport:
-    """Attach the up-to-date stores another process built, on disk or in memory."""
-    from prep.data.cache import open_store, store_folder
-
+def _attach_built(root: Path, datasets: dict[str, Any], up_to_date: Any) -> CacheReport:
+    """Attach the up-to-date stores another process built, on disk or in memory
+    (``up_to_date(base, split)``: the split's store under ``base``, or None)."""
     report = CacheReport(None, "off (the first process of this machine built no cache)")
     for where, base in (("disk", _disk_folder(root)), ("ram", _ram_folder(root))):
         for split, dataset in datasets.items():
-            store = dataset.cache or open_store(store_folder(base, split, keys[split]), files[split], keys[split])
-            if store is not None and split not in report.stores:
+            store = None if split in report.stores else up_to_date(base, split)
+            if store is not None:
                 dataset.cache = report.stores[split] = store
                 report.where, report.reason = where, f"{where} (built by the first process of this machine)"
                 report.nbytes += store.nbytes
