@@ -129,12 +129,13 @@ def test_a_bare_command_names_the_dataset_it_picked_and_split_names_the_one_it_r
     (["--scheduler", "cosin"], "--scheduler must be one of"),
     (["--amp", "bf16"], "--amp bf16 needs a CUDA GPU"),
     (["--recipe", "fast"], "--recipe must be one of this trainer's modern, book"),
+    (["--cache", "of"], "--cache must be one of auto, ram, disk, off, not 'of'"),
 ])
 def test_a_bad_option_value_exits_2_and_writes_nothing(tiny: Path, tmp_path: Path, extra: list[str], message: str):
     result = _train(tiny, tmp_path / "run", *extra)
     assert result.exit_code == 2, result.output
     assert message in result.output
-    assert not (tmp_path / "run").exists() and not (tiny / "stats.json").exists()
+    assert not (tmp_path / "run").exists() and not (tiny / "stats.json").exists() and not (tiny / ".prep").exists()
 
 
 def test_a_gpu_that_is_not_there_is_one_line(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
