@@ -90,7 +90,7 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> np.ndarray
 def load_rgb_at_side(path: str | os.PathLike, side: int | None) -> np.ndarray:
     """Decode an image for training: its short side brought down to ``side`` (never up),
     at the lowest cost: a JPEG is decoded at the smallest DCT scale that keeps at least
-    ``side`` pixels, then area-averaged to exactly ``side``. ``None``: full resolution.
+    ``side`` pixels, then resized to exactly ``side`` (``shrink_to_side``). ``None``: full resolution.
 
     Every pixel training sees comes from here, cached or not, so a decoded cache holds
     exactly what decoding would give (see ``prep.data.cache``).
@@ -101,10 +101,15 @@ def load_rgb_at_side(path: str | os.PathLike, side: int | None) -> np.ndarray:
     return shrink_to_side(load_rgb(path, side), side)
 
 
-def shrink_to_side(pixels: np.ndarray, side: int | None, interpolation: str = "area") -> np.ndarray:
+# What ``shrink_to_side`` resamples images with; part of every decoded cache's key, so that
+# a store made another way is never served as if made this way.
+SHRINK_RESAMPLING = "bilinear below 2x, area from 2x"
+
+
+def shrink_to_side(pixels: np.ndarray, side: int | None, interpolation: str = "image") -> np.ndarray:
     """``pixels`` resized so that the short side is ``side``, the aspect ratio kept; as they
-    are when already that small. ``interpolation``: ``area`` for images, ``nearest`` for
-    masks (a mask never gains a value it did not have)."""
+    are when already that small. ``interpolation``: ``image`` (see ``SHRINK_RESAMPLING``), or
+    ``nearest`` for masks (a mask never gains a value it did not have)."""
     height, width = pixels.shape[:2]
     if side is None or min(height, width) <= side:
         return pixels
@@ -114,7 +119,16 @@ def shrink_to_side(pixels: np.ndarray, side: int | None, interpolation: str = "a
         size = (max(side, round(width * side / height)), side)
     else:
         size = (side, max(side, round(height * side / width)))
-    flag = cv2.INTER_AREA if interpolation == "area" else cv2.INTER_NEAREST
+    if interpolation == "nearest":
+        flag = cv2.INTER_NEAREST
+    elif min(height, width) < 2 * side:
+        # After a reduced-scale decode the factor is always below 2. There bilinear reads
+        # every input pixel and is as close to a Lanczos resize of the full photo as area
+        # averaging (measured 34.9 against 34.5 dB at 1.34x), at a fifth of the cost: 0.4
+        # against 2.1 ms for 800 x 600, a third of the whole sample's time.
+        flag = cv2.INTER_LINEAR
+    else:  # bilinear would skip pixels and alias (31.4 against 37.9 dB at 2.7x)
+        flag = cv2.INTER_AREA
     return cv2.resize(pixels, size, interpolation=flag)
 
 

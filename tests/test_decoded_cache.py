@@ -100,6 +100,26 @@ def test_a_large_photo_is_decoded_at_reduced_scale_to_exactly_the_side_needed(tm
     assert load_rgb_at_side(photo, None).shape == (1200, 1600, 3)
 
 
+def test_shrinking_averages_every_pixel_from_2x_and_stays_close_to_a_lanczos_resize_below():
+    from PIL import Image, ImageFilter
+
+    from prep.images import shrink_to_side
+
+    # From 2x, each output pixel is the mean of the pixels it covers, so that noise does not
+    # alias (bilinear would read 4 of the 16 and be off by up to 120 levels).
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (400, 400, 3)).astype(np.uint8)
+    block_means = noise.reshape(100, 4, 100, 4, 3).mean(axis=(1, 3))
+    assert np.abs(shrink_to_side(noise, 100) - block_means).max() <= 0.5
+    # Below 2x (what follows a reduced-scale decode), close to a Lanczos resize.
+    detail = np.kron(rng.integers(0, 256, (150, 200, 3)), np.ones((4, 4, 1))).astype(np.uint8)  # 600 x 800
+    detail = np.asarray(Image.fromarray(detail).filter(ImageFilter.GaussianBlur(1.5)))
+    shrunk = shrink_to_side(detail, 448)
+    reference = np.asarray(Image.fromarray(detail).resize(shrunk.shape[1::-1], Image.LANCZOS))
+    assert shrunk.shape == (448, 597, 3)
+    assert np.abs(shrunk.astype(int) - reference.astype(int)).mean() < 2
+
+
 # -- The same batches, cached or not ------------------------------------------------------------
 
 def test_cached_and_uncached_batches_are_identical_for_the_same_seed_and_epoch(photos: Path):
@@ -219,6 +239,17 @@ def test_the_decode_settings_are_part_of_the_key(photos: Path):
     report = cache_datasets("disk", photos, {"train": large})
     assert report.reused == [] and small.cache.folder != large.cache.folder
     assert large.cache.read(0)[0].shape != small.cache.read(0)[0].shape
+
+
+def test_a_store_resampled_another_way_is_not_reused(photos: Path, monkeypatch: pytest.MonkeyPatch):
+    from prep.data import decoders
+
+    before = _classification(photos)
+    cache_datasets("disk", photos, {"train": before})
+    monkeypatch.setattr(decoders, "SHRINK_RESAMPLING", "area at every factor")  # as a store from an older prep
+    after = _classification(photos)
+    assert cache_datasets("disk", photos, {"train": after}).reused == []
+    assert after.cache.folder != before.cache.folder
 
 
 def test_an_interrupted_build_is_never_served_and_is_cleaned_up(photos: Path):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from prep.images import ImageDecodeError, load_rgb_at_side
+from prep.images import SHRINK_RESAMPLING, ImageDecodeError, load_rgb_at_side
 
 
 class ImageDecoder:
@@ -25,7 +25,7 @@ class ImageDecoder:
     @property
     def key(self) -> str:
         """Everything but the files that decides what this decoder returns (for a cache)."""
-        return f"rgb side={self.side}"
+        return f"rgb side={self.side} resampling={SHRINK_RESAMPLING}"
 
     def __call__(self, files: tuple[Path, ...]) -> tuple[np.ndarray, None]:
         return load_rgb_at_side(files[0], self.side), None
