@@ -3,8 +3,8 @@
 Decoding a photo allocates a few megabytes (the decoded pixels, their RGB copy, the shrunk
 copy, the augmented crop) and frees them a few milliseconds later. glibc's malloc gives
 blocks that large back to the system (``munmap``, or trimming the top of the heap), so the
-next image gets them back a page fault per 4 KB: measured 730 faults per 1600 x 1200 photo
-in a loader worker, 12% of its decoding time (5.7 against 5.0 ms). Raising both thresholds
+next image gets them back a page fault per 4 KB: measured 590 to 860 faults per 1600 x 1200
+photo in a loader worker, 12% of its decoding time (5.7 against 5.0 ms). Raising both thresholds
 keeps them in the heap. A worker then holds on to its peak working set, a few tens of MB,
 which it would fault in again at the next image anyway.
 
