@@ -8,9 +8,9 @@ pixels (not an average of per-image stds, which comes out 26-40% too low).
 
 ``--fast`` decodes JPEGs at half scale, which keeps each 2 x 2 block's average (so the mean)
 but drops the finest detail, and with it 1-3% of the std on real photos. A sixteenth of the
-images, chosen by a hash of their path, are also decoded fully; the detail they lost (the
-difference in the mean square of their pixels, full against half scale) is added back to
-the whole, which brings the std within a few tenths of a percent (``calibrated``).
+images, chosen by a hash of their name and folder, are also decoded fully; the detail
+they lost (the difference in the mean square of their pixels, full against half scale) is
+added back to the whole, which brings the std within a few tenths of a percent (``calibrated``).
 """
 
 from __future__ import annotations
