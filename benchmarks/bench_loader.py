@@ -138,8 +138,8 @@ def _measure(name: str, root: Path, size: int, args) -> tuple[dict, int]:
 
 def _table(title: str, root: Path, size: int, names, args) -> dict[str, float]:
     """Every contender, ``args.rounds`` times in turn (so that a noisy machine's slow spell
-    falls on all of them); the median images/s of each, and the median and range of its
-    ratio to torchvision's in the same round."""
+    falls on all of them); prints the median images/s of each, and the median and range of
+    its ratio to torchvision's in the same round; returns the median ratios."""
     print(f"\n{title}")
     print(f"{'':28s} {'images/s':>9s} {'x torchvision':>14s} {'peak memory':>12s}", flush=True)
     runs = {name: [] for name in names}
@@ -183,15 +183,15 @@ def main() -> None:
         large = photo_dataset(base / "photos-1600", args.large, large=True)
         print(f"{args.workers} workers, batch {args.batch_size}, {args.epochs} epochs per contender, {args.rounds} round(s); random resized crop + flip")
         order = ("torchvision", "prep", "prep+cpu-normalise", "build-cache", "prep-cached", "prep-cached+cpu-normalise", "decode-only")
-        rates = {"400": _table(f"{args.images} real 400 x 300 JPEGs at 224 px", small, 224, order, args)}
+        ratios = {"400": _table(f"{args.images} real 400 x 300 JPEGs at 224 px", small, 224, order, args)}
         for size in (int(s) for s in args.sizes.split(",")):
-            rates[f"1600@{size}"] = _table(
+            ratios[f"1600@{size}"] = _table(
                 f"{args.large} real 1600 x 1200 JPEGs at {size} px", large, size,
                 ("torchvision", "prep", "build-cache", "prep-cached", "decode-only"), args,
             )
     print("\ntargets: prep cached >= 10x torchvision, prep uncached >= 3x" + (f" (medians of {args.rounds} rounds)" if args.rounds > 1 else ""))
-    for name, table in rates.items():
-        print(f"  {name:10s} uncached {table['prep']:6.2f}x   cached {table['prep-cached']:6.2f}x")
+    for name, table in ratios.items():
+        print(f"  {name:10s} uncached {table['prep']:6.2f}x   cached {table['prep-cached']:6.2f}x   decoding alone {table['decode-only']:6.2f}x")
 
 
 if __name__ == "__main__":

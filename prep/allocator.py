@@ -29,7 +29,7 @@ def keep_freed_memory() -> None:
 
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has a mallopt that does nothing)
+    except (OSError, AttributeError):  # a C library without mallopt (musl's does nothing)
         return
     mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
     mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX)
