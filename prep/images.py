@@ -101,6 +101,15 @@ def load_rgb_at_side(path: str | os.PathLike, side: int | None) -> np.ndarray:
     return shrink_to_side(load_rgb(path, side), side)
 
 
+def shrunk_size(width: int, height: int, side: int | None) -> tuple[int, int]:
+    """``(width, height)`` of an image of that size after ``shrink_to_side``."""
+    if side is None or min(width, height) <= side:
+        return width, height
+    if height <= width:
+        return max(side, round(width * side / height)), side
+    return side, max(side, round(height * side / width))
+
+
 # What ``shrink_to_side`` resamples images with; part of every decoded cache's key, so that
 # a store made another way is never served as if made this way.
 SHRINK_RESAMPLING = "bilinear below 2x, area from 2x"
@@ -111,14 +120,11 @@ def shrink_to_side(pixels: np.ndarray, side: int | None, interpolation: str = "i
     are when already that small. ``interpolation``: ``image`` (see ``SHRINK_RESAMPLING``), or
     ``nearest`` for masks (a mask never gains a value it did not have)."""
     height, width = pixels.shape[:2]
-    if side is None or min(height, width) <= side:
+    size = shrunk_size(width, height, side)
+    if size == (width, height):
         return pixels
     import cv2
 
-    if height <= width:
-        size = (max(side, round(width * side / height)), side)
-    else:
-        size = (side, max(side, round(height * side / width)))
     if interpolation == "nearest":
         flag = cv2.INTER_NEAREST
     elif min(height, width) < 2 * side:

@@ -131,18 +131,22 @@ def open_store(folder: Path, files: Sequence[tuple[Path, ...]], decoder_key: str
     """The store in ``folder`` when it is complete and holds exactly ``files`` as they are
     now, decoded with ``decoder_key``; else None. ``states``: ``file_states(files)``, when
     the caller has it already."""
+    store = _finished_store(folder, decoder_key)
+    paths = [[str(p) for p in sample] for sample in files]
+    if store is None or store.files[0] != paths or store.files[1] != (states or file_states(files)):
+        return None
+    return store
+
+
+def _finished_store(folder: Path, decoder_key: str) -> DecodedStore | None:
+    """The store in ``folder`` when there is a complete one made with ``decoder_key``."""
     if not (folder / "meta.json").is_file():
         return None
     try:
         store = DecodedStore(folder)
     except (OSError, ValueError, KeyError):
         return None
-    paths = [[str(p) for p in sample] for sample in files]
-    if store.decoder_key != decoder_key or store.files[0] != paths or store.files[1] != (states or file_states(files)):
-        return None
-    if not store.complete():
-        return None
-    return store
+    return store if store.decoder_key == decoder_key and store.complete() else None
 
 
 def _remove_stale_partials(base: Path) -> None:
@@ -207,11 +211,8 @@ def _frozen(state: list[list[int]]) -> tuple[tuple[int, ...], ...]:
 
 def _previous_samples(folder: Path, decoder_key: str) -> dict[tuple, tuple[DecodedStore, int]]:
     """An older store's samples by (files, their states): what a rebuild may copy."""
-    try:
-        store = DecodedStore(folder)
-    except (OSError, ValueError, KeyError):
-        return {}
-    if store.decoder_key != decoder_key or not store.complete():
+    store = _finished_store(folder, decoder_key)
+    if store is None:
         return {}
     paths, states = store.files
     return {

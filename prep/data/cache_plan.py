@@ -153,6 +153,8 @@ def estimate_bytes(files: Sequence[tuple[Path, ...]], decoder: Any) -> int:
     ``ESTIMATE_FROM`` evenly spaced images."""
     from PIL import Image
 
+    from prep.images import shrunk_size
+
     if not files:
         return 0
     step = max(1, len(files) // ESTIMATE_FROM)
@@ -166,15 +168,10 @@ def estimate_bytes(files: Sequence[tuple[Path, ...]], decoder: Any) -> int:
                 width, height = image.size
         except Exception:  # noqa: BLE001 - a file Pillow cannot open costs nothing in a store
             continue
-        side = decoder.side
-        if side is not None and min(width, height) > side:
-            scale = side / min(width, height)
-            width, height = max(side, round(width * scale)), max(side, round(height * scale))
+        width, height = shrunk_size(width, height, decoder.side)
         total += width * height * per_pixel
         read += 1
     return round(total / read * len(files)) if read else 0
-
-
 
 
 @dataclass
