@@ -10,7 +10,7 @@ def build_split_dataset(folder: Path, per_class: int) -> Path:
 
     Everything goes to train (no valid split), so the benchmarks read all of it.
     """
-    from prep.sample import write_sample
+    from prep.split.sample import write_sample
     from prep.split.api import split_dataset
     from prep.split.plan import SplitOptions
     from prep.split.splitters import SplitSize

@@ -74,7 +74,7 @@ class DecodeOnly:
         return len(self.paths)
 
     def __getitem__(self, index):
-        from prep.images import load_rgb
+        from prep.images.decode import load_rgb
 
         return load_rgb(self.paths[index], self.side).shape[0]
 

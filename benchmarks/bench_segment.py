@@ -4,7 +4,7 @@ Three parts (``--part``, default all):
 
 * ``train``: training throughput. Baseline: a loop in the style of Pytorch-UNet (a Dataset
   that opens image and mask with PIL, resizes them with PIL, bicubic and nearest, makes
-  float tensors; fp32; BCE-with-logits + soft Dice), against ``prep.training.train`` with
+  float tensors; fp32; BCE-with-logits + soft Dice), against ``prep.train.prepare.train`` with
   the ``unet`` trainer. Same model (the U-Net on ``--arch``'s encoder, random weights), same
   data (the Carvana-like sample, resized to ``--image-size``, no augmentation), batch,
   optimiser (AdamW) and workers. Figure: images/s of the last epoch's training phase.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 
 def _sample(root: Path, cars: int) -> Path:
-    from prep.sample import write_sample
+    from prep.split.sample import write_sample
     from prep.split.api import split_dataset
 
     if not (root / "train" / "images").is_dir():
@@ -101,7 +101,7 @@ def baseline_train(root: Path, args, device) -> float:
 
 
 def prep_train(root: Path, args, run_dir: Path, epochs: int | None = None) -> dict:
-    from prep.training import TrainOptions, train
+    from prep.train.prepare import TrainOptions, train
 
     summary = train(root, TrainOptions(
         plugin="unet", arch=args.arch, weights="none", epochs=epochs or args.epochs, batch_size=args.batch_size,

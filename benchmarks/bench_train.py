@@ -2,7 +2,7 @@
 
 Baseline: the book's ``train_model`` (the transfer-learning tutorial's loop): ImageFolder
 with RandomResizedCrop + RandomHorizontalFlip + ToTensor + Normalize, float batches from
-the workers, plain fp32, SGD with momentum. prep: ``prep.training.train`` with the same
+the workers, plain fp32, SGD with momentum. prep: ``prep.train.prepare.train`` with the same
 model (torchvision ResNet-18, new 2-class head, no pretrained weights), the same recipe
 (``--recipe book``), the same augmentation (the ``light`` preset: the same crop and flip),
 batch size and workers; on a GPU it adds what prep does by default there (bf16/fp16
@@ -85,7 +85,7 @@ def book_train_model(root: Path, args, device) -> float:
 
 
 def prep_train(root: Path, args, run_dir: Path) -> float:
-    from prep.training import TrainOptions, train
+    from prep.train.prepare import TrainOptions, train
 
     train(root, TrainOptions(
         arch=args.arch, weights="none", recipe="book", epochs=args.epochs, batch_size=args.batch_size,
@@ -110,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from prep.sample import write_sample
+    from prep.split.sample import write_sample
     from prep.split.api import split_dataset
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

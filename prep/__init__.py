@@ -18,23 +18,23 @@ from prep.errors import (
     DatasetNotFoundError, PluginError, PrepError, TaskMismatchError, UnknownNameError, UsageError,
 )
 from prep.hookspecs import hookimpl
-from prep.trainer import ModelRequest, Trainer
+from prep.train.trainer import ModelRequest, Trainer
 
 __version__ = "0.1.0"
 
 # Imported when first used: name -> module.
 _LAZY = {
     # Training.
-    "train": "prep.training",
-    "TrainOptions": "prep.run_config",
+    "train": "prep.train.prepare",
+    "TrainOptions": "prep.train.options",
     "TrainingRun": "prep.engine.events",
     "Task": "prep.engine.task",
     "EpochMetrics": "prep.engine.task",
-    "ClassificationTask": "prep.builtin_tasks.classification",
-    "ConfusionMatrix": "prep.engine.metrics",
-    "WeightsError": "prep.weights",
-    "torchvision_model": "prep.weights",
-    "load_matching_weights": "prep.weights",
+    "ClassificationTask": "prep.builtin_tasks.classification.task",
+    "ConfusionMatrix": "prep.builtin_tasks.classification.metrics",
+    "WeightsError": "prep.train.weights",
+    "torchvision_model": "prep.train.weights",
+    "load_matching_weights": "prep.train.weights",
     # Data.
     "Batch": "prep.data.collate",
     "CorruptSample": "prep.data.datasets",

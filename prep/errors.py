@@ -6,6 +6,8 @@ Python user of the API can catch exactly what they expect.
 
 import errno
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for a Ctrl-C'd program
+
 
 class PrepError(Exception):
     """Base class for errors that are the user's to fix, with a message that says how."""

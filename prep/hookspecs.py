@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from prep.augment.presets import Preset
     from prep.engine.events import TrainingRun
     from prep.engine.task import Task
-    from prep.trainer import Trainer
+    from prep.train.trainer import Trainer
     from prep.split.label_parsers import LabelParser
     from prep.split.splitters import Splitter
 

@@ -5,7 +5,7 @@
 * a classification dataset: ``ROOT/<split>/<class>/<image>``;
 * a segmentation dataset: ``ROOT/<split>/images/<image>`` and ``ROOT/<split>/masks/<mask>``,
   a mask named like its image (a ``_mask`` suffix is allowed), and optionally the class
-  table ``ROOT/classes.csv`` (see ``prep.segmentation.class_table``);
+  table ``ROOT/classes.csv`` (see ``prep.masks.class_table``);
 
 where ``<split>`` is ``train``, ``valid`` or ``test`` (``val``, ``validation``, ``training``
 and ``testing`` are read as those), files set aside are under ``ROOT/_rejected/``, and OS

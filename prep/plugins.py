@@ -40,8 +40,8 @@ DEFAULT_PLUGINS = (
     "prep.split.splitters",
     "prep.augment.presets",
     "prep.data.collate_plugin",
-    "prep.builtin_tasks.classification",
-    "prep.builtin_tasks.segmentation",
+    "prep.builtin_tasks.classification.task",
+    "prep.builtin_tasks.segmentation.task",
 )
 
 
@@ -147,7 +147,7 @@ def describe_plugins(host: PluginHost) -> dict[str, Any]:
 
 
 def _describe_trainer(registration) -> dict[str, Any]:
-    from prep.trainer import Trainer
+    from prep.train.trainer import Trainer
 
     trainer = registration.value
     about = trainer.describe() if isinstance(trainer, Trainer) else {"error": "not a prep.Trainer subclass"}

@@ -92,8 +92,8 @@ def train_briefly(trainer: str, data: Path, run_dir: Path, **options: Any) -> di
     Returns:
         The run's summary (as ``prep train --json`` prints it).
     """
-    from prep.run_config import TrainOptions
-    from prep.training import train
+    from prep.train.options import TrainOptions
+    from prep.train.prepare import train
 
     settings = dict(plugin=trainer, weights="none", epochs=1, image_size=32, batch_size=8, preset="none", workers=0, device="cpu", run_dir=Path(run_dir))
     return train(Path(data), TrainOptions(**{**settings, **options}))

@@ -1,4 +1,4 @@
-"""Decoding processes keep the memory they free (prep.allocator): a loader worker or a
+"""Decoding processes keep the memory they free (prep.util.allocator): a loader worker or a
 decoding pool does not fault in fresh pages for every photo it decodes."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from prep.augment.presets import build_pipeline
 from prep.data.datasets import ClassificationDataset
 from prep.data.loader import create_loader
 from prep.data.resolution import source_side
-from prep.parallel import map_chunks
+from prep.util.parallel import map_chunks
 
 transform = build_pipeline("light", 224, train=True, seed=0)
 dataset = ClassificationDataset(Path(sys.argv[2]), "train", transform=transform, decode_side=source_side(transform))
@@ -63,7 +63,7 @@ else:
 @pytest.mark.parametrize("processes", ["loader", "pool"])
 def test_decoding_processes_reuse_the_memory_each_sample_frees(large_photos: Path, processes: str):
     # In a fresh interpreter, as a training run starts: what a process did before decides
-    # whether glibc gives memory back. Without prep.allocator a worker here faulted 590 to
+    # whether glibc gives memory back. Without prep.util.allocator a worker here faulted 590 to
     # 640 times per sample (its megabytes handed back and faulted in again); with it 5 to
     # 65 times (the upper figure when Python's own 256 KB arena comes and goes).
     out = subprocess.run([sys.executable, "-c", _PROBE, processes, str(large_photos)], capture_output=True, text=True, check=True)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from prep import __version__
 from prep.cli import app
-from prep.workspace import remembered_dataset, resolve_dataset
+from prep.cli.workspace import remembered_dataset, resolve_dataset
 
 from conftest import jpeg_bytes, snapshot
 

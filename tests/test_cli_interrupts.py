@@ -33,7 +33,7 @@ def test_ctrl_c_in_any_command_exits_130_without_a_traceback(site: Path) -> None
 def test_ctrl_c_while_prep_starts_exits_130_without_a_traceback(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """The entry point catches a Ctrl-C that lands before any command runs (plugin loading)."""
     import prep.cli
-    from prep.console import main
+    from prep.__main__ import main
 
     def interrupted_start() -> None:
         raise KeyboardInterrupt

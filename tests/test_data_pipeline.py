@@ -19,7 +19,7 @@ from prep.data.collate import (
 )
 from prep.data.datasets import ClassificationDataset, CorruptSample, SegmentationDataset
 from prep.data.loader import create_loader
-from prep.images import load_rgb
+from prep.images.decode import load_rgb
 from prep.plugins import collate_fns
 
 from conftest import jpeg_bytes, write
@@ -153,7 +153,7 @@ def test_segmentation_dataset_pairs_images_and_masks(tmp_path: Path):
 
 
 def test_truncated_and_bomb_jpegs_fail_loudly(tmp_path: Path):
-    from prep.images import ImageDecodeError
+    from prep.images.decode import ImageDecodeError
 
     big = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     path = tmp_path / "cut.jpg"

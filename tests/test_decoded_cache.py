@@ -28,7 +28,7 @@ from prep.data.collate import segmentation_collate, uint8_channels_last_collate
 from prep.data.datasets import ClassificationDataset, SegmentationDataset
 from prep.data.loader import create_loader
 from prep.data.resolution import source_side
-from prep.images import load_rgb, load_rgb_at_side
+from prep.images.decode import load_rgb, load_rgb_at_side
 from prep.testing import make_segmentation_dataset
 
 runner = CliRunner()
@@ -103,7 +103,7 @@ def test_a_large_photo_is_decoded_at_reduced_scale_to_exactly_the_side_needed(tm
 def test_shrinking_averages_every_pixel_from_2x_and_stays_close_to_a_lanczos_resize_below():
     from PIL import Image, ImageFilter
 
-    from prep.images import shrink_to_side
+    from prep.images.decode import shrink_to_side
 
     # From 2x, each output pixel is the mean of the pixels it covers, so that noise does not
     # alias (bilinear would read 4 of the 16 and be off by up to 120 levels).
@@ -135,7 +135,7 @@ def test_cached_and_uncached_batches_are_identical_for_the_same_seed_and_epoch(p
 def test_segmentation_masks_are_cached_with_their_images(tmp_path: Path):
     root = make_segmentation_dataset(tmp_path / "seg", per_split={"train": 6, "valid": 2}, size=48, classes=3)
 
-    from prep.segmentation.masks import ClassMapping, MaskDecoder
+    from prep.masks.read import ClassMapping, MaskDecoder
 
     def dataset(decode_mask=None):
         transform = build_pipeline("light", 32, train=True, task="segmentation", seed=0)
@@ -459,8 +459,8 @@ def test_a_corrupt_file_met_while_building_is_named_once_and_skipped(photos: Pat
 
 def _cached_rank(rank: int, port: int, root: str, out: str) -> None:
     """One of two Gloo processes training with the default cache; writes what its header said."""
-    from prep.run_config import TrainOptions
-    from prep.training import train
+    from prep.train.options import TrainOptions
+    from prep.train.prepare import train
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from prep.cli import app
 from prep.errors import DiskError
-from prep.fsutil import copy_new_file, partial_copy_path, rename_no_replace
+from prep.util.files import copy_new_file, partial_copy_path, rename_no_replace
 from prep.split.api import split_dataset
 from prep.split.journal import JOURNAL_NAME, Journal, Status
 from prep.split.plan import SplitOptions
@@ -181,7 +181,7 @@ def test_copy_new_file_never_leaves_a_partial_file_under_its_final_name(tmp_path
     source = write(tmp_path / "a.bin", os.urandom(200_000))
     target = tmp_path / "out" / "a.bin"
     target.parent.mkdir()
-    import prep.fsutil as fsutil
+    import prep.util.files as fsutil
 
     def dies_half_way(out_fd: int, in_fd: int, offset: int, count: int) -> int:
         os.write(out_fd, b"x" * 1000)

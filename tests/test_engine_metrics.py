@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from prep.engine.logbook import MetricsLog
-from prep.engine.metrics import ConfusionMatrix
+from prep.builtin_tasks.classification.metrics import ConfusionMatrix
 from prep.engine.plots import plot_confusion, plot_curves
 
 

@@ -1,4 +1,4 @@
-"""The example third-party plugin in plugins/prep-smallcnn, installed the way a user
+"""The example third-party plugin in examples/prep-smallcnn, installed the way a user
 installs it (pip, offline) and used through the real entry-point machinery."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-PLUGIN = Path(__file__).parents[1] / "plugins" / "prep-smallcnn"
+PLUGIN = Path(__file__).parents[1] / "examples" / "prep-smallcnn"
 
 
 @pytest.fixture(scope="module")

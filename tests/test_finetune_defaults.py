@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 from prep import ModelRequest
 from prep.cli import app
 from prep.engine.checkpoint import load_checkpoint
-from prep.normalization import IMAGENET_MEAN
-from prep.run_config import TrainOptions
-from prep.training import train
+from prep.stats.normalization import IMAGENET_MEAN
+from prep.train.options import TrainOptions
+from prep.train.prepare import train
 
 runner = CliRunner()
 CLASSES = ["amber", "blue", "cyan", "green", "pink", "red"]  # six: top-5 accuracy applies
@@ -100,7 +100,7 @@ def test_imagenet_weights_are_the_default_and_offline_say_so_in_one_line(dataset
 
 
 def test_cached_imagenet_weights_are_used_without_the_network(offline_torch_hub: Path, weights_file: Path):
-    from prep.weights import cached_weights_path
+    from prep.train.weights import cached_weights_path
     from prep_trainers.resnet_finetune import ResNetFinetune
 
     cached = cached_weights_path("resnet18")
@@ -175,7 +175,7 @@ def test_keep_norm_statistics_spares_the_head():
 
 def test_augmentation_follows_the_length_of_the_run_and_the_recipe():
     from prep.augment.presets import resolve_preset
-    from prep.run_config import resolve_config
+    from prep.train.options import resolve_config
     from prep_trainers.resnet_finetune import ResNetFinetune
 
     assert [resolve_preset("auto", n) for n in (1, 19, 20, 60)] == ["none", "none", "light", "light"]
@@ -240,7 +240,7 @@ def test_evaluate_json_has_top5_and_per_class_precision_and_recall(checkpoint: P
 
 
 def test_top5_counts_an_image_whose_class_is_among_the_five_highest():
-    from prep.builtin_tasks.classification import ClassificationMetrics
+    from prep.builtin_tasks.classification.task import ClassificationMetrics
 
     metrics = ClassificationMetrics(7, train=False)
     logits = torch.tensor([[7.0, 6, 5, 4, 3, 2, 1]] * 3)  # ranks: class 0 first ... class 6 last
@@ -287,7 +287,7 @@ def test_a_segmentation_split_is_not_read_as_classes(checkpoint: Path, tmp_path:
 # -- Test-time augmentation ----------------------------------------------------------------------
 
 def test_flip_tta_averages_probabilities_and_mirrors_maps_back():
-    from prep.tta import FlipAveraged
+    from prep.inference.tta import FlipAveraged
 
     torch.manual_seed(0)
     classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 6, 5))
@@ -367,7 +367,7 @@ def test_the_suggestion_is_where_the_loss_falls_fastest_before_its_minimum():
 
 
 def test_the_range_test_leaves_the_model_as_it_was(dataset: Path):
-    from prep.training import prepare_run
+    from prep.train.prepare import prepare_run
     from prep.engine.lr_finder import range_test
 
     run = prepare_run(dataset, TrainOptions(weights="none", image_size=16, batch_size=12, workers=0), with_valid=False)

@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from prep.cli import app
-from prep.segmentation.rle import rle_decode
+from prep.masks.rle import rle_decode
 
 runner = CliRunner()
 COLOURS = {0: (0, 0, 0), 1: (220, 40, 40), 2: (40, 40, 220)}
@@ -214,7 +214,7 @@ def test_every_architecture_trains_a_batch_of_one_at_an_odd_size(arch: str):
     import torch
 
     from prep import ModelRequest
-    from prep.segmentation.losses import SegmentationLoss
+    from prep.builtin_tasks.segmentation.losses import SegmentationLoss
     from prep_trainers.unet import UNetTrainer
 
     model, head = UNetTrainer().build_model(ModelRequest(("background", "a", "b"), arch, "none", 40))
@@ -241,7 +241,7 @@ def test_unet_loads_encoder_weights_from_a_classifier_file(tmp_path: Path):
     again, _ = UNetTrainer().build_model(ModelRequest(("bg", "fg"), "unet-resnet18", str(tmp_path / "unet.pt"), 40))
     assert torch.equal(again.decoder.logits.weight, model.decoder.logits.weight)
     torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "other.pt")
-    from prep.weights import WeightsError
+    from prep.train.weights import WeightsError
 
     with pytest.raises(WeightsError, match="fits neither this model nor its encoder"):
         UNetTrainer().build_model(ModelRequest(("bg", "fg"), "unet-resnet18", str(tmp_path / "other.pt"), 40))
@@ -251,8 +251,8 @@ def test_training_draws_the_mask_reading_as_a_progress_task(tmp_path: Path):
     from contextlib import contextmanager
 
     from prep.testing import make_segmentation_dataset, train_briefly
-    from prep.run_config import TrainOptions
-    from prep.training import train
+    from prep.train.options import TrainOptions
+    from prep.train.prepare import train
 
     class Recording:
         def __init__(self) -> None:

@@ -17,12 +17,12 @@ from PIL import Image
 from conftest import run_two_gloo_ranks
 
 from prep.errors import ClassTableError, MaskError, UsageError
-from prep.segmentation.class_table import parse_class_table
-from prep.segmentation.losses import SegmentationLoss, parse_loss
-from prep.segmentation.masks import IGNORE_INDEX, ClassMapping, MaskScan, check_mask_ids, mapping_for, mask_ids, scan_masks
-from prep.segmentation.metrics import SegmentationMetrics
-from prep.segmentation.predict import predict_probabilities, predict_tiled
-from prep.segmentation.rle import rle_decode, rle_encode
+from prep.masks.class_table import parse_class_table
+from prep.builtin_tasks.segmentation.losses import SegmentationLoss, parse_loss
+from prep.masks.read import IGNORE_INDEX, ClassMapping, MaskScan, check_mask_ids, mapping_for, mask_ids, scan_masks
+from prep.builtin_tasks.segmentation.metrics import SegmentationMetrics
+from prep.builtin_tasks.segmentation.predict import predict_probabilities, predict_tiled
+from prep.masks.rle import rle_decode, rle_encode
 
 TABLE = parse_class_table("id,name,r,g,b\n0,background,0,0,0\n1,road,128,64,128\n2,car,0,0,142\n255,ignore,255,255,255\n", "classes.csv")
 
@@ -242,7 +242,7 @@ def _rank_metrics(rank: int, port: int, out: str) -> None:
     import os
 
     from prep.engine.distributed import World
-    from prep.engine.loop import _sum_counts
+    from prep.engine.fit import _sum_counts
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2)

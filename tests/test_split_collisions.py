@@ -105,7 +105,7 @@ def test_the_reported_nested_tree_loses_nothing(tmp_path: Path, mode: str, neste
 
 def test_no_destination_is_another_files_source(tmp_path: Path) -> None:
     """The plan itself: the nested file is renamed instead of aimed at cat/a0.jpg."""
-    from prep.split.layouts import discover
+    from prep.split.sources import discover
     from prep.split.plan import build_plan
 
     src = tmp_path / "src"

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from prep.cli import app
-from prep.images import load_rgb
+from prep.images.decode import load_rgb
 from prep.stats.dataset_stats import compute_dataset_stats
 
 from conftest import jpeg_bytes, write

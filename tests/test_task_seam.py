@@ -123,7 +123,7 @@ def test_fit_trains_a_toy_segmentation_task_on_cpu(tmp_path: Path):
     from prep.augment.presets import build_pipeline
     from prep.data.collate import segmentation_collate
     from prep.data.loader import create_loader
-    from prep.engine.loop import fit
+    from prep.engine.fit import fit
 
     data = make_segmentation_dataset(tmp_path / "data", per_split={"train": 16, "valid": 8})
     task = ToySegmentation()
@@ -363,7 +363,7 @@ def test_prep_plugins_shows_what_each_plugin_registered_and_register_time_failur
     listed = plugins_json(site)
     plugins = {p["name"]: p for p in listed["plugins"]}
     assert plugins["seamplugin_tiny"]["registered"] == {"trainer": ["tiny", "seg-trainer", "det-trainer"], "LR lambda": ["halve-each-epoch"]}
-    assert plugins["prep.builtin_tasks.classification"]["registered"] == {"task": ["classification"]}
+    assert plugins["prep.builtin_tasks.classification.task"]["registered"] == {"task": ["classification"]}
     assert plugins["resnet-finetune"]["registered"] == {"trainer": ["resnet-finetune"]}
     trainers = {t["name"]: t for t in listed["trainers"]}
     assert trainers["resnet-finetune"]["architectures"] == ["resnet18", "resnet34", "resnet50"]
@@ -382,7 +382,7 @@ def test_prep_verbose_shows_plugin_loading(site: Path):
     done = subprocess.run([sys.executable, "-m", "prep", "-v", "plugins", "--json"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "Loaded plugin 'seamplugin_tiny' (seamplugin_tiny 2.0) from entry point seamplugin_tiny in" in done.stderr
-    assert "Loaded built-in plugin 'prep.builtin_tasks.classification'" in done.stderr
+    assert "Loaded built-in plugin 'prep.builtin_tasks.classification.task'" in done.stderr
     quiet = subprocess.run([sys.executable, "-m", "prep", "plugins", "--json"], capture_output=True, text=True, env=env)
     assert "Loaded" not in quiet.stderr
 
@@ -411,7 +411,7 @@ def test_import_prep_offers_the_plugin_api_without_importing_torch():
 def test_register_tasks(site: Path, tmp_path: Path):
     install_fake_plugin(site, "seamplugin_task", '''
 import prep
-from prep.builtin_tasks.classification import ClassificationTask
+from prep.builtin_tasks.classification.task import ClassificationTask
 
 
 class Top1Loss(ClassificationTask):

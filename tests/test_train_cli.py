@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from prep.cli import app
 from prep.engine.checkpoint import load_checkpoint
 from prep import ModelRequest
-from prep.training import TrainOptions, train
+from prep.train.prepare import TrainOptions, train
 
 runner = CliRunner()
 
@@ -64,7 +64,7 @@ def test_local_weights_load_into_the_body_and_the_head_is_new(split_sample: Path
 
 
 def test_weights_of_another_architecture_are_a_clear_error(tmp_path: Path):
-    from prep.weights import WeightsError
+    from prep.train.weights import WeightsError
     from prep_trainers.resnet_finetune import ResNetFinetune
 
     weights = tmp_path / "resnet34.pt"
@@ -235,7 +235,7 @@ def test_config_errors_are_messages(tmp_path: Path):
 
 
 def test_every_engine_option_reaches_the_config():
-    from prep.run_config import resolve_config
+    from prep.train.options import resolve_config
     from prep_trainers.resnet_finetune import ResNetFinetune
 
     given = dict(
@@ -308,7 +308,7 @@ def test_torchrun_trains_one_model_over_two_processes(split_sample: Path, tmp_pa
 
 
 def _reference_logits(run_dir: Path, images: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-    from prep.inference import load_model
+    from prep.inference.checkpoints import load_model
 
     model, state = load_model(run_dir / "best.pt", "cpu")
     mean, std = torch.tensor(state["mean"]).view(1, 3, 1, 1), torch.tensor(state["std"]).view(1, 3, 1, 1)

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from prep.cli import app
 from prep.engine.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
-from prep.training import TrainOptions, train
+from prep.train.prepare import TrainOptions, train
 
 from conftest import jpeg_bytes, write
 

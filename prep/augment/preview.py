@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from prep.augment.presets import build_pipeline
-from prep.data.splits import classification_samples, class_names, find_split_dirs, is_segmentation, segmentation_pairs
-from prep.fsutil import atomic_write_bytes
-from prep.images import load_rgb
+from prep.data.index import classification_samples, class_names, find_split_dirs, is_segmentation, segmentation_pairs
+from prep.util.files import atomic_write_bytes
+from prep.images.decode import load_rgb
 
 def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The image with each region of the mask outlined, two pixels wide, in black and
@@ -52,8 +52,8 @@ def render_preview(
     """
     from PIL import Image, ImageDraw
 
-    from prep.segmentation.class_table import dataset_class_table
-    from prep.segmentation.masks import mask_ids
+    from prep.masks.class_table import dataset_class_table
+    from prep.masks.read import mask_ids
 
     segmentation = is_segmentation(root)
     task = "segmentation" if segmentation else "classification"

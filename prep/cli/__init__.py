@@ -7,7 +7,7 @@ from typer.core import TyperGroup
 
 from prep import __version__
 from prep.cli import output
-from prep.console import INTERRUPTED_EXIT_CODE
+from prep.errors import INTERRUPTED_EXIT_CODE
 from prep.errors import DiskError, PrepError
 
 
@@ -105,15 +105,15 @@ def root(
 
 
 def _register_commands() -> None:
-    from prep.cli import augment, export, lr_find, plugins, sample, split, stats, train, use_model
+    from prep.cli import augment, evaluate, export, lr_find, plugins, sample, split, stats, train
     from prep.plugins import plugin_host
 
     app.command("split")(split.split_command)
     app.command("stats")(stats.stats_command)
     app.command("augment")(augment.augment_command)
     app.command("train", cls=train.TrainCommand)(train.train_command)
-    app.command("evaluate")(use_model.evaluate_command)
-    app.command("predict")(use_model.predict_command)
+    app.command("evaluate")(evaluate.evaluate_command)
+    app.command("predict")(evaluate.predict_command)
     app.command("lr-find")(lr_find.lr_find_command)
     app.command("export")(export.export_command)
     app.command("sample")(sample.sample_command)

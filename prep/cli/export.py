@@ -19,7 +19,7 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Write a model that runs without prep: float images in [0, 1] in, logits out."""
-    from prep.export import export_checkpoint
+    from prep.inference.export import export_checkpoint
 
     written = export_checkpoint(checkpoint, format, out, image_size=image_size)
     if as_json:

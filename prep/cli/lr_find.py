@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 
 from prep.cli import output
-from prep.normalization import NORMALIZE_HELP
-from prep.weights import WEIGHTS_HELP
+from prep.stats.normalization import NORMALIZE_HELP
+from prep.train.weights import WEIGHTS_HELP
 
 
 def lr_find_command(
@@ -38,8 +38,8 @@ def lr_find_command(
     Trains briefly with a rate growing from tiny to huge, plots the loss against it, and
     suggests the rate where the loss falls fastest. The model is left untouched: no run folder.
     """
-    from prep.lr_find import lr_find
-    from prep.run_config import TrainOptions
+    from prep.train.lr_find import lr_find
+    from prep.train.options import TrainOptions
 
     options = TrainOptions(
         plugin=plugin, arch=arch, weights=weights, normalize=normalize, recipe=recipe, optimizer=optimizer,

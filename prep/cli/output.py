@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from prep.progress import Advance
+from prep.util.progress import Advance
 
 
 class _LazyConsole:
@@ -68,7 +68,7 @@ def info(message: str, *, soft_wrap: bool = False) -> None:
 def chosen_dataset(given: Path | None) -> Path:
     """The dataset a command works on; when the user named none, a line says which one was
     picked and why, since a bare command otherwise runs on whatever was split last."""
-    from prep.workspace import choose_dataset
+    from prep.cli.workspace import choose_dataset
 
     dataset, origin = choose_dataset(given)
     if origin is not None:
@@ -83,7 +83,7 @@ def warn(message: str) -> None:
 
 
 class RichProgress:
-    """A ``prep.progress.Progress`` that draws a bar on stderr, when it is a terminal.
+    """A ``prep.util.progress.Progress`` that draws a bar on stderr, when it is a terminal.
 
     Args:
         min_total: tasks of fewer steps get no bar. File tasks count files, and a few

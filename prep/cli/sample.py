@@ -16,7 +16,7 @@ def sample_command(
     kind: str = typer.Option("classification", "--kind", help="classification (dogs-vs-cats) | segmentation (Carvana)."),
 ) -> None:
     """Write a synthetic dataset shaped like a Kaggle download (dogs-vs-cats or Carvana)."""
-    from prep.sample import write_sample
+    from prep.split.sample import write_sample
 
     written = write_sample(folder, n=n, seed=seed, kind=kind, progress=output.RichProgress())
     output.info(f"Wrote {written} files to {folder}")

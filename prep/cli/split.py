@@ -48,7 +48,7 @@ def split_command(
     from prep.split.api import split_dataset, undo_split
     from prep.split.plan import SplitOptions
     from prep.split.splitters import SplitSize
-    from prep.workspace import forget_dataset, remember_dataset
+    from prep.cli.workspace import forget_dataset, remember_dataset
 
     check_choice("--mode", mode, MODES)
     progress = output.RichProgress()

@@ -1,4 +1,4 @@
-"""``prep train``: parse options, call ``prep.training.train``, print the summary.
+"""``prep train``: parse options, call ``prep.train.prepare.train``, print the summary.
 
 With ``--config runs/NAME/config.yaml`` the run's recorded data, options and resolved
 settings come back, and any option given on the command line replaces its value.
@@ -15,10 +15,10 @@ import typer
 from typer.core import TyperCommand
 
 from prep.cli import output
-from prep.console import INTERRUPTED_EXIT_CODE
+from prep.errors import INTERRUPTED_EXIT_CODE
 from prep.data.cache_plan import CACHE_HELP
-from prep.normalization import NORMALIZE_HELP
-from prep.weights import WEIGHTS_HELP
+from prep.stats.normalization import NORMALIZE_HELP
+from prep.train.weights import WEIGHTS_HELP
 
 ENGINE = "Engine (default: the recipe's)"
 
@@ -71,7 +71,7 @@ class EpochPrinter:
 def describe_trainers() -> str:
     """One paragraph per registered trainer: its task, architectures and recipes."""
     from prep.plugins import trainers
-    from prep.trainer import Trainer
+    from prep.train.trainer import Trainer
 
     registry = trainers()
     lines = []
@@ -146,8 +146,8 @@ def train_command(
 ) -> None:
     """Train a model with a trainer plugin, on GPU when there is one."""
     from prep.errors import UsageError
-    from prep.run_config import TrainOptions, read_run_config
-    from prep.training import train
+    from prep.train.options import TrainOptions, read_run_config
+    from prep.train.prepare import train
 
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir: the run to continue")

@@ -30,10 +30,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from prep.fsutil import atomic_write_json, fsync_dir
-from prep.images import ImageDecodeError
-from prep.parallel import imap_chunks
-from prep.progress import NO_PROGRESS, Progress
+from prep.util.files import atomic_write_json, fsync_dir
+from prep.images.decode import ImageDecodeError
+from prep.util.parallel import imap_chunks
+from prep.util.progress import NO_PROGRESS, Progress
 
 FORMAT = "prep-decoded-cache/2"  # 2: one mask type per decoder
 

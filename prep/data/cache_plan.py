@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from prep.errors import PrepError, check_choice
-from prep.progress import NO_PROGRESS, Progress
+from prep.util.progress import NO_PROGRESS, Progress
 
 if TYPE_CHECKING:
     from prep.data.cache import DecodedStore
@@ -153,7 +153,7 @@ def estimate_bytes(files: Sequence[tuple[Path, ...]], decoder: Any) -> int:
     ``ESTIMATE_FROM`` evenly spaced images."""
     from PIL import Image
 
-    from prep.images import shrunk_size
+    from prep.images.decode import shrunk_size
 
     if not files:
         return 0

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from prep.data.decoders import ImageDecoder, ImageMaskDecoder
-from prep.data.splits import class_names, classification_samples, find_split_dirs, segmentation_pairs
+from prep.data.index import class_names, classification_samples, find_split_dirs, segmentation_pairs
 from prep.errors import DatasetNotFoundError
-from prep.images import ImageDecodeError
+from prep.images.decode import ImageDecodeError
 from prep.layout import canonical_split_name
 
 
@@ -99,7 +99,7 @@ class CorruptSample(NamedTuple):
 
 
 def _split_folder(root: Path, split: str | Path) -> Path:
-    if isinstance(split, Path):  # a held-out folder, chosen by prep.data.heldout
+    if isinstance(split, Path):  # a held-out folder, chosen by prep.builtin_tasks.classification.heldout
         return split
     splits = find_split_dirs(root)
     name = canonical_split_name(split)
@@ -114,7 +114,7 @@ class ClassificationDataset(_Decoded, _SeedsOncePerBatch, torch.utils.data.Datas
     Args:
         root: the dataset.
         split: ``train``, ``valid`` (``val``) or ``test``; or the folder of class folders
-            itself, as a ``Path`` (a held-out folder, see ``prep.data.heldout``).
+            itself, as a ``Path`` (a held-out folder, see ``prep.builtin_tasks.classification.heldout``).
         transform: an albumentations pipeline, called as ``transform(image=...)``.
         classes: the class order; default: the train split's class folders, sorted. The
             mapping is stable and is recorded with every run.
@@ -150,8 +150,8 @@ class ClassificationDataset(_Decoded, _SeedsOncePerBatch, torch.utils.data.Datas
 
 def load_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """A mask's ids as ``H x W`` int64, read without a class table (see
-    ``prep.segmentation.masks.mask_ids``); 0/255 masks become 0/1."""
-    from prep.segmentation.masks import mask_ids
+    ``prep.masks.read.mask_ids``); 0/255 masks become 0/1."""
+    from prep.masks.read import mask_ids
 
     return mask_ids(Path(path), size=size)
 
@@ -167,7 +167,7 @@ class SegmentationDataset(_Decoded, _SeedsOncePerBatch, torch.utils.data.Dataset
     Args:
         decode_mask: ``(mask file, (height, width))`` -> class indices of that size,
             ``IGNORE_INDEX`` for ignored pixels (default: the ids as stored, 0/255 read as
-            0/1); the segmentation task passes a ``prep.segmentation.masks.MaskDecoder`` for
+            0/1); the segmentation task passes a ``prep.masks.read.MaskDecoder`` for
             the dataset's classes.
     """
 
@@ -186,7 +186,7 @@ class SegmentationDataset(_Decoded, _SeedsOncePerBatch, torch.utils.data.Dataset
         return tuple(self.samples[index])
 
     def _item(self, index: int, seed: int | None):
-        from prep.segmentation.masks import IGNORE_INDEX
+        from prep.masks.read import IGNORE_INDEX
 
         decoded = self.decoded(index)
         if isinstance(decoded, CorruptSample):

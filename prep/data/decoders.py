@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from prep.images import SHRINK_RESAMPLING, ImageDecodeError, load_rgb_at_side
+from prep.images.decode import SHRINK_RESAMPLING, ImageDecodeError, load_rgb_at_side
 
 
 class ImageDecoder:
     """Sample files ``(image,)`` -> ``(H x W x 3 uint8 pixels, None)``, the short side
-    brought down to ``side`` (``prep.images.load_rgb_at_side``). Picklable, for workers."""
+    brought down to ``side`` (``prep.images.decode.load_rgb_at_side``). Picklable, for workers."""
 
     def __init__(self, side: int | None) -> None:
         self.side = side
@@ -53,7 +53,7 @@ class ImageMaskDecoder(ImageDecoder):
         return np.dtype(np.uint8 if classes is not None and classes < 255 else np.uint16)
 
     def __call__(self, files: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray]:
-        from prep.segmentation.masks import IGNORE_INDEX
+        from prep.masks.read import IGNORE_INDEX
 
         pixels = load_rgb_at_side(files[0], self.side)
         try:

@@ -32,13 +32,13 @@ log = logging.getLogger(__name__)
 
 class _SeedWorker:
     """worker_init_fn: a picklable callable, so it also works with spawned workers. Besides
-    seeding, it keeps the memory each decoded image frees for the next (``prep.allocator``)."""
+    seeding, it keeps the memory each decoded image frees for the next (``prep.util.allocator``)."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
     def __call__(self, worker_id: int) -> None:
-        from prep.allocator import keep_freed_memory
+        from prep.util.allocator import keep_freed_memory
 
         keep_freed_memory()
         seed = self.seed + worker_id

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from prep.errors import PrepError
-from prep.fsutil import atomic_write_bytes
+from prep.util.files import atomic_write_bytes
 
 CHECKPOINT_FORMAT = 1
 CHECKSUM_KEY = "tensor_checksum"

@@ -5,7 +5,7 @@ Run alone, a process is rank 0 of a world of 1 and nothing here does anything. U
 environment torchrun sets, joins the process group (NCCL on GPUs, Gloo on CPU), takes
 its own GPU, trains on its own share of every epoch (``SeededSampler``) and sums its
 counts with the others so that every rank reports and decides on the same metrics. Only
-rank 0 writes files (``prep.engine.loop.RunIO``).
+rank 0 writes files (``prep.engine.fit.RunIO``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-from prep.fsutil import atomic_write_bytes
+from prep.util.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from prep.engine.freezing import keep_norm_statistics
 from prep.engine.optim import build_optimizer, parameter_groups
 from prep.engine.task import Loss, Task
 from prep.errors import UsageError
-from prep.progress import NO_PROGRESS, Progress
+from prep.util.progress import NO_PROGRESS, Progress
 
 SMOOTHING = 0.98  # the weight of the past in the loss's moving average
 DIVERGES_AT = 4.0  # the test stops when the smoothed loss exceeds this multiple of its best

@@ -14,9 +14,9 @@ from typing import Any, Iterable, Iterator
 
 from prep import __version__
 from prep.errors import JournalError, TargetExistsError
-from prep.progress import NO_PROGRESS, Progress
+from prep.util.progress import NO_PROGRESS, Progress
 from prep.split.journal import JOURNAL_NAME, Journal, Status
-from prep.split.layouts import discover
+from prep.split.sources import discover
 from prep.split.placement import place, remove_empty_dirs, stopped_half_way, unplace
 from prep.split.plan import Plan, SplitOptions, build_plan, check_targets
 
@@ -131,7 +131,7 @@ def _class_table_source(src: Path, options: SplitOptions, layout: str) -> Path |
     """
     from prep.errors import UsageError
     from prep.layout import CLASS_TABLE
-    from prep.segmentation.class_table import read_class_table
+    from prep.masks.class_table import read_class_table
 
     given = options.class_table
     if given is not None:
@@ -161,7 +161,7 @@ def _check_class_table_target(source: Path | None, out: Path) -> None:
 
 def _place_class_table(journal: Journal) -> None:
     """Copy the split's class table into OUT (once; never over another file)."""
-    from prep.fsutil import atomic_write_bytes
+    from prep.util.files import atomic_write_bytes
     from prep.layout import CLASS_TABLE
 
     source = journal.report.get("class_table_source")

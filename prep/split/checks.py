@@ -21,9 +21,9 @@ import struct
 import zlib
 from typing import Callable, NamedTuple
 
-from prep.jpeg_header import ends_with_eoi, jpeg_frame_header
+from prep.images.jpeg_header import ends_with_eoi, jpeg_frame_header
 from prep.layout import IMAGE_EXTENSIONS, extension
-from prep.parallel import map_chunks
+from prep.util.parallel import map_chunks
 
 HEAD_BYTES = 4096
 TAIL_BYTES = 32

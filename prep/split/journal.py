@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from prep.errors import JournalError
-from prep.fsutil import atomic_write_json
+from prep.util.files import atomic_write_json
 
 JOURNAL_NAME = "split-journal.json"
 # One fixed name, written only under the lock on the output folder: a kill during a save
@@ -67,7 +67,7 @@ class Journal:
         return Path(self.out_root) / JOURNAL_NAME
 
     def save(self, durable: bool = True) -> None:
-        """Write the journal atomically (see ``prep.fsutil.atomic_write_json``).
+        """Write the journal atomically (see ``prep.util.files.atomic_write_json``).
 
         Args:
             durable: flush to disk before returning. Needed before files move; a status

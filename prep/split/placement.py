@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from prep.errors import DiskError, JournalError, PlacementError
-from prep.fsutil import copy_new_file, partial_copy_path, rename_no_replace
+from prep.util.files import copy_new_file, partial_copy_path, rename_no_replace
 from prep.split.journal import Entry, Journal
 
 log = logging.getLogger(__name__)

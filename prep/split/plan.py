@@ -18,12 +18,12 @@ from typing import Any
 from prep.errors import PluginError, TargetExistsError, UsageError
 from prep.plugins import label_parsers, splitters
 from prep.registry import Registration
-from prep.progress import NO_PROGRESS, Progress
+from prep.util.progress import NO_PROGRESS, Progress
 from prep.split.checks import DEFAULT_MAX_PIXELS, Probe, Reason, Verify, probe_paths
 from prep.split.duplicates import find_duplicates
 from prep.split.journal import Entry
 from prep.layout import IMAGES_DIR, MASKS_DIR, REJECTED_DIR, SPLITS, is_junk
-from prep.split.layouts import Inventory, LayoutOptions, Sample
+from prep.split.sources import Inventory, LayoutOptions, Sample
 from prep.split.label_parsers import regex_label_parser
 from prep.split.splitters import SplitRequest, SplitSize, Unit
 

@@ -11,7 +11,7 @@
   ``histogram`` (``edges``, ``counts``), from the train images' headers;
 * ``modes``, ``formats``: image counts by Pillow mode and file format;
 * ``failed``: train images that could not be decoded, each ``{file, reason}``;
-* ``masks`` (segmentation only): see ``prep.stats.masks.audit``, plus the masks read as
+* ``masks`` (segmentation only): see ``prep.stats.mask_audit.audit``, plus the masks read as
   training reads them: ``classes`` (names), ``class_pixels`` (name -> share of pixels),
   ``class_table`` (its path, or null) and ``problem`` (what would stop training, or null);
 * ``prep_version``, ``created``, ``seconds``.
@@ -29,15 +29,15 @@ from typing import Any
 import numpy as np
 
 from prep import __version__
-from prep.data.splits import class_names, classification_samples, find_split_dirs, is_segmentation, segmentation_pairs
+from prep.data.index import class_names, classification_samples, find_split_dirs, is_segmentation, segmentation_pairs
 from prep.errors import DatasetNotFoundError
 from prep.errors import StatsNotFoundError
-from prep.fsutil import atomic_write_json
-from prep.images import ImageDecodeError, decode_image
-from prep.parallel import map_chunks
-from prep.progress import NO_PROGRESS, Progress
+from prep.util.files import atomic_write_json
+from prep.images.decode import ImageDecodeError, decode_image
+from prep.util.parallel import map_chunks
+from prep.util.progress import NO_PROGRESS, Progress
 from prep.stats.channels import PixelSummary
-from prep.stats.masks import MaskSummary, audit, summarize_masks
+from prep.stats.mask_audit import MaskSummary, audit, summarize_masks
 
 STATS_FILE = "stats.json"
 STATS_FORMAT = "prep-stats/1"
@@ -170,11 +170,11 @@ def compute_dataset_stats(
 
 
 def _mask_classes(root: Path, workers: int, progress: Progress) -> dict[str, Any]:
-    """The masks read as training reads them (``prep.segmentation.masks``): the classes,
+    """The masks read as training reads them (``prep.masks.read``): the classes,
     each one's share of the pixels, and what would stop training, if anything."""
     from prep.errors import PrepError
     from prep.layout import CLASS_TABLE
-    from prep.segmentation.masks import read_dataset_classes
+    from prep.masks.read import read_dataset_classes
 
     table = root / CLASS_TABLE
     result: dict[str, Any] = {"class_table": str(table) if table.is_file() else None, "problem": None}

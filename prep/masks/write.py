@@ -17,8 +17,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from prep.errors import TargetExistsError, UsageError
-from prep.fsutil import atomic_write_bytes
-from prep.segmentation.rle import rle_encode
+from prep.util.files import atomic_write_bytes
+from prep.masks.rle import rle_encode
 
 SUBMISSION_NEEDS_BINARY = "--kaggle-submission writes one run-length-encoded mask per image, which needs a binary (two-class) model"
 
@@ -73,7 +73,7 @@ def write_mask(path: Path, indices: np.ndarray, ids: Sequence[int], colours: np.
 
 
 def write_submission(path: Path, masks: Iterable[tuple[Path, np.ndarray]], binary: bool, order: str = "row") -> int:
-    """Kaggle's ``img,rle_mask`` CSV (Carvana's format; see ``prep.segmentation.rle``): one
+    """Kaggle's ``img,rle_mask`` CSV (Carvana's format; see ``prep.masks.rle``): one
     row per image, named by file name; returns the rows written.
 
     Raises:

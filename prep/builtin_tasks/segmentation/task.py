@@ -4,10 +4,10 @@ Also a built-in plugin, registering the task through ``register_tasks``. The cla
 from the dataset's class table (``classes.csv``), else from the masks (ids 0 to the
 largest; two classes make a binary segmentation); every mask of every split is read once
 before training, and values that are no class stop the run with the files named (see
-``prep.segmentation.masks``). Two classes train one logit (sigmoid), more train one per
+``prep.masks.read``). Two classes train one logit (sigmoid), more train one per
 class (softmax); the loss is ``TrainConfig.loss`` (default Dice + cross-entropy, see
-``prep.segmentation.losses``) with ``TrainConfig.class_weights``. Metrics (see
-``prep.segmentation.metrics``): ``dice``, ``iou``, ``pixel_acc`` per phase, ``image_dice``,
+``prep.builtin_tasks.segmentation.losses``) with ``TrainConfig.class_weights``. Metrics (see
+``prep.builtin_tasks.segmentation.metrics``): ``dice``, ``iou``, ``pixel_acc`` per phase, ``image_dice``,
 ``per_class_iou`` and ``per_class_dice`` for validation. The monitor is ``valid_dice`` for a
 binary segmentation and ``valid_iou`` (mean IoU) otherwise; higher is better.
 """
@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from prep.hookspecs import hookimpl
 from prep.layout import SEGMENTATION
-from prep.progress import NO_PROGRESS, Progress
+from prep.util.progress import NO_PROGRESS, Progress
 
 if TYPE_CHECKING:
     import torch
 
     from prep.engine.config import TrainConfig
-    from prep.segmentation.masks import DatasetClasses
+    from prep.masks.read import DatasetClasses
 
 EXAMPLES = 6
 
@@ -58,7 +58,7 @@ class SegmentationTask:
         table = root / CLASS_TABLE
         key = (str(root.resolve()), table.stat().st_mtime if table.exists() else 0.0)
         if key not in self._read:
-            from prep.segmentation.masks import read_dataset_classes
+            from prep.masks.read import read_dataset_classes
 
             self._read[key] = read_dataset_classes(root, progress=progress)
         return self._read[key]
@@ -69,13 +69,13 @@ class SegmentationTask:
     def dataset(self, root: Path, split: str, *, classes: list[str], transform: Any, decode_side: int | None):
         from prep.data.datasets import SegmentationDataset
         from prep.errors import MaskError
-        from prep.segmentation.masks import MaskDecoder
+        from prep.masks.read import MaskDecoder
 
         found = self.dataset_classes(root)
         mapping = found.mapping
         if list(classes) != found.names and found.table is None and len(found.names) <= len(classes):
             # Without a table the classes are the ids found: a held-out set may lack the last ones.
-            from prep.segmentation.masks import ClassMapping
+            from prep.masks.read import ClassMapping
 
             mapping = ClassMapping(tuple(range(len(classes))))
         elif list(classes) != found.names:
@@ -90,7 +90,7 @@ class SegmentationTask:
 
         from prep.data.collate import check_batch
         from prep.errors import PluginError
-        from prep.segmentation.masks import IGNORE_INDEX
+        from prep.masks.read import IGNORE_INDEX
 
         check_batch(batch, origin)
         masks, images = batch.targets, batch.inputs
@@ -109,7 +109,7 @@ class SegmentationTask:
 
     def loss(self, config: "TrainConfig", classes: list[str], *, train: bool):
         from prep.errors import UsageError
-        from prep.segmentation.losses import SegmentationLoss
+        from prep.builtin_tasks.segmentation.losses import SegmentationLoss
 
         weights = config.class_weights
         if weights is not None and len(weights) != len(classes):
@@ -117,7 +117,7 @@ class SegmentationTask:
         return SegmentationLoss(config.loss, weights)
 
     def metrics(self, classes: list[str], *, train: bool):
-        from prep.segmentation.metrics import SegmentationMetrics
+        from prep.builtin_tasks.segmentation.metrics import SegmentationMetrics
 
         return SegmentationMetrics(len(classes), train)
 
@@ -136,8 +136,8 @@ class SegmentationTask:
 
     def examples(self, model: "torch.nn.Module", dataset: Any, classes: list[str], mean, std, device, path: Path) -> Path | None:
         """Samples of ``dataset`` with their truth and prediction overlaid (see
-        ``prep.segmentation.overlay``)."""
-        from prep.segmentation.examples import write_examples
+        ``prep.masks.overlay``)."""
+        from prep.builtin_tasks.segmentation.examples import write_examples
 
         return write_examples(model, dataset, classes, mean, std, device, path, count=EXAMPLES)
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from prep.errors import UsageError
-from prep.tta import check_tta
+from prep.inference.tta import check_tta
 
 
 
@@ -125,7 +125,7 @@ def predict_masks(
         on_skip: called with each unreadable file and the reason; the others go on.
     """
     from prep.data.collate import to_device_normalized
-    from prep.images import ImageDecodeError, decode_image, load_rgb, shrink_to_side
+    from prep.images.decode import ImageDecodeError, decode_image, load_rgb, shrink_to_side
 
     options.check()
     model.eval()

@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 
 from prep.errors import TargetExistsError, UsageError, check_choice
-from prep.progress import NO_PROGRESS, Progress
+from prep.util.progress import NO_PROGRESS, Progress
 
 KINDS = ("classification", "segmentation")
 

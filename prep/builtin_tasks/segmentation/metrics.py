@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from prep.segmentation.masks import IGNORE_INDEX
+from prep.masks.read import IGNORE_INDEX
 
 
 def predicted_classes(outputs: Any, size: tuple[int, int] | None = None) -> torch.Tensor:

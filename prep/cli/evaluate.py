@@ -28,7 +28,7 @@ def evaluate_command(
     Segmentation: Dice, IoU, per-image Dice, pixel accuracy and per-class Dice/IoU, with an
     overlay of samples.
     """
-    from prep.inference import checkpoint_task, evaluate_checkpoint
+    from prep.inference.checkpoints import checkpoint_task, evaluate_checkpoint
 
     segmentation = checkpoint_task(checkpoint) == "segmentation"
     out = out or Path("examples.png" if segmentation else "confusion.png")
@@ -78,14 +78,14 @@ def predict_command(
     Classification: a CSV of class probabilities (or Kaggle dogs-vs-cats' id,label).
     Segmentation: masks at each image's own size (or a Kaggle RLE submission).
     """
-    from prep.inference import (
+    from prep.inference.checkpoints import (
         check_clip, model_task, peek_checkpoint, positive_class, predict, predict_segmentation, refuse_existing,
         write_predictions,
     )
 
     state = peek_checkpoint(checkpoint)  # options and classes only, read once
     if model_task(state) == "segmentation":
-        from prep.segmentation.predict import MaskOptions
+        from prep.builtin_tasks.segmentation.predict import MaskOptions
 
         target = out or Path("submission.csv" if kaggle_submission else "masks")
         report = predict_segmentation(

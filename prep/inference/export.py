@@ -78,8 +78,8 @@ def export_checkpoint(checkpoint: Path, format: str, out: Path | None = None, *,
             raise ExportError("--format onnx needs the onnx and onnxscript packages: pip install 'prep[export]'") from None
     import torch
 
-    from prep.fsutil import atomic_write_bytes
-    from prep.inference import load_model
+    from prep.util.files import atomic_write_bytes
+    from prep.inference.checkpoints import load_model
 
     model, state = load_model(checkpoint, "cpu")
     wrapped = _with_normalization(model, state["mean"], state["std"])

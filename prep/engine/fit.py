@@ -48,7 +48,7 @@ from prep.engine.optim import build_optimizer, parameter_groups
 from prep.engine.schedulers import LRSchedule, LrLambdaFactory, ScheduleConfig
 from prep.engine.task import MODES, EpochMetrics, Loss, Task
 from prep.errors import PrepError, UsageError, check_choice
-from prep.progress import NO_PROGRESS, Progress
+from prep.util.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class RunIO:
 
     def write_json(self, name: str, value: Any) -> None:
         if self.is_main:
-            from prep.fsutil import atomic_write_json
+            from prep.util.files import atomic_write_json
 
             atomic_write_json(self.run_dir / name, value, indent=2)
 
@@ -88,7 +88,7 @@ class RunIO:
         if self.is_main:
             import yaml
 
-            from prep.fsutil import atomic_write_bytes
+            from prep.util.files import atomic_write_bytes
 
             text = CONFIG_HEADER + yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
             atomic_write_bytes(self.run_dir / "config.yaml", text.encode("utf-8"))

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from prep.errors import UsageError
-from prep.segmentation.masks import IGNORE_INDEX
+from prep.masks.read import IGNORE_INDEX
 
 TERMS = ("dice", "ce", "bce", "focal", "tversky")
 DEFAULT_BINARY = "dice+bce"

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from prep.errors import DatasetNotFoundError
-from prep.fsutil import atomic_write_json
+from prep.util.files import atomic_write_json
 
 STATE_FILE = Path(".prep") / "workspace.json"
 

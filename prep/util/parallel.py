@@ -55,7 +55,7 @@ def imap_chunks(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from prep.allocator import keep_freed_memory
+    from prep.util.allocator import keep_freed_memory
 
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=keep_freed_memory) as pool:
         for chunk, result in zip(chunks, pool.map(job, chunks, *([a] * len(chunks) for a in args))):

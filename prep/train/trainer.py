@@ -34,7 +34,7 @@ class ModelRequest:
         arch: the architecture asked for with ``--arch``, else the trainer's
             ``default_arch`` (``None`` when the trainer has no architectures).
         weights: ``"imagenet"``, ``"none"``, or the path of a weights file (see
-            ``prep.weights``, which loads any of them for you).
+            ``prep.train.weights``, which loads any of them for you).
         image_size: the side of the training images, in pixels.
     """
 

@@ -16,8 +16,8 @@ def write_examples(model: torch.nn.Module, dataset: Any, classes: Sequence[str],
     """
     from prep.data.collate import to_device_normalized
     from prep.data.datasets import CorruptSample
-    from prep.segmentation.metrics import SegmentationMetrics, predicted_classes
-    from prep.segmentation.overlay import class_colours, write_overlay_grid
+    from prep.builtin_tasks.segmentation.metrics import SegmentationMetrics, predicted_classes
+    from prep.masks.overlay import class_colours, write_overlay_grid
 
     if len(dataset) == 0:
         return None

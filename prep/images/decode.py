@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from prep.errors import PrepError
-from prep.jpeg_header import ends_with_eoi, jpeg_frame_header
+from prep.images.jpeg_header import ends_with_eoi, jpeg_frame_header
 
 
 class ImageDecodeError(PrepError):

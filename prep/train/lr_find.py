@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prep.progress import NO_PROGRESS, Progress
-from prep.run_config import TrainOptions
+from prep.util.progress import NO_PROGRESS, Progress
+from prep.train.options import TrainOptions
 
 
 def lr_find(
@@ -25,11 +25,11 @@ def lr_find(
         the curve as ``lrs`` and ``losses``.
 
     Raises:
-        UsageError: bad range or options. Everything ``prep.training.prepare_run`` raises.
+        UsageError: bad range or options. Everything ``prep.train.prepare.prepare_run`` raises.
     """
     from prep.engine.lr_finder import range_test
     from prep.engine.plots import plot_lr_range_test
-    from prep.training import prepare_run
+    from prep.train.prepare import prepare_run
 
     run = prepare_run(root, options, progress=progress, with_valid=False)
     norm = run.normalization

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from prep.errors import check_choice
 
 if TYPE_CHECKING:
-    from prep.progress import Progress
+    from prep.util.progress import Progress
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -72,7 +72,7 @@ def resolve_normalization(
     except StatsNotFoundError:
         if not may_compute:
             raise
-        from prep.progress import NO_PROGRESS
+        from prep.util.progress import NO_PROGRESS
 
         write_stats(root, compute_dataset_stats(root, workers=workers, progress=progress or NO_PROGRESS))
         mean, std = read_mean_std(root)

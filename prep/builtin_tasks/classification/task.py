@@ -44,7 +44,7 @@ class ClassificationMetrics:
             self.counts["top5"] = torch.zeros((), dtype=torch.int64)
 
     def _matrix(self):
-        from prep.engine.metrics import ConfusionMatrix
+        from prep.builtin_tasks.classification.metrics import ConfusionMatrix
 
         return ConfusionMatrix.of(self.counts["confusion"])
 
@@ -82,7 +82,7 @@ class ClassificationTask:
     collate = "uint8-channels-last"
 
     def classes(self, root: Path) -> list[str]:
-        from prep.data.splits import class_names, find_split_dirs
+        from prep.data.index import class_names, find_split_dirs
 
         return class_names(find_split_dirs(root)["train"])
 

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from prep.errors import PrepError
 from prep.layout import canonical_split_name
-from prep.progress import NO_PROGRESS, Progress
-from prep.run_config import config_from_data, options_from_data
+from prep.util.progress import NO_PROGRESS, Progress
+from prep.train.options import config_from_data, options_from_data
 
 if TYPE_CHECKING:
-    from prep.segmentation.predict import MaskOptions
+    from prep.builtin_tasks.segmentation.predict import MaskOptions
 
 
 def load_model(checkpoint: Path, device: str | None = None):
@@ -27,9 +27,9 @@ def load_model(checkpoint: Path, device: str | None = None):
         CheckpointError: unreadable or unsafe file. PrepError: it lacks the trainer's options.
     """
     from prep.engine.checkpoint import load_checkpoint, load_model_weights
-    from prep.engine.loop import pick_device
-    from prep.trainer import ModelRequest, split_model
-    from prep.training import trainer_registration
+    from prep.engine.fit import pick_device
+    from prep.train.trainer import ModelRequest, split_model
+    from prep.train.prepare import trainer_registration
 
     state = load_checkpoint(checkpoint)
     if "options" not in state:
@@ -77,7 +77,7 @@ def peek_checkpoint(checkpoint: Path) -> dict[str, Any]:
 
 def model_task(state: dict[str, Any]) -> str:
     """The task of the trainer that wrote a checkpoint (``classification``, ``segmentation`` ...)."""
-    from prep.training import trainer_registration
+    from prep.train.prepare import trainer_registration
 
     return trainer_registration(state["options"]["plugin"]).value.task
 
@@ -99,11 +99,11 @@ def evaluate_checkpoint(
     ``dice``, ``iou``, ``image_dice``, ``pixel_acc`` and ``per_class``, class name ->
     ``dice`` and ``iou``).
 
-    A classification model reads any folder of class folders (see ``prep.data.heldout``):
+    A classification model reads any folder of class folders (see ``prep.builtin_tasks.classification.heldout``):
     a split dataset, a split holding only ``valid/`` or ``test/``, or bare class folders; a
     segmentation model reads a split dataset. ``root`` None means the dataset the
     checkpoint was trained on, when it is still there, else the working directory's
-    (``prep.workspace.resolve_dataset``). ``split`` None means ``valid``, else ``test``.
+    (``prep.cli.workspace.resolve_dataset``). ``split`` None means ``valid``, else ``test``.
     ``tta="flip"`` averages each image's prediction with its mirror image's. Writes a PNG
     to ``out_png`` when given: the confusion matrix, or (segmentation) samples with their
     truth and prediction.
@@ -115,17 +115,17 @@ def evaluate_checkpoint(
     """
     from prep.data.loader import create_loader
     from prep.data.resolution import source_side
-    from prep.engine.loop import evaluate, pick_device
+    from prep.engine.fit import evaluate, pick_device
     from prep.engine.plots import plot_confusion
     from prep.layout import CLASSIFICATION
     from prep.plugins import collate_fns, tasks
-    from prep.tta import check_tta, with_tta
+    from prep.inference.tta import check_tta, with_tta
 
     check_tta(tta)
     target = pick_device(device)
     model, state = load_model(checkpoint, device)
     if root is None:
-        from prep.workspace import resolve_dataset
+        from prep.cli.workspace import resolve_dataset
 
         recorded = Path(state["data"]) if state.get("data") else None
         root = recorded if recorded is not None and (recorded / "train").is_dir() else resolve_dataset(None)
@@ -135,12 +135,12 @@ def evaluate_checkpoint(
     # the figures would drift from the ones the run reported.
     transform = _eval_transform(state, task.layout)
     if task.layout == CLASSIFICATION:
-        from prep.data.heldout import evaluation_split
+        from prep.builtin_tasks.classification.heldout import evaluation_split
 
         folder, split = evaluation_split(root, split, classes)
         dataset = task.dataset(root, folder, classes=classes, transform=transform, decode_side=source_side(transform))
     else:
-        from prep.training import task_for, trainer_registration
+        from prep.train.prepare import task_for, trainer_registration
 
         task = task_for(state["options"]["plugin"], trainer_registration(state["options"]["plugin"]).value, root)
         split = canonical_split_name(split or "valid")
@@ -212,10 +212,10 @@ def predict(checkpoint: Path, inputs: list[Path], *, tta: str = "none", batch_si
 
     from prep.data.collate import to_device_normalized
     from prep.data.resolution import source_side
-    from prep.engine.loop import pick_device
-    from prep.images import ImageDecodeError, load_rgb_at_side
-    from prep.training import trainer_registration
-    from prep.tta import check_tta, with_tta
+    from prep.engine.fit import pick_device
+    from prep.images.decode import ImageDecodeError, load_rgb_at_side
+    from prep.train.prepare import trainer_registration
+    from prep.inference.tta import check_tta, with_tta
 
     check_tta(tta)
     files = image_files(inputs)
@@ -305,7 +305,7 @@ def write_predictions(
             a clip outside [0, 0.5).
         TargetExistsError: ``path`` exists.
     """
-    from prep.fsutil import atomic_write_bytes
+    from prep.util.files import atomic_write_bytes
 
     check_clip(clip)
     refuse_existing(path)
@@ -348,12 +348,12 @@ def predict_segmentation(
     """
     import numpy as np
 
-    from prep.engine.loop import pick_device
-    from prep.segmentation.class_table import parse_class_table
+    from prep.engine.fit import pick_device
+    from prep.masks.class_table import parse_class_table
     from prep.errors import UsageError
-    from prep.segmentation.mask_files import SUBMISSION_NEEDS_BINARY, mask_destinations, write_mask, write_submission
-    from prep.segmentation.overlay import class_colours
-    from prep.segmentation.predict import MaskOptions, predict_masks
+    from prep.masks.write import SUBMISSION_NEEDS_BINARY, mask_destinations, write_mask, write_submission
+    from prep.masks.overlay import class_colours
+    from prep.builtin_tasks.segmentation.predict import MaskOptions, predict_masks
 
     options = options or MaskOptions()
     options.check()

@@ -1,6 +1,6 @@
 """``train``: the function behind ``prep train``. It turns the names it is given (trainer, task,
 collate function, LR lambda, preset) into objects, checks that the trainer fits the data, and
-hands over to the shared engine (``prep.engine.loop.fit``)."""
+hands over to the shared engine (``prep.engine.fit.fit``)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from prep.engine.config import TrainConfig
 from prep.errors import PluginError, TaskMismatchError
-from prep.normalization import Normalization
-from prep.progress import NO_PROGRESS, Progress
-from prep.run_config import TrainOptions, options_as_data, resolve_config
-from prep.trainer import ModelRequest, Trainer, split_model
+from prep.stats.normalization import Normalization
+from prep.util.progress import NO_PROGRESS, Progress
+from prep.train.options import TrainOptions, options_as_data, resolve_config
+from prep.train.trainer import ModelRequest, Trainer, split_model
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +51,7 @@ def task_for(trainer_name: str, trainer: Trainer, root: Path) -> "Task":
         UnknownNameError: no installed plugin provides the trainer's task.
         DatasetNotFoundError: ``root`` is not a split dataset.
     """
-    from prep.data.splits import dataset_kind
+    from prep.data.index import dataset_kind
     from prep.layout import CLASSIFICATION, SEGMENTATION
     from prep.plugins import tasks, trainers
 
@@ -171,12 +171,12 @@ def prepare_run(
     from prep.data.loader import create_loader
     from prep.data.resolution import source_side
     from prep.engine.distributed import World
-    from prep.engine.loop import check_amp, resolve_monitor
+    from prep.engine.fit import check_amp, resolve_monitor
     from prep.engine.optim import check_optimizer
     from prep.engine.schedulers import check_scheduler
-    from prep.normalization import check_normalize, resolve_normalization
+    from prep.stats.normalization import check_normalize, resolve_normalization
     from prep.plugins import collate_fns
-    from prep.weights import check_weights
+    from prep.train.weights import check_weights
 
     # Everything the options name is checked before anything is read or written.
     registration = trainer_registration(options.plugin)
@@ -277,7 +277,7 @@ def train(
         DatasetNotFoundError, PrepError: bad data or options, with the reason.
     """
     from prep.engine.events import PluginCallbacks
-    from prep.engine.loop import check_run_dir, fit, resolve_monitor
+    from prep.engine.fit import check_run_dir, fit, resolve_monitor
     from prep.plugins import plugin_host
 
     if options.run_dir is not None:  # before the weights are fetched and the data read

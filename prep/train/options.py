@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prep.engine.config import TrainConfig
-from prep.trainer import ModelRequest, Trainer
+from prep.train.trainer import ModelRequest, Trainer
 
 
 @dataclass
@@ -18,7 +18,7 @@ class TrainOptions:
     plugin: str = "resnet-finetune"
     arch: str | None = None  # None: the trainer's default_arch
     weights: str | None = None  # imagenet | none | a path to a state dict (None: the trainer's default_weights)
-    normalize: str = "auto"  # auto | imagenet | dataset (see prep.normalization)
+    normalize: str = "auto"  # auto | imagenet | dataset (see prep.stats.normalization)
     recipe: str | None = None  # one of the trainer's named recipes (None: its default)
     epochs: int | None = None
     max_steps: int | None = None

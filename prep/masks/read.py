@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 
 from prep.errors import MaskError
-from prep.progress import NO_PROGRESS, Progress
-from prep.segmentation.class_table import ClassTable
+from prep.util.progress import NO_PROGRESS, Progress
+from prep.masks.class_table import ClassTable
 
 # What an ignored pixel becomes in a target: cross-entropy's default ignore_index.
 IGNORE_INDEX = -100
@@ -169,7 +169,7 @@ class MaskScan:
 
 
 def scan_masks(paths: Sequence[str], table: ClassTable | None) -> MaskScan:
-    """Read each mask's ids and count them (a worker's job: see ``prep.parallel``)."""
+    """Read each mask's ids and count them (a worker's job: see ``prep.util.parallel``)."""
     scan = MaskScan()
     for path in paths:
         try:
@@ -268,9 +268,9 @@ def read_dataset_classes(root: Path, workers: int | None = None, progress: Progr
     """
     import os
 
-    from prep.data.splits import find_split_dirs, segmentation_pairs
-    from prep.parallel import map_chunks
-    from prep.segmentation.class_table import dataset_class_table
+    from prep.data.index import find_split_dirs, segmentation_pairs
+    from prep.util.parallel import map_chunks
+    from prep.masks.class_table import dataset_class_table
 
     table = dataset_class_table(root)
     masks = [str(mask) for folder in find_split_dirs(root).values() for _, mask in segmentation_pairs(folder)[0]]
