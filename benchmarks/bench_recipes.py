@@ -135,7 +135,7 @@ def lite0_plugin():
 def train_once(root: Path, size: int, epochs: int, seed: int, **options) -> list[float]:
     """Validation accuracy after each epoch of one ``prep.train.prepare.train`` run."""
     from prep.train.options import TrainOptions
-    from prep.train.prepare import train
+    from prep.train.run import train
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"

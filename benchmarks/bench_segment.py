@@ -101,7 +101,8 @@ def baseline_train(root: Path, args, device) -> float:
 
 
 def prep_train(root: Path, args, run_dir: Path, epochs: int | None = None) -> dict:
-    from prep.train.prepare import TrainOptions, train
+    from prep.train.options import TrainOptions
+    from prep.train.run import train
 
     summary = train(root, TrainOptions(
         plugin="unet", arch=args.arch, weights="none", epochs=epochs or args.epochs, batch_size=args.batch_size,

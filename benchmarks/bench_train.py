@@ -85,7 +85,8 @@ def book_train_model(root: Path, args, device) -> float:
 
 
 def prep_train(root: Path, args, run_dir: Path) -> float:
-    from prep.train.prepare import TrainOptions, train
+    from prep.train.options import TrainOptions
+    from prep.train.run import train
 
     train(root, TrainOptions(
         arch=args.arch, weights="none", recipe="book", epochs=args.epochs, batch_size=args.batch_size,

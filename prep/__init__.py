@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 # Imported when first used: name -> module.
 _LAZY = {
     # Training.
-    "train": "prep.train.prepare",
+    "train": "prep.train.run",
     "TrainOptions": "prep.train.options",
     "TrainingRun": "prep.engine.events",
     "Task": "prep.engine.task",

@@ -28,6 +28,9 @@ CLASS_TABLE = "classes.csv"
 
 CLASSIFICATION = "classification"
 SEGMENTATION = "segmentation"
+# What the train split of each layout holds, in words (for messages about a dataset that
+# does not fit a trainer).
+LAYOUT_SHAPES = {CLASSIFICATION: "class folders", SEGMENTATION: "images/ and masks/ folders"}
 
 IMAGE_EXTENSIONS = {
     ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",

@@ -20,13 +20,16 @@ import time
 from dataclasses import dataclass, field
 from functools import cache, partial
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pluggy
 
 from prep import hookspecs
 from prep.errors import PluginError
 from prep.registry import Registry
+
+if TYPE_CHECKING:
+    from prep.engine.events import TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,24 @@ class PluginHost:
             hook_name, lambda plugin: {"register": partial(registry.register, plugin=plugin)}
         )
         return registry
+
+
+class PluginCallbacks:
+    """The installed plugins' ``on_*`` hooks as one training callback (see
+    ``prep.engine.events``), each plugin called on its own (``PluginHost.call_each``): one that
+    raises is reported by name and the run goes on, unless ``PREP_STRICT_PLUGINS`` is set."""
+
+    def __init__(self, host: PluginHost) -> None:
+        self.host = host
+
+    def on_train_start(self, run: "TrainingRun") -> None:
+        self.host.call_each("on_train_start", lambda plugin: {"run": run})
+
+    def on_epoch_end(self, run: "TrainingRun", metrics: dict[str, Any]) -> None:
+        self.host.call_each("on_epoch_end", lambda plugin: {"run": run, "metrics": metrics})
+
+    def on_train_end(self, run: "TrainingRun", summary: dict[str, Any]) -> None:
+        self.host.call_each("on_train_end", lambda plugin: {"run": run, "summary": summary})
 
 
 def describe_plugins(host: PluginHost) -> dict[str, Any]:

@@ -93,7 +93,7 @@ def train_briefly(trainer: str, data: Path, run_dir: Path, **options: Any) -> di
         The run's summary (as ``prep train --json`` prints it).
     """
     from prep.train.options import TrainOptions
-    from prep.train.prepare import train
+    from prep.train.run import train
 
     settings = dict(plugin=trainer, weights="none", epochs=1, image_size=32, batch_size=8, preset="none", workers=0, device="cpu", run_dir=Path(run_dir))
     return train(Path(data), TrainOptions(**{**settings, **options}))

@@ -460,7 +460,7 @@ def test_a_corrupt_file_met_while_building_is_named_once_and_skipped(photos: Pat
 def _cached_rank(rank: int, port: int, root: str, out: str) -> None:
     """One of two Gloo processes training with the default cache; writes what its header said."""
     from prep.train.options import TrainOptions
-    from prep.train.prepare import train
+    from prep.train.run import train
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)

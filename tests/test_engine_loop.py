@@ -21,7 +21,9 @@ from prep.data.datasets import ClassificationDataset
 from prep.data.loader import create_loader
 from prep.engine.checkpoint import load_checkpoint
 from prep.engine.distributed import World
-from prep.engine.fit import NonFiniteLossError, TrainConfig, fit
+from prep.engine.config import TrainConfig
+from prep.engine.epoch import NonFiniteLossError
+from prep.engine.fit import fit
 from prep.builtin_tasks.classification.task import ClassificationTask
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
@@ -216,7 +218,7 @@ def test_freezing_needs_a_head(dataset_root: Path, tmp_path: Path):
 
 
 def test_a_run_folder_holding_a_run_is_never_overwritten(dataset_root: Path, tmp_path: Path):
-    from prep.engine.fit import RunExistsError
+    from prep.engine.run_folder import RunExistsError
 
     run(dataset_root, tmp_path / "run", TrainConfig(epochs=1, lr=0.01))
     before = (tmp_path / "run" / "last.pt").read_bytes()

@@ -11,7 +11,8 @@ from PIL import Image
 
 from prep.engine.logbook import MetricsLog
 from prep.builtin_tasks.classification.metrics import ConfusionMatrix
-from prep.engine.plots import plot_confusion, plot_curves
+from prep.builtin_tasks.classification.plots import plot_confusion
+from prep.engine.plots import plot_curves
 
 
 def test_confusion_matrix_accuracy_and_per_class():

@@ -23,7 +23,7 @@ from prep.cli import app
 from prep.engine.checkpoint import load_checkpoint
 from prep.stats.normalization import IMAGENET_MEAN
 from prep.train.options import TrainOptions
-from prep.train.prepare import train
+from prep.train.run import train
 
 runner = CliRunner()
 CLASSES = ["amber", "blue", "cyan", "green", "pink", "red"]  # six: top-5 accuracy applies
@@ -240,7 +240,7 @@ def test_evaluate_json_has_top5_and_per_class_precision_and_recall(checkpoint: P
 
 
 def test_top5_counts_an_image_whose_class_is_among_the_five_highest():
-    from prep.builtin_tasks.classification.task import ClassificationMetrics
+    from prep.builtin_tasks.classification.metrics import ClassificationMetrics
 
     metrics = ClassificationMetrics(7, train=False)
     logits = torch.tensor([[7.0, 6, 5, 4, 3, 2, 1]] * 3)  # ranks: class 0 first ... class 6 last
@@ -373,7 +373,7 @@ def test_the_range_test_leaves_the_model_as_it_was(dataset: Path):
     run = prepare_run(dataset, TrainOptions(weights="none", image_size=16, batch_size=12, workers=0), with_valid=False)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     test = range_test(
-        run.model, run.train_loader, run.task, run.loss, run.classes, config=run.config, mean=run.normalization.mean,
+        run.model, run.train_loader, run.task, run.settings.loss, run.classes, config=run.config, mean=run.normalization.mean,
         std=run.normalization.std, device=torch.device("cpu"), head=run.head, steps=8,
     )
     assert len(test.lrs) == 8 and all(math.isfinite(loss) for loss in test.losses)

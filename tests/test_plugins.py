@@ -182,7 +182,8 @@ def test_register_lr_lambdas_from_an_installed_plugin(site: Path):
 
 
 def test_register_trainers_from_an_installed_plugin(site: Path, tmp_path: Path):
-    from prep.train.prepare import TrainOptions, train
+    from prep.train.options import TrainOptions
+    from prep.train.run import train
 
     install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
     reset_plugin_host()
@@ -236,7 +237,8 @@ def small_dataset(tmp_path: Path) -> Path:
 
 
 def _train_with_listener(site: Path, small_dataset: Path, run_dir: Path, epochs: int = 4) -> tuple[dict, list]:
-    from prep.train.prepare import TrainOptions, train
+    from prep.train.options import TrainOptions
+    from prep.train.run import train
 
     install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
     install_fake_plugin(site, "listenerplugin", LISTENER_PLUGIN)
@@ -268,7 +270,8 @@ def test_on_train_end(site: Path, small_dataset: Path, tmp_path: Path):
 
 
 def test_a_failing_callback_is_reported_and_the_run_goes_on(site: Path, small_dataset: Path, tmp_path: Path, caplog):
-    from prep.train.prepare import TrainOptions, train
+    from prep.train.options import TrainOptions
+    from prep.train.run import train
 
     install_fake_plugin(site, "goodplugin", GOOD_PLUGIN)
     install_fake_plugin(site, "raisingplugin", RAISING_LISTENER, "0.9")

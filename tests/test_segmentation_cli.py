@@ -252,7 +252,7 @@ def test_training_draws_the_mask_reading_as_a_progress_task(tmp_path: Path):
 
     from prep.testing import make_segmentation_dataset, train_briefly
     from prep.train.options import TrainOptions
-    from prep.train.prepare import train
+    from prep.train.run import train
 
     class Recording:
         def __init__(self) -> None:

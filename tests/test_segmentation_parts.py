@@ -19,7 +19,8 @@ from conftest import run_two_gloo_ranks
 from prep.errors import ClassTableError, MaskError, UsageError
 from prep.masks.class_table import parse_class_table
 from prep.builtin_tasks.segmentation.losses import SegmentationLoss, parse_loss
-from prep.masks.read import IGNORE_INDEX, ClassMapping, MaskScan, check_mask_ids, mapping_for, mask_ids, scan_masks
+from prep.masks.read import IGNORE_INDEX, ClassMapping, mask_ids
+from prep.masks.scan import MaskScan, check_mask_ids, mapping_for, scan_masks
 from prep.builtin_tasks.segmentation.metrics import SegmentationMetrics
 from prep.builtin_tasks.segmentation.predict import predict_probabilities, predict_tiled
 from prep.masks.rle import rle_decode, rle_encode
@@ -242,7 +243,7 @@ def _rank_metrics(rank: int, port: int, out: str) -> None:
     import os
 
     from prep.engine.distributed import World
-    from prep.engine.fit import _sum_counts
+    from prep.engine.epoch import sum_counts
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
@@ -250,7 +251,7 @@ def _rank_metrics(rank: int, port: int, out: str) -> None:
     logits, truth = torch.randn(4, 3, 5, 6, generator=generator), torch.randint(0, 3, (4, 5, 6), generator=generator)
     metrics = SegmentationMetrics(3, train=False)
     metrics.update(logits[rank * 2 : rank * 2 + 2], truth[rank * 2 : rank * 2 + 2])
-    _sum_counts(metrics, World(rank, rank, 2), torch.device("cpu"))
+    sum_counts(metrics, World(rank, rank, 2), torch.device("cpu"))
     torch.save(metrics.compute(), Path(out) / f"rank{rank}.pt")
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()

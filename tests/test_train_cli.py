@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from prep.cli import app
 from prep.engine.checkpoint import load_checkpoint
 from prep import ModelRequest
-from prep.train.prepare import TrainOptions, train
+from prep.train.options import TrainOptions
+from prep.train.run import train
 
 runner = CliRunner()
 

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from prep.cli import app
 from prep.engine.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint
-from prep.train.prepare import TrainOptions, train
+from prep.train.options import TrainOptions
+from prep.train.run import train
 
 from conftest import jpeg_bytes, write
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from prep.augment.presets import build_pipeline
-from prep.data.index import classification_samples, class_names, find_split_dirs, is_segmentation, segmentation_pairs
+from prep.data.index import DatasetIndex
+from prep.layout import SEGMENTATION
 from prep.util.files import atomic_write_bytes
 from prep.images.decode import load_rgb
 
@@ -52,28 +53,25 @@ def render_preview(
     """
     from PIL import Image, ImageDraw
 
-    from prep.masks.class_table import dataset_class_table
     from prep.masks.read import mask_ids
 
-    segmentation = is_segmentation(root)
-    task = "segmentation" if segmentation else "classification"
-    splits = find_split_dirs(root)
-    if split not in splits:
+    index = DatasetIndex.of(root)
+    layout = index.kind  # what the presets call the task: masks follow geometric transforms
+    if split not in index.splits:
         from prep.errors import DatasetNotFoundError
 
-        raise DatasetNotFoundError(f"{root} has no {split} split (it has {', '.join(splits)}); choose one with --split")
-    folder = splits[split]
-    if segmentation:
-        pairs = segmentation_pairs(folder)[0]
+        raise DatasetNotFoundError(f"{root} has no {split} split (it has {', '.join(index.splits)}); choose one with --split")
+    if layout == SEGMENTATION:
+        pairs = index.segmentation_pairs(split)[0]
         chosen = random.Random(seed).sample(pairs, min(images, len(pairs)))
-        table = dataset_class_table(root)  # colour-coded masks need it
+        table = index.class_table()  # colour-coded masks need it
         rows = [(load_rgb(i), mask_ids(m, table).astype("uint16"), i.name) for i, m in chosen]
     else:
-        samples = classification_samples(folder, class_names(find_split_dirs(root)["train"]))
+        samples = index.classification_samples(split, index.class_names())
         chosen = random.Random(seed).sample(samples, min(images, len(samples)))
         rows = [(load_rgb(p), None, f"{p.parent.name}/{p.name}") for p, _ in chosen]
-    train_pipeline = build_pipeline(preset, image_size, train=True, task=task, seed=seed)
-    eval_pipeline = build_pipeline(preset, image_size, train=False, task=task)
+    train_pipeline = build_pipeline(preset, image_size, train=True, task=layout, seed=seed)
+    eval_pipeline = build_pipeline(preset, image_size, train=False, task=layout)
     pad, label_h = 6, 18
     width = pad + (versions + 1) * (image_size + pad)
     height = label_h + pad + len(rows) * (image_size + label_h + pad)

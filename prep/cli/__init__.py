@@ -105,7 +105,7 @@ def root(
 
 
 def _register_commands() -> None:
-    from prep.cli import augment, evaluate, export, lr_find, plugins, sample, split, stats, train
+    from prep.cli import augment, evaluate, export, lr_find, plugins, predict, sample, split, stats, train
     from prep.plugins import plugin_host
 
     app.command("split")(split.split_command)
@@ -113,7 +113,7 @@ def _register_commands() -> None:
     app.command("augment")(augment.augment_command)
     app.command("train", cls=train.TrainCommand)(train.train_command)
     app.command("evaluate")(evaluate.evaluate_command)
-    app.command("predict")(evaluate.predict_command)
+    app.command("predict")(predict.predict_command)
     app.command("lr-find")(lr_find.lr_find_command)
     app.command("export")(export.export_command)
     app.command("sample")(sample.sample_command)

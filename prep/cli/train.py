@@ -147,7 +147,7 @@ def train_command(
     """Train a model with a trainer plugin, on GPU when there is one."""
     from prep.errors import UsageError
     from prep.train.options import TrainOptions, read_run_config
-    from prep.train.prepare import train
+    from prep.train.run import train
 
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir: the run to continue")

@@ -15,6 +15,7 @@ when a collate function is first looked up.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import torch
@@ -91,6 +92,14 @@ def to_device_normalized(images: torch.Tensor, mean: Sequence[float], std: Seque
     memory format, which convolutions on GPUs prefer.
     """
     x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).to(dtype)
-    mean_t = torch.tensor(mean, device=x.device, dtype=dtype).view(1, 3, 1, 1) * 255
-    std_t = torch.tensor(std, device=x.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    mean_t, std_t = _scaled_constants(tuple(mean), tuple(std), x.device, dtype)
     return x.sub_(mean_t).div_(std_t)
+
+
+@functools.lru_cache(maxsize=16)
+def _scaled_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalisation constants times 255, on ``device``, made once: copying a new tensor
+    from the host to a GPU at every batch makes the host wait for the GPU each time."""
+    mean_t = torch.tensor(mean, device=device, dtype=dtype).view(1, 3, 1, 1) * 255
+    std_t = torch.tensor(std, device=device, dtype=dtype).view(1, 3, 1, 1) * 255
+    return mean_t, std_t

@@ -22,10 +22,8 @@ import numpy as np
 import torch
 
 from prep.data.decoders import ImageDecoder, ImageMaskDecoder
-from prep.data.index import class_names, classification_samples, find_split_dirs, segmentation_pairs
-from prep.errors import DatasetNotFoundError
+from prep.data.index import DatasetIndex
 from prep.images.decode import ImageDecodeError
-from prep.layout import canonical_split_name
 
 
 def _key(key) -> tuple[int, int | None]:
@@ -98,16 +96,6 @@ class CorruptSample(NamedTuple):
     reason: str
 
 
-def _split_folder(root: Path, split: str | Path) -> Path:
-    if isinstance(split, Path):  # a held-out folder, chosen by prep.builtin_tasks.classification.heldout
-        return split
-    splits = find_split_dirs(root)
-    name = canonical_split_name(split)
-    if name not in splits:
-        raise DatasetNotFoundError(f"{root} has no {split} split (it has {', '.join(splits)})")
-    return splits[name]
-
-
 class ClassificationDataset(_Decoded, _SeedsOncePerBatch, torch.utils.data.Dataset):
     """``ROOT/<split>/<class>/<image>`` -> (``H x W x 3`` uint8 tensor, class index).
 
@@ -124,11 +112,13 @@ class ClassificationDataset(_Decoded, _SeedsOncePerBatch, torch.utils.data.Datas
 
     accepts_sample_seeds = True  # see prep.data.sampling
 
-    def __init__(self, root: Path, split: str | Path = "train", transform: Any = None, classes: list[str] | None = None, decode_side: int | None = None) -> None:
-        self.root = Path(root)
-        self.classes = classes or class_names(find_split_dirs(self.root)["train"])
+    def __init__(self, root: "Path | DatasetIndex", split: str | Path = "train", transform: Any = None, classes: list[str] | None = None, decode_side: int | None = None) -> None:
+        held_out = isinstance(split, Path)  # a folder of class folders, read as it is
+        index = DatasetIndex(split, {}) if held_out else DatasetIndex.of(root)
+        self.root = Path(root) if held_out else index.root
+        self.classes = classes or index.class_names()
         self.class_to_index = {name: i for i, name in enumerate(self.classes)}
-        self.samples = classification_samples(_split_folder(self.root, split), self.classes)
+        self.samples = index.classification_samples(split, self.classes)
         self.transform = transform
         self.decoder = ImageDecoder(decode_side)
 
@@ -173,9 +163,10 @@ class SegmentationDataset(_Decoded, _SeedsOncePerBatch, torch.utils.data.Dataset
 
     accepts_sample_seeds = True  # see prep.data.sampling
 
-    def __init__(self, root: Path, split: str = "train", transform: Any = None, decode_side: int | None = None, decode_mask: Any = None) -> None:
-        self.root = Path(root)
-        self.samples, self.unpaired = segmentation_pairs(_split_folder(self.root, split))
+    def __init__(self, root: "Path | DatasetIndex", split: str = "train", transform: Any = None, decode_side: int | None = None, decode_mask: Any = None) -> None:
+        index = DatasetIndex.of(root)
+        self.root = index.root
+        self.samples, self.unpaired = index.segmentation_pairs(split)
         self.transform = transform
         self.decoder = ImageMaskDecoder(decode_side, decode_mask or load_mask)
 

@@ -1,120 +1,231 @@
-"""Finding the splits, classes and samples of a dataset that ``prep split`` made.
+"""A split dataset, listed once: ``DatasetIndex``.
 
 The layout is the contract in ``prep.layout``: ``ROOT/<split>/<class>/<image>`` for
-classification, ``ROOT/<split>/images|masks/`` for segmentation.
+classification, ``ROOT/<split>/images|masks/`` for segmentation. A command opens the index
+of its dataset once and hands it on, to the task, the datasets, the statistics and the
+cache; each folder is listed the first time something asks for it, and the masks are read
+once (``mask_scan``), however many parts need them.
+
+An index stands for its dataset's root wherever a path is expected (``os.fspath``, ``str``,
+``index / "stats.json"``, and every ``Path`` method, which it passes on to ``root``), so that
+a plugin's task written for a root ``Path`` takes one unchanged.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from prep.errors import DatasetNotFoundError, UnfinishedSplitError
-from prep.layout import IMAGES_DIR, MASK_SUFFIX, MASKS_DIR, REJECTED_DIR, SEGMENTATION, SPLITS, canonical_split_name, is_image_name, is_junk, split_kind
+from prep.layout import (
+    CLASS_TABLE, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR, REJECTED_DIR, SEGMENTATION, SPLITS, canonical_split_name,
+    is_image_name, is_junk, split_kind,
+)
 from prep.split.journal import Status, split_status
+from prep.util.progress import NO_PROGRESS, Progress
+
+if TYPE_CHECKING:
+    from prep.masks.class_table import ClassTable
+    from prep.masks.scan import DatasetClasses, MaskScan
+
+T = TypeVar("T")
 
 
-def find_split_dirs(root: Path) -> dict[str, Path]:
-    """Canonical split name -> folder, for the splits present under ``root``.
+class DatasetIndex:
+    """The splits, classes and samples of a dataset that ``prep split`` made, each listed once.
 
-    Raises:
-        DatasetNotFoundError: there is no train split.
-        UnfinishedSplitError: the split's journal says it was stopped half-way.
+    Attributes:
+        root: the dataset's folder, as given.
+        splits: canonical split name -> folder, for the splits present.
     """
-    if not root.is_dir():
-        raise DatasetNotFoundError(f"{root} is not a folder")
-    status = split_status(root)
-    if status in (Status.IN_PROGRESS, Status.UNDOING):
-        doing = "split" if status == Status.IN_PROGRESS else "undo of the split"
-        raise UnfinishedSplitError(
-            f"The {doing} in {root} was stopped half-way (its journal says {status}), so some files are not "
-            f"in place yet. Finish it by running the same prep split command again, or put everything back "
-            f"with: prep split --undo {root}"
-        )
-    found = {}
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.is_dir() and not is_junk(entry.name, is_dir=True) and entry.name != REJECTED_DIR:
-            name = canonical_split_name(entry.name)
-            if name in SPLITS:
-                found.setdefault(name, Path(entry.path))
-    if "train" not in found:
-        raise DatasetNotFoundError(f"{root} has no train/ folder; run prep split on it first.")
-    _check_sorted(root, found["train"])
-    return found
 
+    def __init__(self, root: Path, splits: dict[str, Path]) -> None:
+        self.root, self.splits = Path(root), splits
+        self._memo: dict[Any, Any] = {}
 
-def _check_sorted(root: Path, train: Path) -> None:
-    """A train folder of bare images is a raw Kaggle download that was never split.
+    @classmethod
+    def open(cls, root: Path | str) -> "DatasetIndex":
+        """List ``root`` once and find its splits.
 
-    Raises:
-        DatasetNotFoundError: naming the folder and the command that sorts it.
-    """
-    has_folders, first_image = False, None
-    with os.scandir(train) as entries:
-        for entry in entries:
-            if entry.is_dir() and not is_junk(entry.name, is_dir=True):
-                has_folders = True
-                break
-            if first_image is None and entry.is_file() and is_image_name(entry.name) and not is_junk(entry.name):
-                first_image = entry.name
-    if first_image is not None and not has_folders:
-        raise DatasetNotFoundError(
-            f"{train} holds unsorted images (such as {first_image}), not class folders: "
-            f"run prep split {root} first"
-        )
-
-
-def dataset_kind(root: Path) -> str:
-    """``segmentation`` or ``classification``: the layout of the dataset's train split
-    (see ``prep.layout``)."""
-    return split_kind(find_split_dirs(root)["train"])
-
-
-def is_segmentation(root: Path) -> bool:
-    """True when the train split holds ``images/`` and ``masks/`` folders."""
-    return dataset_kind(root) == SEGMENTATION
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        Path(e.path) for e in os.scandir(folder)
-        if e.is_file() and not is_junk(e.name) and is_image_name(e.name)
-    )
-
-
-def class_names(split_dir: Path) -> list[str]:
-    """The class folders of a split, sorted: their order is the class index."""
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not is_junk(e.name, is_dir=True))
-
-
-def classification_samples(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    """(image, class index) for every image of a split, in a stable order.
-
-    Raises:
-        DatasetNotFoundError: the split has a class that ``classes`` lacks.
-    """
-    index = {name: i for i, name in enumerate(classes)}
-    samples = []
-    for name in class_names(split_dir):
-        if name not in index:
-            raise DatasetNotFoundError(
-                f"{split_dir / name} is a class that the train split does not have ({', '.join(classes)})"
+        Raises:
+            DatasetNotFoundError: not a folder, no train split, or a train split of unsorted images.
+            UnfinishedSplitError: the split's journal says it was stopped half-way.
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetNotFoundError(f"{root} is not a folder")
+        status = split_status(root)
+        if status in (Status.IN_PROGRESS, Status.UNDOING):
+            doing = "split" if status == Status.IN_PROGRESS else "undo of the split"
+            raise UnfinishedSplitError(
+                f"The {doing} in {root} was stopped half-way (its journal says {status}), so some files are not "
+                f"in place yet. Finish it by running the same prep split command again, or put everything back "
+                f"with: prep split --undo {root}"
             )
-        samples += [(path, index[name]) for path in _images_in(split_dir / name)]
-    return samples
+        found: dict[str, Path] = {}
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            if entry.is_dir() and not is_junk(entry.name, is_dir=True) and entry.name != REJECTED_DIR:
+                name = canonical_split_name(entry.name)
+                if name in SPLITS:
+                    found.setdefault(name, Path(entry.path))
+        if "train" not in found:
+            raise DatasetNotFoundError(f"{root} has no train/ folder; run prep split on it first.")
+        index = cls(root, found)
+        index._check_sorted()
+        return index
+
+    @classmethod
+    def of(cls, dataset: "DatasetIndex | Path | str") -> "DatasetIndex":
+        """``dataset`` itself when it is an index, else the index of the folder it names."""
+        return dataset if isinstance(dataset, DatasetIndex) else cls.open(dataset)
+
+    def _memoised(self, key: Any, compute: Callable[[], T]) -> T:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def _entries(self, folder: Path) -> list[os.DirEntry]:
+        """The entries of ``folder``, listed once."""
+        return self._memoised(("entries", folder), lambda: sorted(os.scandir(folder), key=lambda e: e.name))
+
+    def _check_sorted(self) -> None:
+        """A train folder of bare images is a raw Kaggle download that was never split.
+
+        Raises:
+            DatasetNotFoundError: naming the folder and the command that sorts it.
+        """
+        entries = self._entries(self.splits["train"])
+        if any(e.is_dir() and not is_junk(e.name, is_dir=True) for e in entries):
+            return
+        first_image = next((e.name for e in entries if e.is_file() and is_image_name(e.name) and not is_junk(e.name)), None)
+        if first_image is not None:
+            raise DatasetNotFoundError(
+                f"{self.splits['train']} holds unsorted images (such as {first_image}), not class folders: "
+                f"run prep split {self.root} first"
+            )
+
+    # -- What the dataset is --------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        """``segmentation`` or ``classification``: the layout of the train split (see
+        ``prep.layout``)."""
+        return self._memoised("kind", lambda: split_kind(self.splits["train"]))
+
+    def folder(self, split: str) -> Path:
+        """The folder of ``split`` (``val`` is ``valid``).
+
+        Raises:
+            DatasetNotFoundError: the dataset has no such split.
+        """
+        name = canonical_split_name(split)
+        if name not in self.splits:
+            raise DatasetNotFoundError(f"{self.root} has no {split} split (it has {', '.join(self.splits)})")
+        return self.splits[name]
+
+    def class_names(self) -> list[str]:
+        """The train split's class folders, sorted: their order is the class index."""
+        return class_folders(self._entries(self.splits["train"]))
+
+    def classification_samples(self, split: str | Path, classes: list[str]) -> list[tuple[Path, int]]:
+        """(image, class index) for every image of a split (or of a folder of class folders),
+        in a stable order.
+
+        Raises:
+            DatasetNotFoundError: the split has a class that ``classes`` lacks.
+        """
+        folder = split if isinstance(split, Path) else self.folder(split)
+        index = {name: i for i, name in enumerate(classes)}
+        samples = []
+        for name in class_folders(self._entries(folder)):
+            if name not in index:
+                raise DatasetNotFoundError(f"{folder / name} is a class that the train split does not have ({', '.join(classes)})")
+            samples += [(path, index[name]) for path in images_in(self._entries(folder / name))]
+        return samples
+
+    def segmentation_pairs(self, split: str) -> tuple[list[tuple[Path, Path]], list[Path]]:
+        """(image, mask) pairs of a split matched by name (a ``_mask`` suffix is allowed), and
+        the images that have no mask."""
+        folder = self.folder(split)
+        masks = {mask.stem.removesuffix(MASK_SUFFIX): mask for mask in images_in(self._entries(folder / MASKS_DIR))}
+        pairs, unpaired = [], []
+        for image in images_in(self._entries(folder / IMAGES_DIR)):
+            mask = masks.get(image.stem)
+            if mask is None:
+                unpaired.append(image)
+            else:
+                pairs.append((image, mask))
+        return pairs, unpaired
+
+    # -- The class table and the masks ----------------------------------------------------
+
+    def class_table(self) -> "ClassTable | None":
+        """The dataset's class table (``ROOT/classes.csv``), or None when it has none.
+
+        Raises:
+            ClassTableError: a malformed table.
+        """
+        from prep.masks.class_table import dataset_class_table
+
+        return self._memoised("class table", lambda: dataset_class_table(self.root))
+
+    def class_table_text(self) -> str | None:
+        """The class table as written, kept in every checkpoint: predict colours its masks with it."""
+        path = self.root / CLASS_TABLE
+        return path.read_text(encoding="utf-8-sig") if path.is_file() else None
+
+    def mask_scan(self, workers: int | None = None, progress: Progress = NO_PROGRESS) -> "MaskScan":
+        """Every mask of every split, read once (see ``prep.masks.scan``)."""
+        from prep.masks.scan import scan_dataset_masks
+
+        def scan() -> "MaskScan":
+            masks = [str(mask) for split in self.splits for _, mask in self.segmentation_pairs(split)[0]]
+            return scan_dataset_masks(masks, self.class_table(), workers, progress)
+
+        return self._memoised("mask scan", scan)
+
+    def mask_classes(self, workers: int | None = None, progress: Progress = NO_PROGRESS) -> "DatasetClasses":
+        """The classes the masks make, with the class table's names when there is one.
+
+        Raises:
+            MaskError: unreadable masks, or ids that are no class (files and values named).
+            ClassTableError: a malformed ``classes.csv``.
+        """
+        from prep.masks.scan import classes_of
+
+        return classes_of(self.mask_scan(workers, progress), self.class_table())
+
+    # -- Standing for the root ------------------------------------------------------------
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __repr__(self) -> str:
+        return f"DatasetIndex({str(self.root)!r}, splits={list(self.splits)})"
+
+    def __truediv__(self, other: str | os.PathLike) -> Path:
+        return self.root / other
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.root, name)
 
 
-def segmentation_pairs(split_dir: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """(image, mask) pairs of a split matched by name (a ``_mask`` suffix is allowed), and
-    the images that have no mask."""
-    masks = {}
-    for mask in _images_in(split_dir / MASKS_DIR):
-        masks[mask.stem.removesuffix(MASK_SUFFIX)] = mask
-    pairs, unpaired = [], []
-    for image in _images_in(split_dir / IMAGES_DIR):
-        mask = masks.get(image.stem)
-        if mask is None:
-            unpaired.append(image)
-        else:
-            pairs.append((image, mask))
-    return pairs, unpaired
+def class_folders(entries: list[os.DirEntry]) -> list[str]:
+    """The class folders among a split folder's entries, sorted."""
+    return sorted(e.name for e in entries if e.is_dir() and not is_junk(e.name, is_dir=True))
+
+
+def images_in(entries: list[os.DirEntry]) -> list[Path]:
+    """The image files among a folder's entries, sorted."""
+    return sorted(Path(e.path) for e in entries if e.is_file() and not is_junk(e.name) and is_image_name(e.name))
+
+
+def is_segmentation(dataset: "DatasetIndex | Path") -> bool:
+    """True when the train split holds ``images/`` and ``masks/`` folders."""
+    return DatasetIndex.of(dataset).kind == SEGMENTATION

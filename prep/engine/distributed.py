@@ -5,7 +5,7 @@ Run alone, a process is rank 0 of a world of 1 and nothing here does anything. U
 environment torchrun sets, joins the process group (NCCL on GPUs, Gloo on CPU), takes
 its own GPU, trains on its own share of every epoch (``SeededSampler``) and sums its
 counts with the others so that every rank reports and decides on the same metrics. Only
-rank 0 writes files (``prep.engine.fit.RunIO``).
+rank 0 writes files (``prep.engine.run_folder.RunIO``).
 """
 
 from __future__ import annotations
@@ -85,3 +85,8 @@ class World:
     def barrier(self) -> None:
         if self.distributed:
             torch.distributed.barrier()
+
+
+def pick_device(requested: str | None) -> torch.device:
+    """``requested``, else CUDA when present (this process's GPU under torchrun), else CPU."""
+    return World.from_env().device(requested)

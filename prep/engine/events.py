@@ -2,10 +2,10 @@
 
 ``fit`` takes a sequence of callbacks: objects with any of the methods ``on_train_start(run)``,
 ``on_epoch_end(run, metrics)`` and ``on_train_end(run, summary)``. The caller chooses them;
-``prep train`` passes ``PluginCallbacks``, which calls the hooks of the same names on every
-installed plugin, each on its own (a plugin callback that raises is reported by plugin name
-and the run goes on, unless ``PREP_STRICT_PLUGINS`` is set), and its own line printer. A
-callback sees the run as a ``TrainingRun`` and may ask it to stop after the current epoch.
+``prep train`` passes ``prep.plugins.PluginCallbacks``, which calls the hooks of the same
+names on every installed plugin, and its own line printer. The engine knows callbacks only:
+nothing here knows the plugin system. A callback sees the run as a ``TrainingRun`` and may
+ask it to stop after the current epoch.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     import torch
 
     from prep.engine.config import TrainConfig
-    from prep.plugins import PluginHost
 
 EVENTS = ("on_train_start", "on_epoch_end", "on_train_end")
 
@@ -33,7 +32,7 @@ class TrainingRun:
         model: the model being trained (unwrapped, even under DDP).
         optimizer: its optimiser.
         classes: class names, in the order of the model's outputs.
-        task: the task's name (``"classification"``).
+        task: the task's name (``"classification"``, ``"segmentation"`` ...).
         monitor: the metrics key that chooses ``best.pt`` and drives early stopping.
         mode: ``"max"`` when a larger ``monitor`` is better, else ``"min"``.
         epoch: epochs completed so far (the first epoch is 1 in metrics records).
@@ -49,9 +48,9 @@ class TrainingRun:
     model: "torch.nn.Module"
     optimizer: "torch.optim.Optimizer"
     classes: list[str]
-    task: str = "classification"
-    monitor: str = "valid_acc"
-    mode: str = "max"
+    task: str
+    monitor: str
+    mode: str
     epoch: int = 0
     step: int = 0
     is_main: bool = True
@@ -72,20 +71,3 @@ def emit(callbacks: Sequence[object], event: str, **kwargs: Any) -> None:
         method = getattr(callback, event, None)
         if method is not None:
             method(**kwargs)
-
-
-class PluginCallbacks:
-    """The installed plugins' ``on_*`` hooks as one callback, each plugin called on its own
-    (see ``PluginHost.call_each``)."""
-
-    def __init__(self, host: "PluginHost") -> None:
-        self.host = host
-
-    def on_train_start(self, run: TrainingRun) -> None:
-        self.host.call_each("on_train_start", lambda plugin: {"run": run})
-
-    def on_epoch_end(self, run: TrainingRun, metrics: dict[str, Any]) -> None:
-        self.host.call_each("on_epoch_end", lambda plugin: {"run": run, "metrics": metrics})
-
-    def on_train_end(self, run: TrainingRun, summary: dict[str, Any]) -> None:
-        self.host.call_each("on_train_end", lambda plugin: {"run": run, "summary": summary})

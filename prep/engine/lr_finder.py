@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from prep.data.collate import to_device_normalized
 from prep.engine.config import TrainConfig
+from prep.engine.epoch import TrainStep, batch_on_device
 from prep.engine.freezing import keep_norm_statistics
 from prep.engine.optim import build_optimizer, parameter_groups
+from prep.engine.precision import Precision
 from prep.engine.task import Loss, Task
 from prep.errors import UsageError
 from prep.util.progress import NO_PROGRESS, Progress
@@ -66,50 +67,55 @@ def range_test(
     mean: list[float], std: list[float], device: torch.device, head: torch.nn.Module | None = None,
     start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100, progress: Progress = NO_PROGRESS,
 ) -> RangeTest:
-    """Run the range test with the run's optimiser, weight decay and discriminative
-    learning rates (``config``), on batches from ``loader`` (repeated when it is short).
+    """Run the range test with the run's optimiser, weight decay, discriminative learning
+    rates, precision and gradient clipping (``config``), on batches from ``loader``
+    (repeated when it is short), through the training step itself (``TrainStep``).
 
     Raises:
-        UsageError: ``start_lr`` not below ``end_lr``, or fewer than 5 steps.
+        UsageError: ``start_lr`` not below ``end_lr``, fewer than 5 steps, or an ``--amp``
+            this device cannot use.
     """
     if not 0 < start_lr < end_lr:
         raise UsageError(f"--start-lr must be above 0 and below --end-lr ({end_lr:g}), not {start_lr:g}")
     if steps < 5:
         raise UsageError(f"--steps must be at least 5, not {steps}")
+    precision = Precision.choose(config.amp, device)
     saved = copy.deepcopy(model.state_dict())
     model.to(device)
     groups = parameter_groups(model, lr=1.0, weight_decay=config.weight_decay, head=head, backbone_lr_scale=config.backbone_lr_scale)
     scales = [group["lr"] for group in groups]  # each group's share of the head's rate
     optimizer = build_optimizer(config.optimizer, groups, lr=start_lr, momentum=config.momentum)
+    step = TrainStep(model, head, optimizer, loss_fn, precision, replace(config, compile=False))
     model.train()
     if config.freeze_norm_stats:
         keep_norm_statistics(model, head)
     result, average, best = RangeTest(), 0.0, math.inf
     origin = getattr(loader, "collate_origin", "collate function")
     growth = (end_lr / start_lr) ** (1 / (steps - 1))
+    optimizer.zero_grad(set_to_none=True)
     try:
         with progress.task("Range test", steps) as advance:
             batches = iter(())
-            for step in range(steps):
-                batch = next(batches, None)
-                if batch is None:
+            for index in range(steps):
+                raw = next(batches, None)
+                if raw is None:
                     batches = iter(loader)
-                    batch = next(batches)
-                lr = start_lr * growth**step
+                    raw = next(batches)
+                lr = start_lr * growth**index
                 for group, scale in zip(optimizer.param_groups, scales):
                     group["lr"] = lr * scale
-                targets = task.targets(batch, classes, origin)
-                if len(batch.inputs) == 0:
+                batch = batch_on_device(raw, task, classes, origin, mean, std, device)
+                if not batch.size:
                     continue
-                targets = targets.to(device) if isinstance(targets, torch.Tensor) else targets
-                loss = loss_fn(model(to_device_normalized(batch.inputs, mean, std, device)), targets)
-                if not torch.isfinite(loss):
+                loss, _ = step.forward(batch)
+                # The test reads every step's loss: it decides from each one whether to go on.
+                value = float(loss.detach())
+                if not math.isfinite(value):
                     result.stopped = "not-finite"
                     break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                average = SMOOTHING * average + (1 - SMOOTHING) * loss.item()
+                step.backward(loss)
+                step.apply()
+                average = SMOOTHING * average + (1 - SMOOTHING) * value
                 smoothed = average / (1 - SMOOTHING ** (len(result.losses) + 1))
                 result.lrs.append(lr)
                 result.losses.append(smoothed)

@@ -1,19 +1,12 @@
-"""Pictures of a run: learning curves and the confusion matrix, as PNG (matplotlib, Agg)."""
+"""Pictures of any run, whatever its task: learning curves and the learning-rate range test,
+as PNG. The tasks draw their own (``prep.builtin_tasks.*.plots``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
-
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (files only, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
+from prep.util.figures import pyplot
 
 
 def plot_curves(records: Sequence[dict[str, Any]], path: Path, metric: str = "acc", title: str = "accuracy", suptitle: str | None = None) -> Path:
@@ -57,52 +50,6 @@ def _whole_epochs(axis, epochs: Sequence[int]) -> None:
             axis.set_xlim(epochs[0] - 1, epochs[0] + 1)
     else:
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str | None = None) -> Path:
-    """The confusion matrix with counts in each cell, rows true classes, columns
-    predictions, titled with what was measured and the accuracy."""
-    plt = pyplot()
-    size = max(4.0, 0.6 * len(classes) + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
-    axis.imshow(matrix, cmap="Blues")
-    axis.set_xticks(range(len(classes)), labels=classes, rotation=45, ha="right")
-    axis.set_yticks(range(len(classes)), labels=classes)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    peak = max((max(row) for row in matrix), default=0)
-    for i, row in enumerate(matrix):
-        for j, count in enumerate(row):
-            axis.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
-    total = sum(sum(row) for row in matrix)
-    accuracy = sum(matrix[i][i] for i in range(len(matrix))) / total if total else 0.0
-    axis.set_title(f"{title + chr(10) if title else ''}accuracy {accuracy:.3f} over {total} images", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
-
-
-def plot_per_class(series: dict[str, Sequence[float | None]], classes: Sequence[str], path: Path, title: str) -> Path:
-    """Grouped bars: one group per class, one bar per series (``IoU``, ``Dice``); a missing
-    value (a class neither present nor predicted) is drawn as no bar and marked n/a."""
-    plt = pyplot()
-    width = 0.8 / max(len(series), 1)
-    figure, axis = plt.subplots(figsize=(max(5.0, 0.9 * len(classes) + 2), 4))
-    for offset, (name, values) in enumerate(series.items()):
-        xs = [i + (offset - (len(series) - 1) / 2) * width for i in range(len(classes))]
-        axis.bar(xs, [v or 0.0 for v in values], width, label=name)
-        for x, value in zip(xs, values):
-            axis.text(x, (value or 0.0) + 0.01, "n/a" if value is None else f"{value:.2f}", ha="center", va="bottom", fontsize=7)
-    axis.set_xticks(range(len(classes)), labels=classes, rotation=30 if len(classes) > 4 else 0, ha="right" if len(classes) > 4 else "center")
-    axis.set_ylim(0, 1.1)
-    axis.set_title(title)
-    axis.legend()
-    axis.grid(alpha=0.3, axis="y")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
 
 
 def plot_lr_range_test(lrs: Sequence[float], losses: Sequence[float], suggestion: float | None, path: Path) -> Path:

@@ -67,7 +67,7 @@ def write_overlay_grid(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, 
         classes: the class names, for the legend.
         colours: ``classes x 3`` uint8.
     """
-    from prep.engine.plots import pyplot
+    from prep.util.figures import pyplot
 
     plt = pyplot()
     figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows) + 0.6), squeeze=False)

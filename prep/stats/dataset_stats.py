@@ -29,15 +29,15 @@ from typing import Any
 import numpy as np
 
 from prep import __version__
-from prep.data.index import class_names, classification_samples, find_split_dirs, is_segmentation, segmentation_pairs
-from prep.errors import DatasetNotFoundError
-from prep.errors import StatsNotFoundError
+from prep.data.index import DatasetIndex
+from prep.errors import DatasetNotFoundError, StatsNotFoundError
+from prep.layout import SEGMENTATION
 from prep.util.files import atomic_write_json
 from prep.images.decode import ImageDecodeError, decode_image
 from prep.util.parallel import map_chunks
 from prep.util.progress import NO_PROGRESS, Progress
 from prep.stats.channels import PixelSummary
-from prep.stats.mask_audit import MaskSummary, audit, summarize_masks
+from prep.stats.mask_audit import audit
 
 STATS_FILE = "stats.json"
 STATS_FORMAT = "prep-stats/1"
@@ -96,7 +96,8 @@ def compute_dataset_stats(
     """Statistics of a split dataset; mean and std come from the train split only.
 
     Args:
-        root: a dataset made by ``prep split`` (``train/`` and optionally ``valid/``, ``test/``).
+        root: a dataset made by ``prep split`` (``train/`` and optionally ``valid/``,
+            ``test/``), or its ``DatasetIndex``, whose listings and mask reading it shares.
         workers: processes decoding images (default: all cores).
         fast: decode JPEGs at half scale; mean and std become approximate.
         sample: decode only this many randomly chosen train images (approximate).
@@ -114,29 +115,27 @@ def compute_dataset_stats(
     workers = workers or os.cpu_count() or 1
     import cv2  # noqa: F401 - imported once here, inherited by the forked workers
     import PIL.Image  # noqa: F401
-    splits = find_split_dirs(root)
-    segmentation = is_segmentation(root)
-    stats: dict[str, Any] = {"format": STATS_FORMAT, "prep_version": __version__, "dataset": str(root)}
-    mask_paths: list[str] = []
+    index = DatasetIndex.of(root)
+    segmentation = index.kind == SEGMENTATION
+    stats: dict[str, Any] = {"format": STATS_FORMAT, "prep_version": __version__, "dataset": str(index.root)}
     unpaired: list[Path] = []
     if segmentation:
         per_split = {}
-        for name, folder in splits.items():
-            pairs, missing = segmentation_pairs(folder)
+        for name in index.splits:
+            pairs, missing = index.segmentation_pairs(name)
             per_split[name] = len(pairs)
-            mask_paths += [str(m) for _, m in pairs]
             unpaired += missing
             if name == "train":
                 train_images = [str(i) for i, _ in pairs] + [str(i) for i in missing]
         stats["splits"] = per_split
     else:
-        classes = class_names(splits["train"])
+        classes = index.class_names()
         counts = {}
-        for name, folder in splits.items():
-            samples = classification_samples(folder, classes)
+        for name in index.splits:
+            samples = index.classification_samples(name, classes)
             counts[name] = {c: 0 for c in classes}
-            for _, index in samples:
-                counts[name][classes[index]] += 1
+            for _, class_index in samples:
+                counts[name][classes[class_index]] += 1
             if name == "train":
                 train_images = [str(p) for p, _ in samples]
         stats["splits"] = counts
@@ -146,7 +145,7 @@ def compute_dataset_stats(
         nonzero = [n for n in counts["train"].values() if n]
         stats["class_balance"] = {"shares": shares, "max_over_min": max(nonzero) / min(nonzero) if nonzero else None}
     if not train_images:
-        raise DatasetNotFoundError(f"{splits['train']} holds no images to compute statistics from")
+        raise DatasetNotFoundError(f"{index.splits['train']} holds no images to compute statistics from")
     if sample is not None and sample < len(train_images):
         train_images = sorted(random.Random(seed).sample(sorted(train_images), sample))
     with progress.task("Reading train images", len(train_images)) as advance:
@@ -160,26 +159,22 @@ def compute_dataset_stats(
         modes=dict(pixels.modes), formats=dict(pixels.formats), failed=pixels.failed,
     )
     if segmentation:
-        with progress.task("Reading masks", len(mask_paths)) as advance:
-            mask_parts = map_chunks(summarize_masks, mask_paths, chunk_size=CHUNK, workers=workers, min_items=CHUNK + 1, advance=advance)
-        stats["masks"] = audit(sum(mask_parts, MaskSummary()), mask_classes, unpaired)
-        stats["masks"].update(_mask_classes(root, workers, progress))
+        stats["masks"] = {**audit(index.mask_scan(workers, progress).stored, mask_classes, unpaired), **_mask_classes(index)}
     stats["created"] = time.time()
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
 
 
-def _mask_classes(root: Path, workers: int, progress: Progress) -> dict[str, Any]:
-    """The masks read as training reads them (``prep.masks.read``): the classes,
-    each one's share of the pixels, and what would stop training, if anything."""
+def _mask_classes(index: DatasetIndex) -> dict[str, Any]:
+    """The masks read as training reads them (``prep.masks.scan``): the classes, each one's
+    share of the pixels, and what would stop training, if anything."""
     from prep.errors import PrepError
     from prep.layout import CLASS_TABLE
-    from prep.masks.read import read_dataset_classes
 
-    table = root / CLASS_TABLE
+    table = index.root / CLASS_TABLE
     result: dict[str, Any] = {"class_table": str(table) if table.is_file() else None, "problem": None}
     try:
-        found = read_dataset_classes(root, workers, progress)
+        found = index.mask_classes()
     except PrepError as exc:
         return {**result, "classes": [], "class_pixels": {}, "problem": str(exc)}
     pixels = found.scan.pixels

@@ -1,52 +1,14 @@
-"""Auditing segmentation masks: which values they hold, and whether those are class ids."""
+"""Auditing segmentation masks: which values they store, and whether those are class ids
+(the values come from the dataset's one reading of its masks, ``prep.masks.scan``)."""
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from prep.masks.scan import StoredValues
 
 
-@dataclass
-class MaskSummary:
-    """Value frequencies over a set of masks; summaries combine with ``+``."""
-
-    pixels_per_value: Counter = field(default_factory=Counter)
-    masks: int = 0
-    not_single_channel: list[str] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-
-    def __add__(self, other: "MaskSummary") -> "MaskSummary":
-        return MaskSummary(
-            self.pixels_per_value + other.pixels_per_value, self.masks + other.masks,
-            self.not_single_channel + other.not_single_channel, self.failed + other.failed,
-        )
-
-
-def summarize_masks(paths: list[str]) -> MaskSummary:
-    """Read each mask's raw values (no colour conversion) and count them."""
-    from PIL import Image
-
-    summary = MaskSummary()
-    for path in paths:
-        try:
-            with Image.open(path) as mask:
-                if mask.mode not in ("L", "P", "1", "I;16", "I"):
-                    summary.not_single_channel.append(path)
-                    continue
-                values = np.asarray(mask).astype(np.int64).ravel()
-        except (OSError, ValueError) as exc:
-            summary.failed.append({"file": path, "reason": str(exc)})
-            continue
-        counts = np.bincount(values)
-        summary.pixels_per_value.update({int(v): int(c) for v, c in enumerate(counts) if c})
-        summary.masks += 1
-    return summary
-
-
-def audit(summary: MaskSummary, classes: int | None, unpaired_images: list[Path]) -> dict:
+def audit(summary: StoredValues, classes: int | None, unpaired_images: list[Path]) -> dict:
     """The mask section of stats.json.
 
     Args:

@@ -34,7 +34,7 @@ def lr_find(
     run = prepare_run(root, options, progress=progress, with_valid=False)
     norm = run.normalization
     test = range_test(
-        run.model, run.train_loader, run.task, run.loss, run.classes, config=run.config, mean=norm.mean, std=norm.std,
+        run.model, run.train_loader, run.task, run.settings.loss, run.classes, config=run.config, mean=norm.mean, std=norm.std,
         device=run.device, head=run.head, start_lr=start_lr, end_lr=end_lr, steps=steps, progress=progress,
     )
     out_png.parent.mkdir(parents=True, exist_ok=True)

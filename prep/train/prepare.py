@@ -1,25 +1,29 @@
-"""``train``: the function behind ``prep train``. It turns the names it is given (trainer, task,
-collate function, LR lambda, preset) into objects, checks that the trainer fits the data, and
-hands over to the shared engine (``prep.engine.fit.fit``)."""
+"""``prepare_run``: what ``prep train`` and ``prep lr-find`` do before the engine starts. It
+turns the names it is given (trainer, task, collate function, LR lambda, preset) into
+objects, checks every option against the trainer, the engine and the data before anything
+is read or written, lists the dataset once (``DatasetIndex``), and builds the model, the
+loaders and the run's settings."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prep.engine.config import TrainConfig
 from prep.errors import PluginError, TaskMismatchError
 from prep.stats.normalization import Normalization
 from prep.util.progress import NO_PROGRESS, Progress
-from prep.train.options import TrainOptions, options_as_data, resolve_config
+from prep.train.options import TrainOptions, resolve_config
 from prep.train.trainer import ModelRequest, Trainer, split_model
 
 if TYPE_CHECKING:
     import torch
 
     from prep.data.cache_plan import CacheReport
+    from prep.data.index import DatasetIndex
+    from prep.engine.distributed import World
+    from prep.engine.settings import RunSettings
     from prep.engine.task import Task
     from prep.registry import Registration
 
@@ -43,37 +47,36 @@ def trainer_registration(name: str) -> "Registration[Trainer]":
     return registration
 
 
-def task_for(trainer_name: str, trainer: Trainer, root: Path) -> "Task":
-    """The task ``trainer`` trains, after checking that ``root`` has its layout.
+def task_for(trainer_name: str, trainer: Trainer, index: "DatasetIndex") -> "Task":
+    """The task ``trainer`` trains, after checking that the dataset has its layout (when the
+    layout is one prep knows, ``prep.layout.LAYOUT_SHAPES``; a plugin's own layout is the
+    plugin's to check).
 
     Raises:
-        TaskMismatchError: the dataset is of another layout (a classifier on masks, say).
         UnknownNameError: no installed plugin provides the trainer's task.
-        DatasetNotFoundError: ``root`` is not a split dataset.
+        TaskMismatchError: the dataset is of another layout (a classifier on masks, say).
     """
-    from prep.data.index import dataset_kind
-    from prep.layout import CLASSIFICATION, SEGMENTATION
+    from prep.layout import LAYOUT_SHAPES
     from prep.plugins import tasks, trainers
 
-    kind = dataset_kind(root)
-    registry = tasks()
-    # A task that is not installed still has a known layout when it is one of prep's own kinds,
-    # so the mismatch is named before the missing task.
-    layout = _layout_of(trainer, registry)
-    if layout in (CLASSIFICATION, SEGMENTATION) and layout != kind:
-        shape = "images/ and masks/ folders" if kind == SEGMENTATION else "class folders"
-        fitting = [name for name in trainers().names() if _layout_of(trainers().get(name), registry) == kind]
+    task = tasks().get(trainer.task)
+    kind = index.kind
+    if task.layout in LAYOUT_SHAPES and task.layout != kind:
+        fitting = [name for name in trainers().names() if _layout_of(trainers().get(name)) == kind]
         advice = f"use a {kind} trainer: --plugin {' or '.join(fitting)}" if fitting else f"no installed trainer trains {kind}"
         raise TaskMismatchError(
-            f"The trainer {trainer_name!r} trains {trainer.task}, but {root} is a {kind} dataset "
-            f"(its train split has {shape}); {advice}."
+            f"The trainer {trainer_name!r} trains {trainer.task}, but {index.root} is a {kind} dataset "
+            f"(its train split has {LAYOUT_SHAPES[kind]}); {advice}."
         )
-    return registry.get(trainer.task)
+    return task
 
 
-def _layout_of(trainer: Any, tasks_registry) -> str | None:
-    task = getattr(trainer, "task", None)
-    return tasks_registry.get(task).layout if task in tasks_registry else task
+def _layout_of(trainer: Any) -> str | None:
+    """The layout of the task a registered trainer trains (None when that task is not installed)."""
+    from prep.plugins import tasks
+
+    name = getattr(trainer, "task", None)
+    return tasks().get(name).layout if name in tasks() else None
 
 
 def _lr_lambdas(scheduler: str) -> dict[str, Any]:
@@ -87,37 +90,30 @@ def _lr_lambdas(scheduler: str) -> dict[str, Any]:
     return {name: registration.call}
 
 
-def _new_run_dir(plugin: str, arch: str | None) -> Path:
-    if arch and arch.startswith(f"{plugin}-"):
-        arch = arch[len(plugin) + 1 :]  # runs/unet-resnet34-..., not runs/unet-unet-resnet34-...
-    base = Path("runs") / "-".join(filter(None, (plugin, arch, time.strftime("%Y%m%d-%H%M%S"))))
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
-
-
 @dataclass
 class PreparedRun:
     """Everything a run needs, built and checked from the options, before anything is written."""
 
-    root: Path
+    index: "DatasetIndex"
     trainer: Trainer
     task: "Task"
     request: ModelRequest
     config: TrainConfig
+    settings: "RunSettings"
     options: TrainOptions  # as recorded: the resolved weights, preset, collate and arch
     model: "torch.nn.Module"
     head: "torch.nn.Module | None"
-    loss: Any
     normalization: Normalization
     train_loader: Any
     valid_loader: Any
     lr_lambdas: dict[str, Any]
-    world: Any
+    world: "World"
     device: "torch.device"
     cache: "CacheReport"
+
+    @property
+    def root(self) -> Path:
+        return self.index.root
 
     @property
     def classes(self) -> list[str]:
@@ -151,12 +147,13 @@ class PreparedRun:
 
 
 def prepare_run(
-    root: Path, options: TrainOptions, *, config: TrainConfig | None = None, progress: Progress = NO_PROGRESS,
-    with_valid: bool = True,
+    root: "Path | DatasetIndex", options: TrainOptions, *, config: TrainConfig | None = None,
+    progress: Progress = NO_PROGRESS, with_valid: bool = True,
 ) -> PreparedRun:
-    """Check the options against the trainer and the data, then build the model, the
-    loaders and the loss, without writing anything but a missing ``stats.json`` and the
-    decoded cache (``options.cache``; a ``ram`` cache is removed by ``cache.release()``).
+    """Check the options against the trainer, the engine and the data, then build the model,
+    the loaders and the run's settings, without writing anything but a missing
+    ``stats.json`` and the decoded cache (``options.cache``; a ``ram`` cache is removed by
+    ``cache.release()``).
 
     Raises:
         UnknownNameError: no such trainer, task, collate function or LR lambda.
@@ -166,16 +163,12 @@ def prepare_run(
     """
     import torch
 
-    from prep.augment.presets import build_pipeline
     from prep.data.cache_plan import cache_datasets, check_cache
-    from prep.data.loader import create_loader
-    from prep.data.resolution import source_side
+    from prep.data.index import DatasetIndex
     from prep.engine.distributed import World
-    from prep.engine.fit import check_amp, resolve_monitor
-    from prep.engine.optim import check_optimizer
-    from prep.engine.schedulers import check_scheduler
-    from prep.stats.normalization import check_normalize, resolve_normalization
+    from prep.engine.settings import resolve_settings
     from prep.plugins import collate_fns
+    from prep.stats.normalization import check_normalize, resolve_normalization
     from prep.train.weights import check_weights
 
     # Everything the options name is checked before anything is read or written.
@@ -184,60 +177,68 @@ def prepare_run(
     check_normalize(options.normalize)
     check_cache(options.cache)
     weights = check_weights(options.weights if options.weights is not None else trainer.default_weights)
-    task = task_for(options.plugin, trainer, root)
+    index = DatasetIndex.of(root)
+    task = task_for(options.plugin, trainer, index)
     if hasattr(task, "prepare"):
-        task.prepare(root, progress)
-    request = ModelRequest(tuple(task.classes(root)), trainer.choose_arch(options.arch), weights, options.image_size)
+        task.prepare(index, progress)
+    request = ModelRequest(tuple(task.classes(index)), trainer.choose_arch(options.arch), weights, options.image_size)
+    classes = list(request.classes)
     config = resolve_config(trainer, options, request, config)
-    resolve_monitor(task, config, list(request.classes))  # checks --monitor and --monitor-mode
-    task_loss = task.loss(config, list(request.classes), train=True)  # checks --loss and --class-weights
+    world = World.from_env()
+    device = world.device(config.device)
+    settings = resolve_settings(task, config, classes, device, registration.call_method("loss", config, classes))
     lr_lambdas = _lr_lambdas(config.scheduler)
     collate_name = options.collate or trainer.collate or task.collate
     train_collate, valid_collate = collate_fns().registration(collate_name), collate_fns().registration(task.collate)
 
-    world = World.from_env()
-    device = world.device(config.device)
-    check_amp(config.amp, device)
-    check_optimizer(config.optimizer)
-    check_scheduler(config.scheduler)
-    size, classes = options.image_size, list(request.classes)
-
-    def dataset(split: str, train: bool):
-        transform = build_pipeline(config.preset, size, train=train, task=task.layout, seed=config.seed if train else None)
-        return task.dataset(root, split, classes=classes, transform=transform, decode_side=source_side(transform))
-
-    def loader(dataset: Any, collate: "Registration", train: bool):
-        return create_loader(
-            dataset, options.batch_size, train=train, collate_fn=collate.call, collate_origin=collate.origin,
-            rank=world.rank, world_size=world.size, workers=options.workers, seed=config.seed, device=device,
-        )
-
-    datasets = {"train": dataset("train", True), **({"valid": dataset("valid", False)} if with_valid else {})}
+    datasets = {"train": _dataset(task, index, "train", config, options.image_size, classes, train=True)}
+    if with_valid:
+        datasets["valid"] = _dataset(task, index, "valid", config, options.image_size, classes, train=False)
     torch.manual_seed(config.seed)
     model, head = split_model(registration.call_method("build_model", request))
-    loss = registration.call_method("loss", config, classes) or task_loss
     # Under torchrun every rank would compute and write stats.json at once.
     normalization = resolve_normalization(
-        root, options.normalize, trainer.pretrained(request), options.workers, may_compute=not world.distributed,
+        index, options.normalize, trainer.pretrained(request), options.workers, may_compute=not world.distributed,
         progress=progress,
     )
     # Last, when everything else has been checked: building a cache decodes every image once.
     # Under torchrun the first process of each machine builds it; the others then take it.
     world.join(device)
     if world.local_rank == 0:
-        cache = cache_datasets(options.cache, root, datasets, workers=options.workers, progress=progress)
+        cache = cache_datasets(options.cache, index.root, datasets, workers=options.workers, progress=progress)
     world.barrier()
     if world.local_rank != 0:
-        cache = cache_datasets(options.cache, root, datasets, builds=False)
-    train_loader = loader(datasets["train"], train_collate, True)
-    valid_loader = loader(datasets["valid"], valid_collate, False) if with_valid else None
+        cache = cache_datasets(options.cache, index.root, datasets, builds=False)
+    loaders = {
+        split: _loader(dataset, train_collate if split == "train" else valid_collate, options, config, world, device, train=split == "train")
+        for split, dataset in datasets.items()
+    }
     recorded = replace(
         options, collate=collate_name, arch=request.arch, weights=weights, preset=config.preset,
         recipe=trainer.choose_recipe(options.recipe),
     )
     return PreparedRun(
-        root, trainer, task, request, config, recorded, model, head, loss, normalization, train_loader, valid_loader,
-        lr_lambdas, world, device, cache,
+        index, trainer, task, request, config, settings, recorded, model, head, normalization, loaders["train"],
+        loaders.get("valid"), lr_lambdas, world, device, cache,
+    )
+
+
+def _dataset(task: "Task", index: "DatasetIndex", split: str, config: TrainConfig, size: int, classes: list[str], train: bool) -> Any:
+    """The task's dataset of ``split``, augmented by the run's preset (for training) and
+    decoded at the side its pipeline needs."""
+    from prep.augment.presets import build_pipeline
+    from prep.data.resolution import source_side
+
+    transform = build_pipeline(config.preset, size, train=train, task=task.layout, seed=config.seed if train else None)
+    return task.dataset(index, split, classes=classes, transform=transform, decode_side=source_side(transform))
+
+
+def _loader(dataset: Any, collate: "Registration", options: TrainOptions, config: TrainConfig, world: "World", device, train: bool) -> Any:
+    from prep.data.loader import create_loader
+
+    return create_loader(
+        dataset, options.batch_size, train=train, collate_fn=collate.call, collate_origin=collate.origin,
+        rank=world.rank, world_size=world.size, workers=options.workers, seed=config.seed, device=device,
     )
 
 
@@ -248,74 +249,3 @@ def describe_weights(weights: str) -> str:
     if weights == "none":
         return "random: trained from scratch"
     return "from a file"
-
-
-def train(
-    root: Path, options: TrainOptions, *, config: TrainConfig | None = None,
-    callbacks: Sequence[object] = (), progress: Progress = NO_PROGRESS,
-) -> dict[str, Any]:
-    """Train with a registered trainer on a split dataset; return the run's summary.
-
-    Args:
-        root: the split dataset (``train/`` and ``valid/``).
-        options: what to train and how; ``None`` fields come from the trainer.
-        config: settings to start from instead of the trainer's recipe (a repeated run's).
-        callbacks: more listeners of the run's events (``prep.engine.events``), called after
-            the installed plugins' hooks; ``on_train_start`` finds how the run is set up in
-            ``run.setup`` (weights, normalisation, recipe, augmentation).
-        progress: receives a task per epoch, with the live loss and images/s.
-
-    Returns:
-        ``summary.json``'s content, plus ``setup`` (``PreparedRun.describe``),
-        ``normalization`` (``imagenet`` or ``dataset``), ``run_dir``, ``monitor`` and ``is_main``.
-
-    Raises:
-        UnknownNameError: no such trainer, task, collate function or LR lambda.
-        TaskMismatchError: the trainer's task does not fit the dataset.
-        RunExistsError: ``options.run_dir`` already holds a run and ``resume`` is off.
-        WeightsError: the starting weights cannot be had or do not fit.
-        DatasetNotFoundError, PrepError: bad data or options, with the reason.
-    """
-    from prep.engine.events import PluginCallbacks
-    from prep.engine.fit import check_run_dir, fit, resolve_monitor
-    from prep.plugins import plugin_host
-
-    if options.run_dir is not None:  # before the weights are fetched and the data read
-        check_run_dir(options.run_dir, options.resume)
-    run = prepare_run(root, options, config=config, progress=progress)
-    task, classes, world, norm = run.task, run.classes, run.world, run.normalization
-    monitor, _ = resolve_monitor(task, run.config, classes)
-    run_dir = options.run_dir or _new_run_dir(options.plugin, run.request.arch)
-    recorded = replace(run.options, run_dir=run_dir)
-    setup = run.describe()
-    started = time.perf_counter()
-    try:
-        summary = fit(
-            run.model, run.train_loader, run.valid_loader, run.config, run_dir, task=task, classes=classes,
-            mean=norm.mean, std=norm.std, loss=run.loss, head=run.head,
-            callbacks=[PluginCallbacks(plugin_host()), *callbacks], lr_lambdas=run.lr_lambdas,
-            resume=options.resume, progress=progress, world=world, setup=setup,
-            extra={
-                "data": str(root.resolve()), "options": options_as_data(recorded), "class_table": _class_table_text(root),
-                "normalization": norm.mode,
-            },
-        )
-        examples = None
-        if world.is_main and summary["epochs"] and hasattr(task, "examples"):
-            examples = task.examples(run.model, run.valid_loader.dataset, classes, norm.mean, norm.std, run.device, run_dir / "examples.png")
-    finally:
-        if world.local_rank == 0:  # the process that built it
-            run.cache.release()
-    return {
-        **summary, "setup": setup, "normalization": norm.mode, "run_dir": str(run_dir), "monitor": monitor,
-        "elapsed_s": round(time.perf_counter() - started, 1),
-        "is_main": world.is_main, **({"examples": str(examples)} if examples else {}),
-    }
-
-
-def _class_table_text(root: Path) -> str | None:
-    """The dataset's class table, kept in every checkpoint: predict colours its masks with it."""
-    from prep.layout import CLASS_TABLE
-
-    path = root / CLASS_TABLE
-    return path.read_text(encoding="utf-8-sig") if path.is_file() else None

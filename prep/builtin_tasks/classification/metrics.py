@@ -1,7 +1,9 @@
-"""A confusion matrix accumulated batch by batch: the counts behind accuracy, per-class
-recall and precision, and (per pixel) IoU and Dice."""
+"""The classification task's metrics: a confusion matrix accumulated batch by batch (the
+counts behind accuracy, per-class recall and precision), and top-5 hits."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -33,7 +35,9 @@ class ConfusionMatrix:
         if self.matrix.device != device:
             self.matrix = self.matrix.to(device)
         index = targets.detach().to(device, torch.int64) * self.num_classes + predictions.detach().to(torch.int64)
-        self.matrix += torch.bincount(index.flatten(), minlength=self.num_classes**2).view(self.num_classes, self.num_classes)
+        # index_add_, not bincount: bincount sizes its output from the largest index, which
+        # the host must first read from the GPU, a wait at every batch.
+        self.matrix.view(-1).index_add_(0, index.flatten(), torch.ones_like(index.flatten()))
 
     @property
     def total(self) -> int:
@@ -58,3 +62,41 @@ class ConfusionMatrix:
 
     def as_lists(self) -> list[list[int]]:
         return self.matrix.tolist()
+
+
+TOP_K = 5  # top-5 accuracy is recorded for more classes than this
+
+
+class ClassificationMetrics:
+    """A confusion matrix over one pass (and top-5 hits with more than five classes);
+    ``train`` passes compute accuracy only."""
+
+    def __init__(self, num_classes: int, train: bool) -> None:
+        self.train = train
+        self.counts = {"confusion": torch.zeros((num_classes, num_classes), dtype=torch.int64)}
+        if not train and num_classes > TOP_K:
+            self.counts["top5"] = torch.zeros((), dtype=torch.int64)
+
+    def _matrix(self) -> ConfusionMatrix:
+        return ConfusionMatrix.of(self.counts["confusion"])
+
+    def update(self, outputs: "torch.Tensor", targets: "torch.Tensor") -> None:
+        if targets.ndim == 2:  # class probabilities: each image's largest share
+            targets = targets.argmax(dim=1)
+        matrix = self._matrix()
+        matrix.update(outputs, targets)
+        self.counts["confusion"] = matrix.matrix
+        if "top5" in self.counts:
+            best = outputs.topk(TOP_K, dim=1).indices
+            hits = (best == targets.to(best.device).view(-1, 1)).any(dim=1).sum()
+            self.counts["top5"] = self.counts["top5"].to(hits.device) + hits
+
+    def compute(self) -> dict[str, Any]:
+        matrix = self._matrix()
+        if self.train:
+            return {"acc": matrix.accuracy()}
+        top5 = {"top5_acc": int(self.counts["top5"]) / matrix.total if matrix.total else 0.0} if "top5" in self.counts else {}
+        return {
+            "acc": matrix.accuracy(), **top5, "per_class_acc": matrix.per_class_accuracy(),
+            "per_class_precision": matrix.per_class_precision(), "confusion": matrix.as_lists(),
+        }

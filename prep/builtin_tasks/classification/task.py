@@ -25,49 +25,8 @@ from prep.layout import CLASSIFICATION
 if TYPE_CHECKING:
     import torch
 
+    from prep.data.index import DatasetIndex
     from prep.engine.config import TrainConfig
-
-
-TOP_K = 5  # top-5 accuracy is recorded for more classes than this
-
-
-class ClassificationMetrics:
-    """A confusion matrix over one pass (and top-5 hits with more than five classes);
-    ``train`` passes compute accuracy only."""
-
-    def __init__(self, num_classes: int, train: bool) -> None:
-        import torch
-
-        self.train = train
-        self.counts = {"confusion": torch.zeros((num_classes, num_classes), dtype=torch.int64)}
-        if not train and num_classes > TOP_K:
-            self.counts["top5"] = torch.zeros((), dtype=torch.int64)
-
-    def _matrix(self):
-        from prep.builtin_tasks.classification.metrics import ConfusionMatrix
-
-        return ConfusionMatrix.of(self.counts["confusion"])
-
-    def update(self, outputs: "torch.Tensor", targets: "torch.Tensor") -> None:
-        if targets.ndim == 2:  # class probabilities: each image's largest share
-            targets = targets.argmax(dim=1)
-        matrix = self._matrix()
-        matrix.update(outputs, targets)
-        self.counts["confusion"] = matrix.matrix
-        if "top5" in self.counts:
-            best = outputs.topk(TOP_K, dim=1).indices
-            hits = (best == targets.to(best.device).view(-1, 1)).any(dim=1).sum()
-            self.counts["top5"] = self.counts["top5"].to(hits.device) + hits
-
-    def compute(self) -> dict[str, Any]:
-        matrix = self._matrix()
-        if self.train:
-            return {"acc": matrix.accuracy()}
-        top5 = {"top5_acc": int(self.counts["top5"]) / matrix.total if matrix.total else 0.0} if "top5" in self.counts else {}
-        return {
-            "acc": matrix.accuracy(), **top5, "per_class_acc": matrix.per_class_accuracy(),
-            "per_class_precision": matrix.per_class_precision(), "confusion": matrix.as_lists(),
-        }
 
 
 class ClassificationTask:
@@ -81,12 +40,12 @@ class ClassificationTask:
 
     collate = "uint8-channels-last"
 
-    def classes(self, root: Path) -> list[str]:
-        from prep.data.index import class_names, find_split_dirs
+    def classes(self, root: "DatasetIndex | Path") -> list[str]:
+        from prep.data.index import DatasetIndex
 
-        return class_names(find_split_dirs(root)["train"])
+        return DatasetIndex.of(root).class_names()
 
-    def dataset(self, root: Path, split: str, *, classes: list[str], transform: Any, decode_side: int | None):
+    def dataset(self, root: "DatasetIndex | Path", split: str, *, classes: list[str], transform: Any, decode_side: int | None):
         from prep.data.datasets import ClassificationDataset
 
         return ClassificationDataset(root, split, transform=transform, classes=classes, decode_side=decode_side)
@@ -119,17 +78,66 @@ class ClassificationTask:
         # Label smoothing is a training device; validation measures plain cross-entropy.
         return CrossEntropy(config.label_smoothing if train else 0.0)
 
-    def metrics(self, classes: list[str], *, train: bool) -> ClassificationMetrics:
+    def metrics(self, classes: list[str], *, train: bool):
+        from prep.builtin_tasks.classification.metrics import ClassificationMetrics
+
         return ClassificationMetrics(len(classes), train)
 
+    # -- prep evaluate ----------------------------------------------------------------------
+
+    evaluation_picture = "confusion"
+
+    def evaluation_dataset(self, folder: Path, split: str | None, *, classes: list[str], transform: Any, decode_side: int | None):
+        """Any folder of class folders, as held-out sets come (see ``heldout``): a split
+        dataset, a split holding only ``valid/`` or ``test/``, or bare class folders; and the
+        name of what was read, for the report."""
+        from prep.builtin_tasks.classification.heldout import evaluation_split
+        from prep.data.datasets import ClassificationDataset
+
+        chosen, name = evaluation_split(folder, split, classes)
+        return ClassificationDataset(folder, chosen, transform=transform, classes=classes, decode_side=decode_side), name
+
+    def report(self, metrics: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+        """Evaluate's result with each class's ``recall``, ``precision`` and ``images`` under
+        ``per_class`` (instead of the record's lists)."""
+        counts = [sum(row) for row in metrics["confusion"]]
+        metrics["per_class"] = {
+            name: {"recall": recall, "precision": precision, "images": n}
+            for name, recall, precision, n in zip(classes, metrics.pop("per_class_acc"), metrics.pop("per_class_precision"), counts)
+        }
+        return metrics
+
+    def report_lines(self, report: dict[str, Any]) -> list[str]:
+        """Evaluate's result in words: accuracy and loss, then a line per class."""
+        top5 = f", top-5 acc {report['top5_acc']:.4f}" if "top5_acc" in report else ""
+        lines = [f"{report['split']}: acc {report['acc']:.4f}{top5}, loss {report['loss']:.4f} over {report['images']} images"]
+        for name, scores in report["per_class"].items():
+            lines.append(f"  {name}: recall {_number(scores['recall'])}, precision {_number(scores['precision'])} ({scores['images']} images)")
+        if report.get("confusion_png"):
+            lines.append(f"Confusion matrix: {report['confusion_png']}")
+        return lines
+
+    def draw_evaluation(self, report: dict[str, Any], *, path: Path, title: str, **_: Any) -> Path:
+        """The confusion matrix of the evaluation."""
+        from prep.builtin_tasks.classification.plots import plot_confusion
+
+        return plot_confusion(report["confusion"], report["classes"], path, title=title)
+
+    # -- prep train ---------------------------------------------------------------------------
+
     def pictures(self, records: list[dict[str, Any]], classes: list[str], run_dir: Path) -> list[Path]:
-        from prep.engine.plots import plot_confusion, plot_curves
+        from prep.builtin_tasks.classification.plots import plot_confusion
+        from prep.engine.plots import plot_curves
 
         written = [plot_curves(records, run_dir / "curves.png", metric="acc", title="accuracy", suptitle=run_dir.name)]
         if records and records[-1].get("confusion") is not None:
             title = f"{run_dir.name}: validation, epoch {records[-1]['epoch']}"
             written.append(plot_confusion(records[-1]["confusion"], classes, run_dir / "confusion.png", title=title))
         return written
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 class CrossEntropy:

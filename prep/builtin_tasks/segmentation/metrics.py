@@ -65,9 +65,13 @@ class SegmentationMetrics:
         valid = targets != IGNORE_INDEX
         truth = torch.where(valid, targets, torch.zeros_like(targets))
         n = len(targets)
-        # One bincount gives every image's confusion matrix: bins (image, truth, prediction).
+        # One count gives every image's confusion matrix: bins (image, truth, prediction),
+        # ignored pixels in one more bin, dropped. Counted with index_add_: bincount, or
+        # keeping only the valid pixels, would make the host wait for the GPU at every batch.
         bins = (torch.arange(n, device=device).view(n, 1, 1) * c + truth) * c + predicted
-        per_image = torch.bincount(bins[valid], minlength=n * c * c).view(n, c, c)
+        bins = torch.where(valid, bins, n * c * c).flatten()
+        counted = torch.zeros(n * c * c + 1, dtype=torch.int64, device=device).index_add_(0, bins, torch.ones_like(bins))
+        per_image = counted[:-1].view(n, c, c)
         for name, value in self.counts.items():  # counts stay on the predictions' device
             self.counts[name] = value.to(device)
         self.counts["confusion"] += per_image.sum(dim=0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,10 @@ import torch.nn.functional as F
 
 from prep.errors import UsageError
 from prep.inference.tta import check_tta
+from prep.layout import SEGMENTATION
 
+if TYPE_CHECKING:
+    from prep.inference.predict import PredictRequest
 
 
 @dataclass(frozen=True)
@@ -163,3 +166,48 @@ def predict_masks(
                     full = F.interpolate(one.unsqueeze(0), size=size, mode="bilinear", align_corners=False)
                     yield path, classes_of(full, options.threshold)[0].cpu().numpy()
             advance(len(files[first : first + batch_size]))
+
+
+def write_predicted_masks(request: "PredictRequest") -> dict[str, Any]:
+    """The segmentation task's ``predict``: masks at each image's own size, as PNG files under
+    the folder ``options.out`` (default ``masks/``, mirroring the folders the user named), or
+    with ``kaggle_submission`` Kaggle's ``img,rle_mask`` CSV at ``options.out`` (default
+    ``submission.csv``). Everything the options ask is checked before the model is loaded.
+
+    Raises:
+        TargetExistsError: a mask file, or the submission, exists already (nothing is written).
+        UsageError: bad options, or a submission from a model that is not binary.
+    """
+    from prep.inference.predict import refuse_existing
+    from prep.masks.class_table import parse_class_table
+    from prep.masks.overlay import class_colours
+    from prep.masks.write import SUBMISSION_NEEDS_BINARY, mask_destinations, write_mask, write_submission
+
+    options, state, checkpoint = request.options, request.state, request.checkpoint
+    mask_options = MaskOptions(options.threshold, options.tta, options.tile, options.overlap)
+    mask_options.check()
+    out = options.out or Path("submission.csv" if options.kaggle_submission else "masks")
+    classes = state["classes"]
+    binary = len(classes) == 2
+    if options.kaggle_submission:
+        refuse_existing(out)
+        if not binary:
+            raise UsageError(SUBMISSION_NEEDS_BINARY)
+    table = parse_class_table(state["class_table"], f"{checkpoint}'s class table") if state.get("class_table") else None
+    ids = list(table.ids) if table is not None else list(range(len(classes)))
+    colours = class_colours(len(classes), table.colours if table is not None else None)
+    destinations = {} if options.kaggle_submission else mask_destinations(request.files, request.inputs, out)
+    with request.progress.task("Predicting masks", len(request.files)) as advance:
+        masks = predict_masks(
+            request.model, request.files, image_size=state["options"]["image_size"], mean=state["mean"], std=state["std"],
+            transform=request.eval_transform(SEGMENTATION), device=request.device, options=mask_options,
+            batch_size=options.batch_size, on_skip=lambda path, reason: request.skipped.append((str(path), reason)), advance=advance,
+        )
+        if options.kaggle_submission:
+            written = write_submission(out, masks, binary, options.rle_order)
+        else:
+            written = 0
+            for file, indices in masks:
+                write_mask(destinations[file], np.asarray(indices), ids, colours)
+                written += 1
+    return request.report(written, "rows of run-length-encoded masks" if options.kaggle_submission else "masks", out)

@@ -24,8 +24,8 @@ from prep.util.progress import NO_PROGRESS, Progress
 if TYPE_CHECKING:
     import torch
 
+    from prep.data.index import DatasetIndex
     from prep.engine.config import TrainConfig
-    from prep.masks.read import DatasetClasses
 
 EXAMPLES = 6
 
@@ -40,38 +40,30 @@ class SegmentationTask:
     monitor = "valid_iou"
     mode = "max"
 
-    def __init__(self) -> None:
-        # Reading every mask is the costly part; a dataset is read once per process.
-        self._read: dict[tuple[str, float], DatasetClasses] = {}
-
     def monitor_for(self, classes: list[str]) -> str:
         """Dice for a binary segmentation (Carvana's metric), mean IoU otherwise."""
         return "valid_dice" if len(classes) == 2 else "valid_iou"
 
-    def prepare(self, root: Path, progress: Progress = NO_PROGRESS) -> None:
-        """Read every mask once, with a progress bar (the costly part of a large dataset)."""
-        self.dataset_classes(root, progress)
+    def prepare(self, root: "DatasetIndex | Path", progress: Progress = NO_PROGRESS) -> None:
+        """Read every mask once, with a progress bar (the costly part of a large dataset);
+        the index keeps what they hold for ``classes`` and ``dataset``."""
+        from prep.data.index import DatasetIndex
 
-    def dataset_classes(self, root: Path, progress: Progress = NO_PROGRESS) -> DatasetClasses:
-        from prep.layout import CLASS_TABLE
+        DatasetIndex.of(root).mask_classes(progress=progress)
 
-        table = root / CLASS_TABLE
-        key = (str(root.resolve()), table.stat().st_mtime if table.exists() else 0.0)
-        if key not in self._read:
-            from prep.masks.read import read_dataset_classes
+    def classes(self, root: "DatasetIndex | Path") -> list[str]:
+        from prep.data.index import DatasetIndex
 
-            self._read[key] = read_dataset_classes(root, progress=progress)
-        return self._read[key]
+        return list(DatasetIndex.of(root).mask_classes().names)
 
-    def classes(self, root: Path) -> list[str]:
-        return list(self.dataset_classes(root).names)
-
-    def dataset(self, root: Path, split: str, *, classes: list[str], transform: Any, decode_side: int | None):
+    def dataset(self, root: "DatasetIndex | Path", split: str, *, classes: list[str], transform: Any, decode_side: int | None):
         from prep.data.datasets import SegmentationDataset
+        from prep.data.index import DatasetIndex
         from prep.errors import MaskError
         from prep.masks.read import MaskDecoder
 
-        found = self.dataset_classes(root)
+        index = DatasetIndex.of(root)
+        found = index.mask_classes()
         mapping = found.mapping
         if list(classes) != found.names and found.table is None and len(found.names) <= len(classes):
             # Without a table the classes are the ids found: a held-out set may lack the last ones.
@@ -83,7 +75,7 @@ class SegmentationTask:
                 f"The model's classes are {', '.join(classes)}, but {root} has {', '.join(found.names)}; "
                 f"use it with a model trained on these classes"
             )
-        return SegmentationDataset(root, split, transform=transform, decode_side=decode_side, decode_mask=MaskDecoder(found.table, mapping))
+        return SegmentationDataset(index, split, transform=transform, decode_side=decode_side, decode_mask=MaskDecoder(found.table, mapping))
 
     def targets(self, batch: Any, classes: list[str], origin: str):
         import torch
@@ -122,7 +114,8 @@ class SegmentationTask:
         return SegmentationMetrics(len(classes), train)
 
     def pictures(self, records: list[dict[str, Any]], classes: list[str], run_dir: Path) -> list[Path]:
-        from prep.engine.plots import plot_curves, plot_per_class
+        from prep.builtin_tasks.segmentation.plots import plot_per_class
+        from prep.engine.plots import plot_curves
 
         metric = "dice" if len(classes) == 2 else "iou"
         written = [plot_curves(records, run_dir / "curves.png", metric=metric, title="Dice" if metric == "dice" else "mean IoU", suptitle=run_dir.name)]
@@ -134,12 +127,45 @@ class SegmentationTask:
             ))
         return written
 
+    # -- prep evaluate and prep predict --------------------------------------------------------
+
+    def report(self, metrics: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+        """Evaluate's result with each class's ``dice`` and ``iou`` under ``per_class``."""
+        metrics["per_class"] = {
+            name: {"dice": dice, "iou": iou}
+            for name, dice, iou in zip(classes, metrics.pop("per_class_dice"), metrics.pop("per_class_iou"))
+        }
+        return metrics
+
+    def report_lines(self, report: dict[str, Any]) -> list[str]:
+        """Evaluate's result in words: the mean scores and the loss, then a line per class."""
+        lines = [
+            f"{report['split']}: dice {_number(report['dice'])}, iou {_number(report['iou'])}, image_dice {_number(report['image_dice'])}, "
+            f"pixel_acc {_number(report['pixel_acc'])}, loss {report['loss']:.4f} over {report['images']} images"
+        ]
+        for name, scores in report["per_class"].items():
+            lines.append(f"  {name}: dice {_number(scores['dice'])}, iou {_number(scores['iou'])}")
+        if "examples_png" in report:
+            lines.append(f"Samples with truth and prediction: {report['examples_png']}")
+        return lines
+
+    def predict(self, request: Any) -> dict[str, Any]:
+        """``prep predict``: masks at each image's own size, or a Kaggle run-length submission
+        (see ``prep.builtin_tasks.segmentation.predict.write_predicted_masks``)."""
+        from prep.builtin_tasks.segmentation.predict import write_predicted_masks
+
+        return write_predicted_masks(request)
+
     def examples(self, model: "torch.nn.Module", dataset: Any, classes: list[str], mean, std, device, path: Path) -> Path | None:
         """Samples of ``dataset`` with their truth and prediction overlaid (see
         ``prep.masks.overlay``)."""
         from prep.builtin_tasks.segmentation.examples import write_examples
 
         return write_examples(model, dataset, classes, mean, std, device, path, count=EXAMPLES)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 @hookimpl

@@ -1,0 +1,44 @@
+"""``prep predict``: a trained model's predictions for images, or a Kaggle submission."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from prep.cli import output
+
+
+def predict_command(
+    checkpoint: Path = typer.Argument(..., help="A best.pt or last.pt from a run folder."),
+    images: List[Path] = typer.Argument(..., help="Image files or folders."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Classification: the CSV (default predictions.csv). Segmentation: the folder for the masks (default masks/), or the CSV with --kaggle-submission (default submission.csv)."),
+    kaggle_submission: bool = typer.Option(False, "--kaggle-submission", help="Classification: Kaggle's id,label with label = P(dog). Segmentation: Carvana's img,rle_mask."),
+    rle_order: str = typer.Option("row", "--rle-order", help="Segmentation submissions: row (Carvana: pixels numbered along rows) | column (numbered down the columns)."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Segmentation, binary: the foreground probability from which a pixel is foreground."),
+    tta: str = typer.Option("none", "--tta", help="none | flip (average each prediction with the mirror image's)."),
+    tile: Optional[int] = typer.Option(None, "--tile", min=16, help="Segmentation: predict large images window by window at their own resolution, in windows of this side."),
+    overlap: int = typer.Option(64, "--overlap", min=0, help="Segmentation with --tile: pixels shared by neighbouring windows."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="Classification, --kaggle-submission: the class whose probability is written (default: dog)."),
+    clip: float = typer.Option(0.0, "--clip", help="Classification: keep probabilities within [CLIP, 1 - CLIP] (0.005 spares a log-loss score the cost of a confident mistake)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
+) -> None:
+    """Predict images: class probabilities or masks, or a Kaggle submission.
+
+    Classification: a CSV of class probabilities (or Kaggle dogs-vs-cats' id,label).
+    Segmentation: masks at each image's own size (or a Kaggle RLE submission).
+    """
+    from prep.inference.predict import PredictOptions, predict_images
+
+    options = PredictOptions(
+        out=out, kaggle_submission=kaggle_submission, tta=tta, batch_size=batch_size, device=device, positive=positive,
+        clip=clip, threshold=threshold, tile=tile, overlap=overlap, rle_order=rle_order,
+    )
+    report = predict_images(checkpoint, images, options, progress=output.RichProgress())
+    for _, reason in report["skipped"]:
+        output.warn(f"Skipped an unreadable image: {reason}")
+    skipped = len(report["skipped"])
+    unreadable = f"; skipped {skipped} unreadable image{'s' if skipped != 1 else ''}" if skipped else ""
+    output.info(output.escape(f"Wrote {report['written']} {report['what']} to {report['out']}{unreadable}"))

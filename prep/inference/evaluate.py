@@ -1,0 +1,111 @@
+"""``evaluate_checkpoint``: the function behind ``prep evaluate``, a trained model's metrics on
+held-out images, for any task.
+
+The task decides what differs (``prep.engine.task.Task``'s optional methods): how a held-out
+folder is read (``evaluation_dataset``; without it, a split of a split dataset), how the
+metrics become a report (``report``, the per-class table), and the picture
+(``draw_evaluation``, or the task's ``examples``). Everything else is the same for every task:
+the checkpoint's model, decoded as its validation was, through the engine's ``validate``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prep.errors import DatasetNotFoundError
+
+if TYPE_CHECKING:
+    from prep.engine.task import Task
+
+
+def evaluate_checkpoint(
+    checkpoint: Path, root: Path, split: str | None = None, *, tta: str = "none", batch_size: int = 64,
+    workers: int | None = None, device: str | None = None, out_png: Path | None = None,
+) -> dict[str, Any]:
+    """The task's metrics on held-out images, with the loss: ``split``, ``images``, ``tta``,
+    ``loss``, the task's numbers and ``classes`` (classification: accuracy ``acc``,
+    ``top5_acc`` with more than five classes, ``per_class`` class name -> ``recall``,
+    ``precision`` and ``images``, and the ``confusion`` matrix; segmentation: ``dice``,
+    ``iou``, ``image_dice``, ``pixel_acc`` and ``per_class``, class name -> ``dice`` and
+    ``iou``).
+
+    ``root`` is what the task's ``evaluation_dataset`` reads (classification: a split dataset,
+    a split holding only ``valid/`` or ``test/``, or bare class folders), else a split
+    dataset. ``split`` None means ``valid``, else ``test``. ``tta="flip"`` averages each
+    image's prediction with its mirror image's. With ``out_png``, the task's picture is
+    written there, and its path reported under ``<picture>_png`` (``confusion_png``,
+    ``examples_png``).
+
+    Raises:
+        DatasetNotFoundError: no such folder or split, or no images in it.
+        UnknownClassError: a class folder the model was not trained on.
+        TaskMismatchError: a dataset of another layout than the model's task reads.
+        UsageError: an unknown ``tta``, or a split asked of bare class folders.
+    """
+    from prep.data.loader import create_loader
+    from prep.data.resolution import source_side
+    from prep.engine.epoch import validate
+    from prep.engine.distributed import pick_device
+    from prep.inference.checkpoints import eval_transform, load_model, model_task
+    from prep.inference.tta import check_tta, with_tta
+    from prep.plugins import collate_fns
+    from prep.train.options import config_from_data
+
+    check_tta(tta)
+    target = pick_device(device)
+    model, state = load_model(checkpoint, device)
+    task = model_task(state)
+    classes = state["classes"]
+    transform = eval_transform(state, task.layout)
+    dataset, split = held_out_dataset(task, state, root, split, transform=transform, decode_side=source_side(transform))
+    if not len(dataset):
+        raise DatasetNotFoundError(f"No images to evaluate on in {root} ({split})")
+    collate = collate_fns().registration(task.collate)
+    loader = create_loader(dataset, batch_size, train=False, collate_fn=collate.call, collate_origin=collate.origin, workers=workers, device=target)
+    loss_fn = task.loss(config_from_data(state.get("config", {})), classes, train=False)
+    loss, computed, images = validate(with_tta(model, tta), loader, task, loss_fn, classes, state["mean"], state["std"], target)
+    metrics = {"split": split, "images": images, "tta": tta, "loss": loss, **computed, "classes": classes}
+    if hasattr(task, "report"):
+        metrics = task.report(metrics, classes)
+    if out_png is not None:
+        title = f"{checkpoint.parent.name}/{checkpoint.name} on {split}" + (" (flip TTA)" if tta == "flip" else "")
+        picture = picture_name(task)
+        if picture is not None:
+            drawn = draw_evaluation(task, metrics, model=model, dataset=dataset, state=state, device=target, path=out_png, title=title)
+            metrics[f"{picture}_png"] = str(drawn) if drawn else None
+    return metrics
+
+
+def held_out_dataset(task: "Task", state: dict[str, Any], root: Path, split: str | None, *, transform: Any, decode_side: int | None) -> tuple[Any, str]:
+    """The dataset to evaluate on, and its name for reports: the task's own reading of a
+    held-out folder when it has one, else ``split`` (default ``valid``) of a split dataset
+    whose layout the task reads."""
+    from prep.data.index import DatasetIndex
+    from prep.layout import canonical_split_name
+    from prep.train.prepare import task_for, trainer_registration
+
+    classes = state["classes"]
+    if hasattr(task, "evaluation_dataset"):
+        return task.evaluation_dataset(root, split, classes=classes, transform=transform, decode_side=decode_side)
+    index = DatasetIndex.of(root)
+    plugin = state["options"]["plugin"]
+    task_for(plugin, trainer_registration(plugin).value, index)  # the dataset's layout is the task's
+    name = canonical_split_name(split or "valid")
+    return task.dataset(index, name, classes=classes, transform=transform, decode_side=decode_side), name
+
+
+def picture_name(task: "Task") -> str | None:
+    """What the task's evaluation picture is called (``confusion``, ``examples``): the default
+    file's stem and the report's key; None when the task draws none."""
+    if hasattr(task, "draw_evaluation"):
+        return getattr(task, "evaluation_picture", "evaluation")
+    return "examples" if hasattr(task, "examples") else None
+
+
+def draw_evaluation(task: "Task", report: dict[str, Any], *, model, dataset, state: dict[str, Any], device, path: Path, title: str) -> Path | None:
+    """The task's picture of an evaluation at ``path``: its ``draw_evaluation``, else its
+    ``examples`` (predictions on a few samples)."""
+    if hasattr(task, "draw_evaluation"):
+        return task.draw_evaluation(report, model=model, dataset=dataset, mean=state["mean"], std=state["std"], device=device, path=path, title=title)
+    return task.examples(model, dataset, state["classes"], state["mean"], state["std"], device, path)
