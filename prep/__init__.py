@@ -19,8 +19,8 @@ from prep.errors import (
 )
 from prep.hookspecs import hookimpl
 from prep.train.trainer import ModelRequest, Trainer
+from prep.util.version import __version__
 
-__version__ = "0.1.0"
 
 # Imported when first used: name -> module.
 _LAZY = {
@@ -35,7 +35,14 @@ _LAZY = {
     "WeightsError": "prep.train.weights",
     "torchvision_model": "prep.train.weights",
     "load_matching_weights": "prep.train.weights",
+    "with_downloaded_weights": "prep.train.weights",
+    # Using a trained model.
+    "PredictRequest": "prep.inference.predict",
+    "PredictOptions": "prep.inference.predict",
     # Data.
+    "DatasetIndex": "prep.data.index",
+    "load_rgb_at_side": "prep.images.decode",
+    "ImageDecodeError": "prep.images.decode",
     "Batch": "prep.data.collate",
     "CorruptSample": "prep.data.datasets",
     "uint8_channels_last_collate": "prep.data.collate",
@@ -43,7 +50,8 @@ _LAZY = {
     "Unit": "prep.split.splitters",
     "SplitRequest": "prep.split.splitters",
     "SplitSize": "prep.split.splitters",
-    # Registries: look up what plugins registered.
+    # Registries: look up what plugins registered (and register without importing).
+    "Imported": "prep.registry",
     "trainers": "prep.plugins",
     "tasks": "prep.plugins",
     "collate_fns": "prep.plugins",

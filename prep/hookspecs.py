@@ -66,7 +66,9 @@ def register_collate_fns(register: Callable[[str, Callable], None]) -> None:
 
     Call ``register(name, collate_fn)``. ``collate_fn(samples)`` receives what the dataset
     returns for each index and returns the batch; trainers and loaders choose one by name.
-    Built-in: ``uint8-channels-last``, ``segmentation``, ``targets-as-list``.
+    One that needs the run's classes (a mixup making one-hot targets) registers an object
+    with a ``with_classes(classes)`` method instead, which returns the collate function for
+    that run. Built-in: ``uint8-channels-last``, ``segmentation``, ``targets-as-list``.
     """
 
 
@@ -131,7 +133,7 @@ def on_epoch_end(run: "TrainingRun", metrics: dict) -> None:
     ``metrics`` is the record written to ``metrics.jsonl``: the engine's ``epoch``,
     ``step``, ``train_loss``, ``valid_loss``, ``lr``, ``images_per_s`` and
     ``backbone_frozen``, and the task's (classification: ``train_acc``, ``valid_acc``,
-    ``per_class_acc``, ``confusion``). Call ``run.request_stop(reason)`` to end the run
+    ``per_class_acc``, ``confusion``; segmentation: ``valid_dice``, ``valid_iou`` ...). Call ``run.request_stop(reason)`` to end the run
     after this epoch. An exception is reported with the plugin's name and the run goes on
     (strict mode stops it).
     """

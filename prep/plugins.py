@@ -26,7 +26,7 @@ import pluggy
 
 from prep import hookspecs
 from prep.errors import PluginError
-from prep.registry import Registry
+from prep.registry import Imported, Registry
 
 if TYPE_CHECKING:
     from prep.engine.events import TrainingRun
@@ -108,12 +108,37 @@ class PluginHost:
                 )
 
     def fill_registry(self, hook_name: str, kind: str) -> Registry:
-        """Build a registry of ``kind`` from every plugin's ``hook_name`` hook."""
+        """Build a registry of ``kind`` from every plugin's ``hook_name`` hook; what a plugin
+        registered that cannot serve as a ``kind`` is a failure of that plugin (strict mode
+        stops here, before anything uses it)."""
         registry: Registry = Registry(kind)
         self.call_each(
             hook_name, lambda plugin: {"register": partial(registry.register, plugin=plugin)}
         )
+        for entry in registry.history:
+            misfit = _misfit(kind, entry.value)
+            if misfit:
+                version = self.versions.get(entry.plugin, "unknown version")
+                self.record_failure(PluginFailure(entry.plugin, version, hook_name, f"registered {kind} {entry.name!r}, {misfit}"))
         return registry
+
+
+# What a task must have (prep.engine.task.Task); the other methods are optional.
+_TASK_ATTRIBUTES = ("name", "layout", "collate", "metric_names", "monitor", "mode", "classes", "dataset", "targets", "loss", "metrics", "pictures")
+
+
+def _misfit(kind: str, value: Any) -> str | None:
+    """Why ``value`` cannot serve as a registered ``kind``, or None when it can."""
+    if kind == "trainer":
+        from prep.train.trainer import Trainer
+
+        return None if isinstance(value, Trainer) else f"a {type(value).__name__}, which is not a prep.Trainer (subclass prep.Trainer)"
+    if kind == "task":
+        missing = [name for name in _TASK_ATTRIBUTES if not hasattr(value, name)]
+        return f"which lacks {', '.join(missing)} (see prep.Task)" if missing else None
+    if isinstance(value, Imported) or (kind == "collate function" and hasattr(value, "with_classes")):
+        return None  # an Imported one is checked when it is imported
+    return None if callable(value) else f"a {type(value).__name__}, which cannot be called"
 
 
 class PluginCallbacks:
@@ -146,7 +171,7 @@ def describe_plugins(host: PluginHost) -> dict[str, Any]:
         registry = registry_of()
         for entry in registry.history:
             names = registrations.setdefault(entry.plugin, {}).setdefault(registry.kind, [])
-            winner = registry.registration(entry.name)
+            winner = registry.registered(entry.name)
             names.append(entry.name if winner is entry else f"{entry.name} (replaced by {winner.plugin})")
         if hook_name == "register_trainers":
             trainer_rows = [_describe_trainer(registry.registration(name)) for name in registry.names()]
@@ -210,7 +235,7 @@ def _load_entry_points(host: PluginHost) -> None:
 
 
 def _register_default_plugins(host: PluginHost) -> None:
-    from prep import __version__
+    from prep.util.version import __version__
 
     for module_name in DEFAULT_PLUGINS:
         host.manager.register(importlib.import_module(module_name), name=module_name)

@@ -16,6 +16,21 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Imported:
+    """A registered object named by where it lives (``module:attribute``), imported when it is
+    first looked up: a plugin registers what needs torch without importing torch while prep
+    starts up (``prep --help``, ``prep plugins``)."""
+
+    target: str
+
+    def load(self) -> Any:
+        import importlib
+
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@dataclass(frozen=True)
 class Registration(Generic[T]):
     """One named entry, with the plugin that registered it."""
 
@@ -70,6 +85,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Registration[T]] = {}
+        self._imported: dict[str, Registration[T]] = {}  # the Imported entries, once imported
         # Every registration in order, the replaced ones too (``prep plugins`` shows them).
         self.history: list[Registration[T]] = []
 
@@ -84,23 +100,43 @@ class Registry(Generic[T]):
                 self.kind, name, plugin, previous.plugin,
             )
         self._entries[name] = Registration(name, value, plugin, self.kind)
+        self._imported.pop(name, None)
         self.history.append(self._entries[name])
 
     def get(self, name: str) -> T:
-        """Return the object registered as ``name``.
+        """Return the object registered as ``name`` (importing it, when it was registered as
+        ``Imported``).
 
         Raises:
             UnknownNameError: no such name; the message lists what is registered.
+            PluginError: an ``Imported`` object that cannot be imported.
         """
-        try:
-            return self._entries[name].value
-        except KeyError:
-            raise UnknownNameError(self._unknown_message(name)) from None
+        return self.registration(name).value
 
     def registration(self, name: str) -> Registration[T]:
-        """Return the full registration (value and owning plugin) for ``name``."""
-        self.get(name)
-        return self._entries[name]
+        """Return the full registration (value and owning plugin) for ``name``, its object
+        imported when it was registered as ``Imported``."""
+        entry = self.registered(name)
+        if not isinstance(entry.value, Imported):
+            return entry
+        if name not in self._imported:
+            try:
+                value = entry.value.load()
+            except Exception as exc:  # a plugin's bug: say whose
+                raise PluginError(f"The {entry.origin} cannot be imported from {entry.value.target}: {type(exc).__name__}: {exc}") from None
+            self._imported[name] = Registration(entry.name, value, entry.plugin, entry.kind)
+        return self._imported[name]
+
+    def registered(self, name: str) -> Registration[T]:
+        """The registration of ``name`` as it was made (an ``Imported`` object not imported).
+
+        Raises:
+            UnknownNameError: no such name.
+        """
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(self._unknown_message(name)) from None
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching a shell-style wildcard, sorted."""

@@ -1,10 +1,15 @@
-"""Fixtures that build small image folders in tmp_path, and helpers to compare trees."""
+"""What tests across prep share: fixtures that build small image folders in tmp_path, plugins
+installed for one test through the real entry-point machinery, and helpers to compare trees."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -66,6 +71,13 @@ def dirs(root: Path) -> set[str]:
     return {Path(d).relative_to(root).as_posix() for d, _, _ in os.walk(root)}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every end-to-end journey is slow: real processes, one after another, each importing torch."""
+    for item in items:
+        if "journeys" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def flat_dataset(tmp_path: Path) -> Path:
     """Kaggle dogs-vs-cats shape: train/cat.N.jpg, train/dog.N.jpg, test1/N.jpg."""
@@ -91,3 +103,101 @@ def _isolated_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from prep.plugins import reset_plugin_host
 
     reset_plugin_host()
+
+
+# -- Plugins installed for one test --------------------------------------------------------
+
+def install_fake_plugin(site: Path, name: str, source: str, version: str = "1.0") -> None:
+    """Write a module plus a dist-info that declares it in the ``prep`` entry-point group."""
+    site.mkdir(exist_ok=True)
+    (site / f"{name}.py").write_text(textwrap.dedent(source))
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[prep]\n{name} = {name}\n")
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder on sys.path where ``install_fake_plugin`` puts plugins for this test only."""
+    from prep.plugins import reset_plugin_host
+
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for name in [m for m in sys.modules if m.startswith(("goodplugin", "brokenplugin", "raisingplugin", "badsig", "listenerplugin", "misbehaving", "seamplugin", "thirdparty"))]:
+        del sys.modules[name]
+    reset_plugin_host()
+
+
+def plugins_json(site: Path) -> dict:
+    """``prep plugins --json`` in a fresh process that sees the plugins installed in ``site``."""
+    env = dict(os.environ, PYTHONPATH=str(site))
+    done = subprocess.run([sys.executable, "-m", "prep", "plugins", "--json"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+# -- Six colours: a dataset and a checkpoint shared by the weights, evaluate, TTA and lr-find tests --
+
+COLOURS = ["amber", "blue", "cyan", "green", "pink", "red"]  # six: top-5 accuracy applies
+
+
+def write_colour_images(folder: Path, per_class: int, seed: int, classes=COLOURS) -> None:
+    """Noisy pictures whose colour tells the class, with a brighter left half (so that the
+    mirror image is another picture)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        colour = np.array([(k * 53) % 256, (k * 97 + 40) % 256, (k * 151 + 80) % 256])
+        for i in range(per_class):
+            pixels = np.clip(colour + rng.normal(0, 25, (24, 24, 3)), 0, 255)
+            pixels[:, :12] = np.clip(pixels[:, :12] + 40, 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / name / f"{name}_{seed}_{i}.png")
+
+
+@pytest.fixture(scope="session")
+def colours_dataset(tmp_path_factory) -> Path:
+    """A split dataset of six classes told apart by colour (top-5 accuracy applies), with a
+    test split."""
+    root = tmp_path_factory.mktemp("finetune") / "colours"
+    for split, n, seed in (("train", 6, 0), ("valid", 3, 1), ("test", 3, 2)):
+        write_colour_images(root / split, n, seed)
+    return root
+
+
+@pytest.fixture(scope="session")
+def resnet18_weights_file(tmp_path_factory) -> Path:
+    """Stands in for a downloaded ImageNet file: a torchvision ResNet-18's state dict."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("weights") / "resnet18-imagenet.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def colours_checkpoint(colours_dataset: Path, tmp_path_factory) -> Path:
+    """best.pt of one epoch of resnet-finetune from scratch on ``colours_dataset``."""
+    from prep.train.options import TrainOptions
+    from prep.train.run import train
+
+    dataset = colours_dataset
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    train(dataset, TrainOptions(weights="none", epochs=1, image_size=16, batch_size=12, lr=0.002, workers=0, run_dir=run_dir))
+    return run_dir / "best.pt"
+
+
+def evaluate_cli(checkpoint: Path, folder: Path, *extra: str, out: Path):
+    """``prep evaluate CHECKPOINT FOLDER ...`` through the CLI, its picture under ``out``."""
+    from typer.testing import CliRunner
+
+    from prep.cli import app
+
+    return CliRunner().invoke(app, ["evaluate", str(checkpoint), str(folder), "--workers", "0", "--out", str(out / "c.png"), *extra])

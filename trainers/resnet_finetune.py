@@ -2,7 +2,7 @@
 
 ``--arch`` takes resnet18 (default), resnet34, resnet50, or any torchvision classification
 model name whose head is ``fc`` or the last layer of ``classifier``. ``--weights`` is
-handled by ``prep.train.weights``: ``imagenet`` (the default) is torchvision's pretrained
+handled by prep (``prep.torchvision_model``, ``prep.load_matching_weights``): ``imagenet`` (the default) is torchvision's pretrained
 weights, ``PATH`` loads a local state dict where shapes match, leaving the head new, and
 ``none`` trains from scratch. torch is imported only when a model is built, so that loading this plugin
 at start-up stays cheap.
@@ -48,7 +48,7 @@ class ResNetFinetune(Trainer):
     def build_model(self, request: ModelRequest):
         import torch
 
-        from prep.train.weights import load_matching_weights, torchvision_model
+        from prep import load_matching_weights, torchvision_model
 
         model = torchvision_model(request.arch or self.default_arch, request.weights)
         head_name = _head_name(model)

@@ -56,7 +56,7 @@ class UNetTrainer(Trainer):
 
 def _load_path(model, encoder, path: Path, skip: str | None) -> None:
     """A file saved from this whole model, else from its encoder alone."""
-    from prep.train.weights import WeightsError, load_matching_weights
+    from prep import WeightsError, load_matching_weights
 
     try:
         load_matching_weights(model, path)
@@ -68,7 +68,7 @@ def _load_path(model, encoder, path: Path, skip: str | None) -> None:
 
 
 def _unet(encoder_name: str, request: ModelRequest):
-    from prep.train.weights import torchvision_model
+    from prep import torchvision_model
     from prep_trainers.unet_model import UNet
 
     encoder = torchvision_model(encoder_name, request.weights if request.weights == "imagenet" else "none")
@@ -82,7 +82,7 @@ def _torchvision_segmentation(arch: str, request: ModelRequest):
     import torch
     import torchvision
 
-    from prep.train.weights import with_downloaded_weights
+    from prep import with_downloaded_weights
     from prep_trainers.unet_model import make_batch_of_one_safe
 
     builder = torchvision.models.get_model_builder(arch)

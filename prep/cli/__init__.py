@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from prep import __version__
+from prep.util.version import __version__
 from prep.cli import output
 from prep.errors import INTERRUPTED_EXIT_CODE
 from prep.errors import DiskError, PrepError

@@ -1,6 +1,8 @@
 """Built-in plugin registering the collate functions of ``prep.data.collate``.
 
-Kept apart so that loading plugins at CLI start-up does not import torch.
+They are registered by where they live (``prep.registry.Imported``), so that loading plugins
+at start-up does not import torch: ``prep.data.collate`` is imported when a collate function
+is first looked up.
 """
 
 from __future__ import annotations
@@ -8,12 +10,11 @@ from __future__ import annotations
 from typing import Callable
 
 from prep.hookspecs import hookimpl
+from prep.registry import Imported
 
 
 @hookimpl
 def register_collate_fns(register: Callable[[str, Callable], None]) -> None:
-    from prep.data import collate
-
-    register("uint8-channels-last", collate.uint8_channels_last_collate)
-    register("segmentation", collate.segmentation_collate)
-    register("targets-as-list", collate.targets_as_list_collate)
+    register("uint8-channels-last", Imported("prep.data.collate:uint8_channels_last_collate"))
+    register("segmentation", Imported("prep.data.collate:segmentation_collate"))
+    register("targets-as-list", Imported("prep.data.collate:targets_as_list_collate"))

@@ -4,7 +4,10 @@ The training loop runs steps, sums what the metrics ask it to sum, and saves. Ev
 that depends on the kind of problem comes from a ``Task``: the dataset of a split, the
 collate function, the default loss, the metric accumulators, the number to monitor and its
 direction, and the pictures at the end of a run. Tasks are registered by name through the
-``register_tasks`` hook (``classification`` is built in) and a trainer names its task.
+``register_tasks`` hook (``classification`` and ``segmentation`` are built in, and register
+exactly as a plugin's do) and a trainer names its task. What ``prep evaluate`` and ``prep
+predict`` do with a task's model is the task's too (its optional methods, below), so a
+plugin's task is trained, evaluated and predicted with no change to prep.
 
 The keys of a metrics record (``metrics.jsonl``, TensorBoard, ``on_epoch_end``):
 
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
+    from prep.data.index import DatasetIndex
     from prep.engine.config import TrainConfig
 
 # A loss: (model outputs, targets) -> a scalar tensor to minimise.
@@ -65,7 +69,12 @@ class Task(Protocol):
             (``"valid_acc"``); ``TrainConfig.monitor`` overrides it.
         mode: ``"max"`` when a larger ``monitor`` is better, else ``"min"``.
 
-    Three methods are optional, and used when present:
+    ``root`` is the dataset's ``prep.DatasetIndex``, which lists it once for every part of a
+    command; it also works as the dataset's ``Path`` (``root / "train"``, ``os.fspath(root)``
+    and every ``Path`` method), so a task written for a Path takes it unchanged. ``split``
+    is always a split's name: ``train``, ``valid`` or ``test``.
+
+    Optional, used when present. For ``prep train``:
 
     * ``prepare(root, progress)``: read what the task needs from the dataset, once, before
       ``classes`` is asked, drawing its progress (segmentation reads every mask);
@@ -73,7 +82,30 @@ class Task(Protocol):
       (segmentation monitors ``valid_dice`` for two classes, ``valid_iou`` for more);
     * ``examples(model, dataset, classes, mean, std, device, path) -> Path | None``: a PNG
       at ``path`` of the model's predictions on a few samples of ``dataset`` (decoded as for
-      validation): ``examples.png`` at the end of ``prep train``, and ``prep evaluate``'s picture.
+      validation): ``examples.png`` at the end of ``prep train``, and ``prep evaluate``'s
+      picture when the task has no ``draw_evaluation``.
+
+    For ``prep evaluate`` (``prep.inference.evaluate``); without them, evaluate reads the
+    ``--split`` (default ``valid``) of a split dataset, reports the validation metrics as
+    computed, and prints their numbers:
+
+    * ``evaluation_dataset(folder, split, *, classes, transform, decode_side) -> (dataset,
+      name)``: read a held-out folder the task's own way (classification: bare class
+      folders too); ``split`` is ``--split`` or None;
+    * ``report(metrics, classes) -> dict``: evaluate's result, reshaped (classification puts
+      each class's recall, precision and images under ``per_class``);
+    * ``report_lines(report) -> list[str]``: the result in words, as ``prep evaluate`` prints it;
+    * ``draw_evaluation(report, *, model, dataset, mean, std, device, path, title) -> Path``,
+      with ``evaluation_picture`` (the picture's name: ``confusion``): the picture, written
+      by default to ``<evaluation_picture>.png`` and reported as ``<evaluation_picture>_png``.
+
+    For ``prep predict`` (``prep.inference.predict``):
+
+    * ``predict(request) -> dict``: write the predictions of ``request.files`` (a
+      ``prep.PredictRequest``: the checkpoint's state, the options, the model on first use)
+      and return ``request.report(written, what, out)``. Without it, a model whose outputs
+      are class scores (``N x classes``) gets a CSV of class probabilities (or a two-class
+      Kaggle submission); any other is refused with one line.
     """
 
     name: str
@@ -83,10 +115,10 @@ class Task(Protocol):
     monitor: str
     mode: str
 
-    def classes(self, root: Path) -> list[str]:
+    def classes(self, root: "DatasetIndex") -> list[str]:
         """The class names of a split dataset, in the order of the model's outputs."""
 
-    def dataset(self, root: Path, split: str, *, classes: list[str], transform: Any, decode_side: int | None) -> Any:
+    def dataset(self, root: "DatasetIndex", split: str, *, classes: list[str], transform: Any, decode_side: int | None) -> Any:
         """The torch dataset of one split (``train``, ``valid`` or ``test``)."""
 
     def targets(self, batch: Any, classes: list[str], origin: str) -> Any:

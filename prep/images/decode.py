@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from prep.errors import PrepError
+from prep.images import DEFAULT_MAX_PIXELS
 from prep.images.jpeg_header import ends_with_eoi, jpeg_frame_header
 
 
@@ -159,8 +160,6 @@ def decode_image(path: str | os.PathLike, min_side: int | None = None, max_reduc
 def _decode_plain_jpeg(path, data: bytes, header, min_side: int | None, max_reduction: int) -> DecodedImage:
     """The common case, through OpenCV from the bytes already read (EXIF applied)."""
     import cv2
-
-    from prep.split.checks import DEFAULT_MAX_PIXELS
 
     if header.width * header.height > DEFAULT_MAX_PIXELS:  # Pillow's limit, for both paths
         raise ImageDecodeError(f"{path}: {header.width}x{header.height} pixels is a decompression bomb")

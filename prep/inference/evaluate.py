@@ -49,8 +49,8 @@ def evaluate_checkpoint(
     from prep.engine.distributed import pick_device
     from prep.inference.checkpoints import eval_transform, load_model, model_task
     from prep.inference.tta import check_tta, with_tta
-    from prep.plugins import collate_fns
     from prep.train.options import config_from_data
+    from prep.train.prepare import collate_registration
 
     check_tta(tta)
     target = pick_device(device)
@@ -61,7 +61,7 @@ def evaluate_checkpoint(
     dataset, split = held_out_dataset(task, state, root, split, transform=transform, decode_side=source_side(transform))
     if not len(dataset):
         raise DatasetNotFoundError(f"No images to evaluate on in {root} ({split})")
-    collate = collate_fns().registration(task.collate)
+    collate = collate_registration(task.collate, classes)
     loader = create_loader(dataset, batch_size, train=False, collate_fn=collate.call, collate_origin=collate.origin, workers=workers, device=target)
     loss_fn = task.loss(config_from_data(state.get("config", {})), classes, train=False)
     loss, computed, images = validate(with_tta(model, tta), loader, task, loss_fn, classes, state["mean"], state["std"], target)

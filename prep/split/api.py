@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from prep import __version__
+from prep.util.version import __version__
 from prep.errors import JournalError, TargetExistsError
 from prep.util.progress import NO_PROGRESS, Progress
 from prep.split.journal import JOURNAL_NAME, Journal, Status

@@ -21,6 +21,7 @@ import struct
 import zlib
 from typing import Callable, NamedTuple
 
+from prep.images import DEFAULT_MAX_PIXELS
 from prep.images.jpeg_header import ends_with_eoi, jpeg_frame_header
 from prep.layout import IMAGE_EXTENSIONS, extension
 from prep.util.parallel import map_chunks
@@ -28,8 +29,7 @@ from prep.util.parallel import map_chunks
 HEAD_BYTES = 4096
 TAIL_BYTES = 32
 FIRST_READ_BYTES = 64 * 1024
-# Pillow refuses images above twice its MAX_IMAGE_PIXELS (89,478,485) as bombs.
-DEFAULT_MAX_PIXELS = 2 * 89_478_485
+
 
 class Verify(str, enum.Enum):
     quick = "quick"

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from prep import __version__
+from prep.util.version import __version__
 from prep.data.index import DatasetIndex
 from prep.errors import DatasetNotFoundError, StatsNotFoundError
 from prep.layout import SEGMENTATION

@@ -167,7 +167,6 @@ def prepare_run(
     from prep.data.index import DatasetIndex
     from prep.engine.distributed import World
     from prep.engine.settings import resolve_settings
-    from prep.plugins import collate_fns
     from prep.stats.normalization import check_normalize, resolve_normalization
     from prep.train.weights import check_weights
 
@@ -189,7 +188,7 @@ def prepare_run(
     settings = resolve_settings(task, config, classes, device, registration.call_method("loss", config, classes))
     lr_lambdas = _lr_lambdas(config.scheduler)
     collate_name = options.collate or trainer.collate or task.collate
-    train_collate, valid_collate = collate_fns().registration(collate_name), collate_fns().registration(task.collate)
+    train_collate, valid_collate = collate_registration(collate_name, classes), collate_registration(task.collate, classes)
 
     datasets = {"train": _dataset(task, index, "train", config, options.image_size, classes, train=True)}
     if with_valid:
@@ -221,6 +220,22 @@ def prepare_run(
         index, trainer, task, request, config, settings, recorded, model, head, normalization, loaders["train"],
         loaders.get("valid"), lr_lambdas, world, device, cache,
     )
+
+
+def collate_registration(name: str, classes: list[str]) -> "Registration":
+    """The registered collate function ``name``, given the run's classes when it asks for
+    them (a registered object with ``with_classes(classes)``, such as a mixup that makes
+    one-hot targets).
+
+    Raises:
+        UnknownNameError: no such collate function. PluginError: its ``with_classes`` failed.
+    """
+    from prep.plugins import collate_fns
+
+    registration = collate_fns().registration(name)
+    if hasattr(registration.value, "with_classes"):
+        return replace(registration, value=registration.call_method("with_classes", list(classes)))
+    return registration
 
 
 def _dataset(task: "Task", index: "DatasetIndex", split: str, config: TrainConfig, size: int, classes: list[str], train: bool) -> Any:

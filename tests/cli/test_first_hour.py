@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import jpeg_bytes, snapshot, write
 from prep.cli import app
+from prep.testing import make_classification_dataset
 
 runner = CliRunner()
 
@@ -21,12 +22,7 @@ runner = CliRunner()
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:
     """A split dataset of two classes, 6 training and 2 validation images each, no stats.json."""
-    root = tmp_path / "tiny"
-    for split, n in (("train", 6), ("valid", 2)):
-        for c, name in enumerate(("cat", "dog")):
-            for i in range(n):
-                write(root / split / name / f"{i}.jpg", jpeg_bytes(len(split) * 100 + c * 10 + i, size=(24, 24)))
-    return root
+    return make_classification_dataset(tmp_path / "tiny", per_class=6, valid_per_class=2, size=24)
 
 
 @pytest.fixture(scope="module")
@@ -237,33 +233,6 @@ def test_best_pt_is_the_model_to_ship_and_last_pt_what_a_resume_needs(trained: P
     assert not {"optimizer", "schedule", "scaler", "rng"} & set(best)
     assert {"model", "classes", "mean", "std", "options", "config"} <= set(best)
     assert trained.stat().st_size * 2 < (trained.parent / "last.pt").stat().st_size
-
-
-def test_every_json_output_parses_while_progress_and_logs_go_to_stderr(flat_dataset: Path, tmp_path: Path):
-    """Each command with --json, as a script would chain them, through a real process (so
-    that rich draws its bars and torch prints what it prints)."""
-    import os
-    import subprocess
-    import sys
-
-    def run(*args: str) -> dict | list:
-        done = subprocess.run(
-            [sys.executable, "-m", "prep", *args, "--json"], capture_output=True, text=True, timeout=600,
-            env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=tmp_path,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        return json.loads(done.stdout)
-
-    assert run("split", str(flat_dataset))["status"] == "done"
-    assert run("stats", str(flat_dataset), "--workers", "1")["classes"] == ["cat", "dog"]
-    summary = run("train", str(flat_dataset), "--weights", "none", "--epochs", "1", "--image-size", "16",
-                  "--batch-size", "8", "--workers", "0", "--run-dir", str(tmp_path / "run"))
-    best = summary["best"]
-    assert run("evaluate", best, str(flat_dataset), "--workers", "0", "--out", str(tmp_path / "c.png"))["images"] > 0
-    assert run("export", best, "--format", "onnx", "--out", str(tmp_path / "m.onnx"))["checked"]
-    assert run("lr-find", str(flat_dataset), "--weights", "none", "--image-size", "16", "--batch-size", "8",
-               "--steps", "6", "--workers", "0", "--out", str(tmp_path / "lr.png"))["steps"] >= 5
-    assert run("plugins")["trainers"]
 
 
 def test_the_trainers_default_weights_are_listed_where_users_look():

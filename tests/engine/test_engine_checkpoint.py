@@ -93,6 +93,7 @@ while True:
 """
 
 
+@pytest.mark.slow  # real processes killed while saving
 def test_sigkill_during_saves_leaves_the_last_good_checkpoint(tmp_path: Path):
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "epoch": 0})

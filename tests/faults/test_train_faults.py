@@ -28,7 +28,8 @@ from prep.train.run import train
 from conftest import jpeg_bytes, write
 
 runner = CliRunner()
-KILLS = 20
+# 20 kills where every commit is checked (CI: the whole suite); PREP_TEST_KILLS for fewer or more.
+KILLS = int(os.environ.get("PREP_TEST_KILLS", "20"))
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +183,8 @@ def test_sigkill_at_random_moments_then_resume_keeps_best_and_log_consistent(tin
     for trial in range(KILLS):
         run_dir = tmp_path / f"run{trial}"
         process = subprocess.Popen([*command, "--run-dir", str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if trial % 4 == 0:
-            time.sleep(rng.uniform(0.3, first_checkpoint))
+        if trial % 4 == 0:  # anywhere up to the first checkpoint, as long as it took the clean run here
+            time.sleep(rng.uniform(0, first_checkpoint))
         else:
             _wait_for(run_dir / "last.pt", process)
             time.sleep(rng.uniform(0, after_first))

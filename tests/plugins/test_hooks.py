@@ -20,7 +20,7 @@ from prep.registry import Registry
 from prep.split.api import split_dataset
 from prep.split.plan import SplitOptions
 
-from conftest import jpeg_bytes, write
+from conftest import install_fake_plugin, jpeg_bytes, plugins_json, site, write  # noqa: F401 - site is a fixture
 
 GOOD_PLUGIN = '''
 from prep.hookspecs import hookimpl
@@ -67,27 +67,6 @@ def register_commands(app):
     def hello(name: str = "world"):
         print(f"hello {name}")
 '''
-
-
-def install_fake_plugin(site: Path, name: str, source: str, version: str = "1.0") -> None:
-    """Write a module plus a dist-info that declares it in the ``prep`` entry-point group."""
-    site.mkdir(exist_ok=True)
-    (site / f"{name}.py").write_text(textwrap.dedent(source))
-    info = site / f"{name}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[prep]\n{name} = {name}\n")
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    yield folder
-    for name in [m for m in sys.modules if m.startswith(("goodplugin", "brokenplugin", "raisingplugin", "badsig", "listenerplugin", "misbehaving", "seamplugin"))]:
-        del sys.modules[name]
-    reset_plugin_host()
 
 
 def test_registry_lists_with_wildcards_and_suggests_names():
@@ -354,20 +333,13 @@ def test_prep_load_plugins_chooses_which_load(site: Path, monkeypatch: pytest.Mo
 def test_every_hook_has_a_test_and_a_documented_section():
     hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "prep_spec")]
     assert hooks, "no hookspecs found"
-    tests = "".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
-    guide = (Path(__file__).parents[1] / "plugins" / "README.md").read_text()
+    tests = "".join(path.read_text() for path in Path(__file__).parents[1].rglob("test_*.py"))
+    guide = (Path(__file__).parents[2] / "docs" / "plugin-hooks.md").read_text()
     for hook in hooks:
         assert f"def test_{hook}" in tests, f"hook {hook} has no test named test_{hook}..."
-        assert f"### `{hook}(" in guide, f"hook {hook} has no section in plugins/README.md"
+        arguments = ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
+        assert f"### `{hook}({arguments})`" in guide, f"hook {hook} has no section `{hook}({arguments})` in docs/plugin-hooks.md"
         assert inspect.getdoc(getattr(hookspecs, hook)), f"hook {hook} has no docstring"
-
-
-def plugins_json(site: Path) -> dict:
-    """``prep plugins --json`` in a fresh process that sees the plugins installed in ``site``."""
-    env = dict(os.environ, PYTHONPATH=str(site))
-    done = subprocess.run([sys.executable, "-m", "prep", "plugins", "--json"], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def test_prep_plugins_lists_versions_hooks_and_failures(site: Path):

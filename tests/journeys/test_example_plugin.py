@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-PLUGIN = Path(__file__).parents[1] / "examples" / "prep-smallcnn"
+PLUGIN = Path(__file__).parents[2] / "examples" / "prep-smallcnn"
 
 
 @pytest.fixture(scope="module")

@@ -141,7 +141,7 @@ def test_train_errors_are_messages(split_sample: Path):
 def test_every_package_is_listed_in_pyproject():
     import tomllib
 
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "prep").rglob("__init__.py")}
     assert found | {"prep_trainers"} == listed
@@ -282,6 +282,7 @@ def test_the_book_recipe_and_freezing_from_the_cli(split_sample: Path, tmp_path:
     assert again.exit_code == 1 and "already holds a run" in again.output
 
 
+@pytest.mark.slow  # two real torchrun processes
 def test_torchrun_trains_one_model_over_two_processes(split_sample: Path, tmp_path: Path):
     """DDP on CPU (Gloo): both processes train, rank 0 alone writes, metrics cover every image once."""
     import os

@@ -10,10 +10,8 @@ import signal
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from conftest import run_two_gloo_ranks
 from prep.augment.presets import build_pipeline
@@ -24,6 +22,7 @@ from prep.engine.distributed import World
 from prep.engine.config import TrainConfig
 from prep.engine.epoch import NonFiniteLossError
 from prep.engine.fit import fit
+from prep.testing import make_classification_dataset
 from prep.builtin_tasks.classification.task import ClassificationTask
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
@@ -31,18 +30,8 @@ MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
 @pytest.fixture(scope="module")
 def dataset_root(tmp_path_factory) -> Path:
-    """Warm (red) and cool (blue) noisy squares: learnable in an epoch or two."""
-    root = tmp_path_factory.mktemp("learnable")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 40), ("valid", 12)):
-        for label, channel in (("cool", 2), ("warm", 0)):
-            for i in range(n):
-                pixels = rng.integers(0, 120, (20, 20, 3)).astype(np.uint8)
-                pixels[..., channel] = rng.integers(140, 255, (20, 20))
-                path = root / split / label / f"{i}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(pixels).save(path)
-    return root
+    """Two classes of noisy squares, each its own colour: learnable in an epoch or two."""
+    return make_classification_dataset(tmp_path_factory.mktemp("learnable"), ("cool", "warm"), per_class=40, valid_per_class=12, size=20)
 
 
 TASK = ClassificationTask()
@@ -329,7 +318,7 @@ def test_ddp_ranks_skip_a_batch_of_corrupt_images_together(dataset_root: Path, t
     # that batch alone, the other rank would wait in DDP's all-reduce forever.
     root = tmp_path / "data"
     shutil.copytree(dataset_root, root)
-    (root / "train" / "warm" / "0.png").write_bytes(b"not a png")
+    (root / "train" / "warm" / "warm_0.png").write_bytes(b"not a png")  # one of the 80, unreadable
     ranks = _two_ranks(root, tmp_path, batch_size=1)
     assert ranks[0]["steps"] == ranks[1]["steps"] == 80 // 2 - 1
     for name, value in ranks[0]["model"].items():

@@ -15,7 +15,7 @@ from prep.errors import PluginError
 from prep.plugins import create_plugin_host, reset_plugin_host
 
 from conftest import jpeg_bytes, snapshot, write
-from test_plugins import install_fake_plugin, site  # noqa: F401 - site is a fixture
+from conftest import install_fake_plugin, site  # noqa: F401 - site is a fixture
 
 runner = CliRunner()
 
@@ -142,3 +142,41 @@ def test_a_collate_function_that_returns_what_the_engine_cannot_use_is_named(sit
     assert result.exit_code == 1, result.output
     assert "misbehaving_collate" in result.output and message in result.output, result.output
     assert "Traceback" not in result.output
+
+
+NOT_A_TRAINER = '''
+import prep
+
+
+class LooksLikeATrainer:
+    task = "classification"
+
+    def build_model(self, request):
+        raise AssertionError("never built")
+
+
+@prep.hookimpl
+def register_trainers(register):
+    register("impostor", LooksLikeATrainer())
+
+
+@prep.hookimpl
+def register_tasks(register):
+    register("half-a-task", object())
+'''
+
+
+def test_what_cannot_serve_as_a_trainer_or_a_task_is_a_failure_as_soon_as_it_registers(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install(site, "misbehaving_impostor", NOT_A_TRAINER)
+    from prep.plugins import describe_plugins, plugin_host
+
+    failures = {f["stage"]: f for f in describe_plugins(plugin_host())["failures"]}
+    assert "registered trainer 'impostor', a LooksLikeATrainer, which is not a prep.Trainer" in failures["register_trainers"]["error"]
+    assert "registered task 'half-a-task', which lacks name, layout" in failures["register_tasks"]["error"]
+    # Strict mode stops at the first command that looks the trainers up: before any training.
+    monkeypatch.setenv("PREP_STRICT_PLUGINS", "1")
+    for command in (["plugins"], ["train", str(site), "--plugin", "impostor"]):
+        reset_plugin_host()
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        assert "plugin 'misbehaving_impostor' (misbehaving_impostor 6.6) failed at register_" in result.output

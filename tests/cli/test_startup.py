@@ -1,0 +1,42 @@
+"""Start-up that feels instant: the commands that need no model never import torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prep.testing import make_classification_dataset, make_segmentation_dataset
+
+RUN_AND_REPORT = """
+import runpy, sys
+sys.argv = ["prep", *sys.argv[1:]]
+try:
+    runpy.run_module("prep", run_name="__main__")
+except SystemExit as exit:
+    code = exit.code or 0
+else:
+    code = 0
+print("exit", code, "torch" in sys.modules, file=sys.stderr)
+"""
+
+
+def _prep(*args: str) -> tuple[int, bool]:
+    """``prep ARGS`` in a fresh interpreter: its exit code, and whether torch was imported."""
+    done = subprocess.run([sys.executable, "-c", RUN_AND_REPORT, *args], capture_output=True, text=True, timeout=120)
+    _, code, torch = done.stderr.strip().splitlines()[-1].split()
+    return int(code), torch == "True"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["split", "--help"], ["train", "--help"], ["plugins"], ["plugins", "--json"]])
+def test_help_and_plugins_do_not_import_torch(args: list[str]):
+    assert _prep(*args) == (0, False)
+
+
+@pytest.mark.parametrize("make", [make_classification_dataset, make_segmentation_dataset])
+def test_stats_does_not_import_torch(make, tmp_path: Path):
+    data = make(tmp_path / "data")
+    assert _prep("stats", str(data), "--workers", "1") == (0, False)
+    assert (data / "stats.json").exists()
