@@ -114,7 +114,7 @@ def _register_commands() -> None:
     app.command("train", cls=train.TrainCommand)(train.train_command)
     app.command("evaluate")(evaluate.evaluate_command)
     app.command("predict")(predict.predict_command)
-    app.command("lr-find")(lr_find.lr_find_command)
+    app.command("lr-find", cls=train.TrainCommand)(lr_find.lr_find_command)
     app.command("export")(export.export_command)
     app.command("sample")(sample.sample_command)
     app.command("plugins")(plugins.plugins_command)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from prep.cli import output
+from prep.cli import options, output
 
 
 def augment_command(
-    data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
+    data: options.Dataset = None,
     preset: str = typer.Option("auto", "--preset", help="auto (what prep train's default recipe uses for --epochs) | none | flip | light | medium | heavy | a plugin's preset | a pipeline .yaml/.json file."),
     epochs: int = typer.Option(3, "--epochs", min=1, help="With --preset auto: the length of the run whose augmentation to show (the default recipe's is 3)."),
     out: Path = typer.Option(Path("preview.png"), "--out", help="Where to write the PNG."),

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from prep.cli import output
+from prep.cli import options, output
 
 
 def evaluate_command(
@@ -17,8 +17,8 @@ def evaluate_command(
     split: Optional[str] = typer.Option(None, "--split", help="valid (val) | test | train, when DATA is a split dataset (default: valid, else test)."),
     tta: str = typer.Option("none", "--tta", help="none | flip (average each prediction with the mirror image's)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes (default: all cores)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
+    workers: options.Workers = None,
+    device: options.Device = None,
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the PNG: the confusion matrix (default confusion.png) or, for segmentation, samples with truth and prediction (default examples.png)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (with top-5 accuracy for more than 5 classes, and per-class precision and recall)."),
 ) -> None:

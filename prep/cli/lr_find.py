@@ -4,34 +4,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from prep.cli import output
-from prep.stats.normalization import NORMALIZE_HELP
-from prep.train.weights import WEIGHTS_HELP
+from prep.cli import options, output
 
 
 def lr_find_command(
-    data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
-    plugin: str = typer.Option("resnet-finetune", "--plugin", help="A registered trainer (see prep plugins)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="The trainer's architecture (default: the trainer's)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP + " Default: the trainer's."),
-    normalize: str = typer.Option("auto", "--normalize", help=NORMALIZE_HELP),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="The recipe whose optimiser, weight decay and backbone rate to use (default: the trainer's first)."),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd | adam | adamw | rmsprop (default: the recipe's)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per step: the batch size you will train with."),
-    image_size: int = typer.Option(224, "--image-size", min=16, help="The side, in pixels, you will train at."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Augmentation preset or pipeline file (default: the recipe's)."),
-    start_lr: float = typer.Option(1e-7, "--start-lr", help="The first learning rate."),
-    end_lr: float = typer.Option(10.0, "--end-lr", help="The last learning rate, unless the loss diverges first."),
-    steps: int = typer.Option(100, "--steps", min=5, help="Optimiser steps, the learning rate growing exponentially."),
-    out: Path = typer.Option(Path("lr_find.png"), "--out", help="The PNG of loss against learning rate."),
-    seed: int = typer.Option(0, "--seed", help="Seeds the model's new head and the batches."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes (default: all cores)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON, with the curve."),
+    data: options.Dataset = None,
+    plugin: options.Plugin = "resnet-finetune",
+    arch: options.Arch = None,
+    weights: options.Weights = None,
+    normalize: options.Normalize = "auto",
+    recipe: options.Recipe = None,
+    optimizer: options.Optimizer = None,
+    batch_size: options.BatchSize = 64,
+    image_size: options.ImageSize = 224,
+    preset: options.Preset = None,
+    start_lr: float = typer.Option(1e-7, "--start-lr", help="The first learning rate.", rich_help_panel="Range"),
+    end_lr: float = typer.Option(10.0, "--end-lr", help="The last learning rate, unless the loss diverges first.", rich_help_panel="Range"),
+    steps: int = typer.Option(100, "--steps", min=5, help="Optimiser steps, the learning rate growing exponentially.", rich_help_panel="Range"),
+    out: Path = typer.Option(Path("lr_find.png"), "--out", help="The PNG of loss against learning rate.", rich_help_panel="Run"),
+    seed: options.Seed = 0,
+    device: options.Device = None,
+    workers: options.Workers = None,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON, with the curve.", rich_help_panel="Run"),
 ) -> None:
     """Find a learning rate: a short run whose rate grows, plotted, with a suggestion.
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from prep.cli import output
+from prep.cli import options, output
 
 
 def predict_command(
@@ -23,7 +23,7 @@ def predict_command(
     positive: Optional[str] = typer.Option(None, "--positive", help="Classification, --kaggle-submission: the class whose probability is written (default: dog)."),
     clip: float = typer.Option(0.0, "--clip", help="Classification: keep probabilities within [CLIP, 1 - CLIP] (0.005 spares a log-loss score the cost of a confident mistake)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
+    device: options.Device = None,
 ) -> None:
     """Predict images: class probabilities or masks, or a Kaggle submission.
 

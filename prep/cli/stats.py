@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from prep.cli import output
+from prep.cli import options, output
 
 
 def stats_command(
-    data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
+    data: options.Dataset = None,
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding processes (default: all cores)."),
     fast: bool = typer.Option(False, "--fast", help="Decode JPEGs at half scale (a sixteenth fully, to correct the std): faster, approximate."),
     sample: Optional[int] = typer.Option(None, "--sample", min=1, help="Use this many random train images (approximate)."),

@@ -14,11 +14,9 @@ import typer
 
 from typer.core import TyperCommand
 
-from prep.cli import output
+from prep.cli import options, output
 from prep.errors import INTERRUPTED_EXIT_CODE
 from prep.data.cache_plan import CACHE_HELP
-from prep.stats.normalization import NORMALIZE_HELP
-from prep.train.weights import WEIGHTS_HELP
 
 ENGINE = "Engine (default: the recipe's)"
 
@@ -105,18 +103,18 @@ class TrainCommand(TyperCommand):
 
 def train_command(
     ctx: typer.Context,
-    data: Optional[Path] = typer.Argument(None, help="The split dataset (default: the one prep split made here)."),
-    plugin: str = typer.Option("resnet-finetune", "--plugin", help="A registered trainer (see prep plugins).", rich_help_panel="Model"),
-    arch: Optional[str] = typer.Option(None, "--arch", help="The trainer's architecture (default: the trainer's; see the list below).", rich_help_panel="Model"),
-    weights: Optional[str] = typer.Option(None, "--weights", help=WEIGHTS_HELP + " Default: the trainer's (resnet-finetune: imagenet).", rich_help_panel="Model"),
-    normalize: str = typer.Option("auto", "--normalize", help=NORMALIZE_HELP, rich_help_panel="Model"),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="The trainer's named recipe (default: its first; see the list below).", rich_help_panel="Model"),
+    data: options.Dataset = None,
+    plugin: options.Plugin = "resnet-finetune",
+    arch: options.Arch = None,
+    weights: options.Weights = None,
+    normalize: options.Normalize = "auto",
+    recipe: options.Recipe = None,
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the trainer's recipe).", rich_help_panel="Schedule"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps.", rich_help_panel="Schedule"),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per batch (per process under torchrun).", rich_help_panel="Data"),
-    image_size: int = typer.Option(224, "--image-size", min=16, help="The side, in pixels, images are resized and cropped to.", rich_help_panel="Data"),
+    batch_size: options.BatchSize = 64,
+    image_size: options.ImageSize = 224,
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the head (default: the recipe's).", rich_help_panel="Schedule"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd | adam | adamw | rmsprop.", rich_help_panel="Schedule"),
+    optimizer: options.Optimizer = None,
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="none | step | multistep | exponential | cosine | cosine-restarts | onecycle | plateau | lambda:NAME.", rich_help_panel="Schedule"),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", min=0, rich_help_panel=ENGINE, help="Never applied to biases and norms."),
     warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", min=0, rich_help_panel=ENGINE, help="Linear warmup, in epochs (0.3 is fine)."),
@@ -133,11 +131,11 @@ def train_command(
     monitor_mode: Optional[str] = typer.Option(None, "--monitor-mode", rich_help_panel=ENGINE, help="max | min (default: the task's; min for a loss)."),
     amp: Optional[str] = typer.Option(None, "--amp", rich_help_panel=ENGINE, help="auto | bf16 | fp16 | off (mixed precision is used on CUDA only)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", rich_help_panel=ENGINE, help="torch.compile the model."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Augmentation preset or pipeline file; auto: none for runs under 20 epochs, light from there (default: the recipe's).", rich_help_panel="Data"),
+    preset: options.Preset = None,
     collate: Optional[str] = typer.Option(None, "--collate", help="A registered collate function (default: the trainer's).", rich_help_panel="Data"),
-    seed: int = typer.Option(0, "--seed", help="Seeds the initialisation, the order and the augmentations: the same seed repeats a run on CPU.", rich_help_panel="Run"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when present).", rich_help_panel="Run"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Loader processes (default: all cores).", rich_help_panel="Data"),
+    seed: options.Seed = 0,
+    device: options.Device = None,
+    workers: options.Workers = None,
     cache: str = typer.Option("auto", "--cache", help="The decoded-image cache: " + CACHE_HELP, rich_help_panel="Data"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last.pt.", rich_help_panel="Run"),
     config: Optional[Path] = typer.Option(None, "--config", help="Repeat a run from its config.yaml; other options given here win.", rich_help_panel="Run"),

@@ -52,15 +52,13 @@ class TrainOptions:
     run_dir: Path | None = None
 
 
-# TrainOptions that override the recipe's TrainConfig, by the config field they set.
+# The options whose TrainConfig field has another name; every other option that names a
+# TrainConfig field sets it (when given) over the recipe's value.
+_RENAMED = {"freeze_backbone": "freeze_backbone_epochs", "patience": "early_stop_patience", "min_delta": "early_stop_min_delta"}
 _OVERRIDES = {
-    "epochs": "epochs", "max_steps": "max_steps", "lr": "lr", "optimizer": "optimizer", "scheduler": "scheduler",
-    "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs", "label_smoothing": "label_smoothing",
-    "loss": "loss", "class_weights": "class_weights",
-    "freeze_backbone": "freeze_backbone_epochs", "freeze_norm_stats": "freeze_norm_stats", "preset": "preset", "accumulate": "accumulate", "clip_grad_norm": "clip_grad_norm",
-    "patience": "early_stop_patience", "min_delta": "early_stop_min_delta", "monitor": "monitor",
-    "monitor_mode": "monitor_mode", "amp": "amp", "compile": "compile",
-    "seed": "seed", "device": "device",
+    option.name: _RENAMED.get(option.name, option.name)
+    for option in fields(TrainOptions)
+    if _RENAMED.get(option.name, option.name) in {setting.name for setting in fields(TrainConfig)}
 }
 
 

@@ -20,7 +20,7 @@ from prep.errors import ClassTableError, MaskError, UsageError
 from prep.masks.class_table import parse_class_table
 from prep.builtin_tasks.segmentation.losses import SegmentationLoss, parse_loss
 from prep.masks.read import IGNORE_INDEX, ClassMapping, mask_ids
-from prep.masks.scan import MaskScan, check_mask_ids, mapping_for, scan_masks
+from prep.masks.scan import check_mask_ids, mapping_for, scan_masks
 from prep.builtin_tasks.segmentation.metrics import SegmentationMetrics
 from prep.builtin_tasks.segmentation.predict import predict_probabilities, predict_tiled
 from prep.masks.rle import rle_decode, rle_encode

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import install_fake_plugin, site  # noqa: F401 - site is a fixture
+from conftest import install_fake_plugin
 
 COMMAND_INTERRUPTED = """
     from prep.hookspecs import hookimpl

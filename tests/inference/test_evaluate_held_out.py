@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torchvision
-from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
-from prep import ModelRequest
-from prep.cli import app
-from prep.engine.checkpoint import load_checkpoint
-from prep.stats.normalization import IMAGENET_MEAN
-from prep.train.options import TrainOptions
-from prep.train.run import train
 
-from conftest import COLOURS as CLASSES, evaluate_cli, write_colour_images as write_class_images  # noqa: F401
+from conftest import COLOURS as CLASSES, evaluate_cli
 
 runner = CliRunner()
 
@@ -30,11 +20,6 @@ runner = CliRunner()
 @pytest.fixture
 def dataset(colours_dataset: Path) -> Path:
     return colours_dataset
-
-
-@pytest.fixture
-def weights_file(resnet18_weights_file: Path) -> Path:
-    return resnet18_weights_file
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from prep.cli import app
 from prep.testing import make_classification_dataset
 
-from conftest import install_fake_plugin, site  # noqa: F401 - site is a fixture
+from conftest import install_fake_plugin
 
 runner = CliRunner()
 

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from prep.registry import Registry
 from prep.split.api import split_dataset
 from prep.split.plan import SplitOptions
 
-from conftest import install_fake_plugin, jpeg_bytes, plugins_json, site, write  # noqa: F401 - site is a fixture
+from conftest import install_fake_plugin, jpeg_bytes, plugins_json, write
 
 GOOD_PLUGIN = '''
 from prep.hookspecs import hookimpl

@@ -15,7 +15,7 @@ from prep.errors import PluginError
 from prep.plugins import create_plugin_host, reset_plugin_host
 
 from conftest import jpeg_bytes, snapshot, write
-from conftest import install_fake_plugin, site  # noqa: F401 - site is a fixture
+from conftest import install_fake_plugin
 
 runner = CliRunner()
 

@@ -18,7 +18,7 @@ from prep.cli import app
 from prep.plugins import reset_plugin_host
 from prep.testing import make_classification_dataset, make_segmentation_dataset, train_briefly
 
-from conftest import install_fake_plugin, plugins_json, site  # noqa: F401 - site is a fixture
+from conftest import install_fake_plugin, plugins_json
 
 runner = CliRunner()
 

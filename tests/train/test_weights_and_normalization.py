@@ -4,17 +4,12 @@ that follows the run's length."""
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 import urllib.error
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import torchvision
-from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from prep import ModelRequest
@@ -23,8 +18,6 @@ from prep.engine.checkpoint import load_checkpoint
 from prep.stats.normalization import IMAGENET_MEAN
 from prep.train.options import TrainOptions
 from prep.train.run import train
-
-from conftest import COLOURS as CLASSES, write_colour_images as write_class_images  # noqa: F401
 
 runner = CliRunner()
 
