@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
@@ -17,16 +16,6 @@ from prep.cli import app
 from conftest import COLOURS as CLASSES, evaluate_cli
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def dataset(colours_dataset: Path) -> Path:
-    return colours_dataset
-
-
-@pytest.fixture
-def checkpoint(colours_checkpoint: Path) -> Path:
-    return colours_checkpoint
 
 
 # -- Test-time augmentation ----------------------------------------------------------------------
@@ -44,10 +33,10 @@ def test_flip_tta_averages_probabilities_and_mirrors_maps_back():
     assert torch.allclose(torch.sigmoid(FlipAveraged(segmenter)(images)), probability, atol=1e-5)
 
 
-def test_predict_with_flip_tta_is_the_mean_of_the_image_and_its_mirror(checkpoint: Path, dataset: Path, tmp_path: Path):
+def test_predict_with_flip_tta_is_the_mean_of_the_image_and_its_mirror(colours_checkpoint: Path, colours_dataset: Path, tmp_path: Path):
     import csv
 
-    original = dataset / "test" / "green" / "green_2_0.png"
+    original = colours_dataset / "test" / "green" / "green_2_0.png"
     folder = tmp_path / "images"
     folder.mkdir()
     shutil.copy(original, folder / "a.png")
@@ -55,7 +44,7 @@ def test_predict_with_flip_tta_is_the_mean_of_the_image_and_its_mirror(checkpoin
 
     def probabilities(*extra: str) -> dict[str, list[float]]:
         out = tmp_path / f"p{len(extra)}.csv"
-        result = runner.invoke(app, ["predict", str(checkpoint), str(folder), "--out", str(out), *extra])
+        result = runner.invoke(app, ["predict", str(colours_checkpoint), str(folder), "--out", str(out), *extra])
         assert result.exit_code == 0, result.output
         return {Path(row["file"]).name: [float(row[c]) for c in CLASSES] for row in csv.DictReader(out.open())}
 
@@ -65,9 +54,9 @@ def test_predict_with_flip_tta_is_the_mean_of_the_image_and_its_mirror(checkpoin
     assert not np.allclose(plain["a.png"], plain["b.png"], atol=1e-4)  # the mirror is another picture
 
 
-def test_evaluate_with_flip_tta(checkpoint: Path, dataset: Path, tmp_path: Path):
-    result = evaluate_cli(checkpoint, dataset, "--tta", "flip", "--json", out=tmp_path)
+def test_evaluate_with_flip_tta(colours_checkpoint: Path, colours_dataset: Path, tmp_path: Path):
+    result = evaluate_cli(colours_checkpoint, colours_dataset, "--tta", "flip", "--json", out=tmp_path)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["tta"] == "flip"
-    wrong = evaluate_cli(checkpoint, dataset, "--tta", "rotate", out=tmp_path)
+    wrong = evaluate_cli(colours_checkpoint, colours_dataset, "--tta", "rotate", out=tmp_path)
     assert wrong.exit_code == 2 and "--tta must be one of none, flip, not 'rotate'" in wrong.output

@@ -16,18 +16,13 @@ from prep.train.options import TrainOptions
 runner = CliRunner()
 
 
-@pytest.fixture
-def dataset(colours_dataset: Path) -> Path:
-    return colours_dataset
-
-
 # -- The learning-rate finder --------------------------------------------------------------------
 
-def test_lr_find_draws_the_range_test_and_suggests_a_rate(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_lr_find_draws_the_range_test_and_suggests_a_rate(colours_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
     png = tmp_path / "lr.png"
     result = runner.invoke(app, [
-        "lr-find", str(dataset), "--weights", "none", "--image-size", "16", "--batch-size", "12", "--workers", "0",
+        "lr-find", str(colours_dataset), "--weights", "none", "--image-size", "16", "--batch-size", "12", "--workers", "0",
         "--steps", "30", "--start-lr", "1e-5", "--end-lr", "10", "--out", str(png), "--json",
     ])
     assert result.exit_code == 0, result.output
@@ -39,7 +34,7 @@ def test_lr_find_draws_the_range_test_and_suggests_a_rate(dataset: Path, tmp_pat
     assert found["suggestion"] is None or lrs[0] <= found["suggestion"] <= lrs[-1]
     assert not (tmp_path / "runs").exists()  # a range test is not a run
     text = runner.invoke(app, [
-        "lr-find", str(dataset), "--weights", "none", "--image-size", "16", "--batch-size", "12", "--workers", "0",
+        "lr-find", str(colours_dataset), "--weights", "none", "--image-size", "16", "--batch-size", "12", "--workers", "0",
         "--steps", "30", "--start-lr", "1e-5", "--out", str(png),
     ])
     assert text.exit_code == 0 and ("Suggested learning rate:" in text.stdout or "no suggestion" in text.stdout)
@@ -59,11 +54,11 @@ def test_the_suggestion_is_where_the_loss_falls_fastest_before_its_minimum():
     assert suggest_lr(lrs, [1.0 + 0.01 * i for i in range(60)]) is None  # never fell
 
 
-def test_the_range_test_leaves_the_model_as_it_was(dataset: Path):
+def test_the_range_test_leaves_the_model_as_it_was(colours_dataset: Path):
     from prep.train.prepare import prepare_run
     from prep.engine.lr_finder import range_test
 
-    run = prepare_run(dataset, TrainOptions(weights="none", image_size=16, batch_size=12, workers=0), with_valid=False)
+    run = prepare_run(colours_dataset, TrainOptions(weights="none", image_size=16, batch_size=12, workers=0), with_valid=False)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     test = range_test(
         run.model, run.train_loader, run.task, run.settings.loss, run.classes, config=run.config, mean=run.normalization.mean,
@@ -74,6 +69,6 @@ def test_the_range_test_leaves_the_model_as_it_was(dataset: Path):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_lr_find_refuses_a_range_upside_down(dataset: Path, tmp_path: Path):
-    result = runner.invoke(app, ["lr-find", str(dataset), "--weights", "none", "--start-lr", "1", "--end-lr", "0.1", "--workers", "0", "--out", str(tmp_path / "x.png")])
+def test_lr_find_refuses_a_range_upside_down(colours_dataset: Path, tmp_path: Path):
+    result = runner.invoke(app, ["lr-find", str(colours_dataset), "--weights", "none", "--start-lr", "1", "--end-lr", "0.1", "--workers", "0", "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 2 and "--start-lr must be above 0 and below --end-lr" in result.output

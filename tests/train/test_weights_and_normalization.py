@@ -22,24 +22,9 @@ from prep.train.run import train
 runner = CliRunner()
 
 
-@pytest.fixture
-def dataset(colours_dataset: Path) -> Path:
-    return colours_dataset
-
-
-@pytest.fixture
-def weights_file(resnet18_weights_file: Path) -> Path:
-    return resnet18_weights_file
-
-
-@pytest.fixture
-def checkpoint(colours_checkpoint: Path) -> Path:
-    return colours_checkpoint
-
-
-def _train_cli(dataset: Path, run_dir: Path, *extra: str):
+def _train_cli(colours_dataset: Path, run_dir: Path, *extra: str):
     return runner.invoke(app, [
-        "train", str(dataset), "--epochs", "1", "--image-size", "16", "--batch-size", "12", "--workers", "0",
+        "train", str(colours_dataset), "--epochs", "1", "--image-size", "16", "--batch-size", "12", "--workers", "0",
         "--run-dir", str(run_dir), *extra,
     ])
 
@@ -60,8 +45,8 @@ def offline_torch_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     torch.hub.set_dir(previous)
 
 
-def test_imagenet_weights_are_the_default_and_offline_say_so_in_one_line(dataset: Path, tmp_path: Path, offline_torch_hub: Path):
-    result = _train_cli(dataset, tmp_path / "run")
+def test_imagenet_weights_are_the_default_and_offline_say_so_in_one_line(colours_dataset: Path, tmp_path: Path, offline_torch_hub: Path):
+    result = _train_cli(colours_dataset, tmp_path / "run")
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output
@@ -70,30 +55,30 @@ def test_imagenet_weights_are_the_default_and_offline_say_so_in_one_line(dataset
     assert not (tmp_path / "run").exists()
 
 
-def test_cached_imagenet_weights_are_used_without_the_network(offline_torch_hub: Path, weights_file: Path):
+def test_cached_imagenet_weights_are_used_without_the_network(offline_torch_hub: Path, resnet18_weights_file: Path):
     from prep.train.weights import cached_weights_path
     from prep_trainers.resnet_finetune import ResNetFinetune
 
     cached = cached_weights_path("resnet18")
     assert cached.parent == offline_torch_hub / "checkpoints" and cached.name.startswith("resnet18-")
     cached.parent.mkdir(parents=True)
-    shutil.copy(weights_file, cached)
+    shutil.copy(resnet18_weights_file, cached)
     model, head = ResNetFinetune().build_model(ModelRequest(("a", "b"), "resnet18", "imagenet"))
-    assert torch.equal(model.conv1.weight, torch.load(weights_file)["conv1.weight"]) and head.out_features == 2
+    assert torch.equal(model.conv1.weight, torch.load(resnet18_weights_file)["conv1.weight"]) and head.out_features == 2
 
 
-def test_weights_from_a_file_are_normalised_like_imagenet_and_the_run_says_so(dataset: Path, weights_file: Path, tmp_path: Path):
-    result = _train_cli(dataset, tmp_path / "run", "--weights", str(weights_file))
+def test_weights_from_a_file_are_normalised_like_imagenet_and_the_run_says_so(colours_dataset: Path, resnet18_weights_file: Path, tmp_path: Path):
+    result = _train_cli(colours_dataset, tmp_path / "run", "--weights", str(resnet18_weights_file))
     assert result.exit_code == 0, result.output
     header = result.stderr.splitlines()[:4]
-    assert header[0] == f"Training resnet-finetune resnet18 on cpu: {dataset}, 6 classes, 36 training and 18 validation images"
-    assert header[1] == f"  weights: {weights_file} (from a file)"
+    assert header[0] == f"Training resnet-finetune resnet18 on cpu: {colours_dataset}, 6 classes, 36 training and 18 validation images"
+    assert header[1] == f"  weights: {resnet18_weights_file} (from a file)"
     assert header[2] == "  normalisation: imagenet (ImageNet's constants)"
     assert header[3].startswith("  recipe: modern (adamw lr 0.001, backbone lr x0.1, cosine") and "BatchNorm statistics kept" in header[3]
     assert header[3].endswith("; augmentation: none")
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["mean"] == IMAGENET_MEAN and state["normalization"] == "imagenet"
-    assert state["options"]["weights"] == str(weights_file) and state["options"]["preset"] == "none"
+    assert state["options"]["weights"] == str(resnet18_weights_file) and state["options"]["preset"] == "none"
 
 
 @pytest.mark.parametrize(("weights", "normalize", "expected"), [
@@ -101,20 +86,20 @@ def test_weights_from_a_file_are_normalised_like_imagenet_and_the_run_says_so(da
     ("none", "auto", "dataset"),
     ("none", "imagenet", "imagenet"),
 ])
-def test_normalize_chooses_the_statistics_and_the_checkpoint_keeps_them(dataset: Path, weights_file: Path, tmp_path: Path, weights, normalize, expected):
+def test_normalize_chooses_the_statistics_and_the_checkpoint_keeps_them(colours_dataset: Path, resnet18_weights_file: Path, tmp_path: Path, weights, normalize, expected):
     from prep.stats.dataset_stats import read_mean_std
 
-    chosen = str(weights_file) if weights == "file" else weights
-    result = _train_cli(dataset, tmp_path / "run", "--weights", chosen, "--normalize", normalize)
+    chosen = str(resnet18_weights_file) if weights == "file" else weights
+    result = _train_cli(colours_dataset, tmp_path / "run", "--weights", chosen, "--normalize", normalize)
     assert result.exit_code == 0, result.output
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["normalization"] == expected
-    assert state["mean"] == (IMAGENET_MEAN if expected == "imagenet" else read_mean_std(dataset)[0])
+    assert state["mean"] == (IMAGENET_MEAN if expected == "imagenet" else read_mean_std(colours_dataset)[0])
     assert f"  normalisation: {expected} (" in result.stderr
 
 
-def test_an_unknown_normalize_is_refused_before_anything_is_written(dataset: Path, tmp_path: Path):
-    result = _train_cli(dataset, tmp_path / "run", "--weights", "none", "--normalize", "imagenette")
+def test_an_unknown_normalize_is_refused_before_anything_is_written(colours_dataset: Path, tmp_path: Path):
+    result = _train_cli(colours_dataset, tmp_path / "run", "--weights", "none", "--normalize", "imagenette")
     assert result.exit_code == 2 and "--normalize must be one of auto, imagenet, dataset, not 'imagenette'" in result.output
     assert not (tmp_path / "run").exists()
 
@@ -122,12 +107,12 @@ def test_an_unknown_normalize_is_refused_before_anything_is_written(dataset: Pat
 # -- The recipe ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("freeze", "kept"), [(None, True), (False, False)])
-def test_pretrained_batchnorm_statistics_are_kept_unless_asked(dataset: Path, weights_file: Path, tmp_path: Path, freeze, kept):
-    train(dataset, TrainOptions(
-        weights=str(weights_file), freeze_norm_stats=freeze, epochs=1, image_size=16, batch_size=12, workers=0, run_dir=tmp_path / "run",
+def test_pretrained_batchnorm_statistics_are_kept_unless_asked(colours_dataset: Path, resnet18_weights_file: Path, tmp_path: Path, freeze, kept):
+    train(colours_dataset, TrainOptions(
+        weights=str(resnet18_weights_file), freeze_norm_stats=freeze, epochs=1, image_size=16, batch_size=12, workers=0, run_dir=tmp_path / "run",
     ))
     trained = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
-    start = torch.load(weights_file)
+    start = torch.load(resnet18_weights_file)
     for name in ("bn1.running_mean", "layer2.0.bn1.running_var", "layer4.1.bn2.running_mean"):
         assert torch.equal(trained[name], start[name]) == kept, name
     # Only the statistics are kept: the layers' scale still learns.
