@@ -198,6 +198,10 @@ class DatasetIndex:
 
     # -- Standing for the root ------------------------------------------------------------
 
+    def __reduce__(self) -> tuple:
+        # A copy sent to another process lists again what it needs: directory entries do not pickle.
+        return (DatasetIndex, (self.root, self.splits))
+
     def __fspath__(self) -> str:
         return os.fspath(self.root)
 
@@ -211,9 +215,10 @@ class DatasetIndex:
         return self.root / other
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
+        root = self.__dict__.get("root")
+        if name.startswith("_") or root is None:  # copying and pickling ask before the state is set
             raise AttributeError(name)
-        return getattr(self.root, name)
+        return getattr(root, name)
 
 
 def class_folders(entries: list[os.DirEntry]) -> list[str]:

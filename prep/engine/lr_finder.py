@@ -66,10 +66,12 @@ def range_test(
     model: torch.nn.Module, loader, task: Task, loss_fn: Loss, classes: list[str], *, config: TrainConfig,
     mean: list[float], std: list[float], device: torch.device, head: torch.nn.Module | None = None,
     start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100, progress: Progress = NO_PROGRESS,
+    precision: Precision | None = None,
 ) -> RangeTest:
     """Run the range test with the run's optimiser, weight decay, discriminative learning
     rates, precision and gradient clipping (``config``), on batches from ``loader``
-    (repeated when it is short), through the training step itself (``TrainStep``).
+    (repeated when it is short), through the training step itself (``TrainStep``);
+    ``precision`` is what ``resolve_settings`` chose (chosen here from ``config.amp`` when not given).
 
     Raises:
         UsageError: ``start_lr`` not below ``end_lr``, fewer than 5 steps, or an ``--amp``
@@ -79,7 +81,7 @@ def range_test(
         raise UsageError(f"--start-lr must be above 0 and below --end-lr ({end_lr:g}), not {start_lr:g}")
     if steps < 5:
         raise UsageError(f"--steps must be at least 5, not {steps}")
-    precision = Precision.choose(config.amp, device)
+    precision = precision or Precision.choose(config.amp, device)
     saved = copy.deepcopy(model.state_dict())
     model.to(device)
     groups = parameter_groups(model, lr=1.0, weight_decay=config.weight_decay, head=head, backbone_lr_scale=config.backbone_lr_scale)

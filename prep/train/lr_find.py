@@ -36,6 +36,7 @@ def lr_find(
     test = range_test(
         run.model, run.train_loader, run.task, run.settings.loss, run.classes, config=run.config, mean=norm.mean, std=norm.std,
         device=run.device, head=run.head, start_lr=start_lr, end_lr=end_lr, steps=steps, progress=progress,
+        precision=run.settings.precision,
     )
     out_png.parent.mkdir(parents=True, exist_ok=True)
     plot_lr_range_test(test.lrs, test.losses, test.suggestion, out_png)

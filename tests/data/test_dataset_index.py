@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import pickle
 from pathlib import Path
 
 import PIL.Image
@@ -74,6 +75,8 @@ def test_an_index_stands_for_the_root_wherever_a_path_is_expected(tmp_path: Path
     assert DatasetIndex.of(index) is index and DatasetIndex.of(root).root == root
     assert index.kind == "classification" and index.class_names() == ["cat", "dog"]
     assert len(index.classification_samples("val", ["cat", "dog"])) == 8  # val reads as valid
+    # A dataset that keeps its root can go to a loader's worker process: the index pickles.
+    assert pickle.loads(pickle.dumps(index)).class_names() == ["cat", "dog"]
 
 
 def test_a_split_that_is_not_there_and_a_folder_that_is_not_a_dataset_are_one_line(tmp_path: Path):
