@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The U-Net's encoders: each one's five stages, at strides 2, 4, 8, 16 and 32.
-UNET_ENCODERS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
 STRIDE = 32
 

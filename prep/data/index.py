@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from prep.errors import DatasetNotFoundError, UnfinishedSplitError
 from prep.layout import (
-    CLASS_TABLE, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR, REJECTED_DIR, SEGMENTATION, SPLITS, canonical_split_name,
+    CLASS_TABLE, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR, REJECTED_DIR, SPLITS, canonical_split_name,
     is_image_name, is_junk, split_kind,
 )
 from prep.split.journal import Status, split_status
@@ -229,8 +229,3 @@ def class_folders(entries: list[os.DirEntry]) -> list[str]:
 def images_in(entries: list[os.DirEntry]) -> list[Path]:
     """The image files among a folder's entries, sorted."""
     return sorted(Path(e.path) for e in entries if e.is_file() and not is_junk(e.name) and is_image_name(e.name))
-
-
-def is_segmentation(dataset: "DatasetIndex | Path") -> bool:
-    """True when the train split holds ``images/`` and ``masks/`` folders."""
-    return DatasetIndex.of(dataset).kind == SEGMENTATION
