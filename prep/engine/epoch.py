@@ -359,6 +359,9 @@ def train_epoch(
             if config.max_steps and state.step >= config.max_steps:
                 stopped = "max-steps"
                 break
+    # One last read whatever ended the epoch (its last batch, max_steps, a Ctrl-C): no loss
+    # that was not finite goes unseen into a checkpoint.
+    sums.look(world, pacer, interrupt["stop"], step=state.step, epoch=state.epoch + 1, checkpoint=checkpoint)
     elapsed = time.perf_counter() - started
     seen, loss_sum = world.sum([float(sums.seen), float(sums.loss_sum)], device)
     sum_counts(metrics, world, device, carried=partial.get("counts") if partial else None)

@@ -74,11 +74,11 @@ class Small(torch.nn.Module):
         return out * float("nan") if self.nan_from is not None and self.training and self.calls > self.nan_from else out
 
 
-def _train(root: Path, run_dir: Path, model: Small, epochs: int = 2) -> dict:
+def _train(root: Path, run_dir: Path, model: Small, epochs: int = 2, max_steps: int | None = None) -> dict:
     train = ClassificationDataset(root, "train")
     valid = ClassificationDataset(root, "valid")
     loaders = create_loader(train, 2, train=True, workers=0), create_loader(valid, 4, train=False, workers=0)
-    return fit(model, *loaders, TrainConfig(epochs=epochs, lr=0.01), run_dir, task=ClassificationTask(), classes=train.classes,
+    return fit(model, *loaders, TrainConfig(epochs=epochs, lr=0.01, max_steps=max_steps), run_dir, task=ClassificationTask(), classes=train.classes,
                mean=MEAN, std=STD, head=model.head)
 
 
@@ -125,3 +125,13 @@ def test_a_loss_that_stops_being_finite_between_reads_is_named_at_its_own_step(t
     with pytest.raises(NonFiniteLossError, match=r"became nan at step 30 \(epoch 2\)"):
         _train(root, tmp_path / "run", model, epochs=3)
     assert gpu_pacing[-1] > 30  # read some batches later, and still named at step 30
+
+
+def test_a_loss_that_stops_being_finite_after_the_last_read_never_reaches_a_checkpoint(tmp_path: Path, gpu_pacing: list[int]):
+    root = make_classification_dataset(tmp_path / "data", per_class=24)
+    model = Small()
+    model.nan_from = 30  # step 30 ... and max_steps ends the run at step 32, between two reads
+    with pytest.raises(NonFiniteLossError, match=r"became nan at step 30 \(epoch 2\)"):
+        _train(root, tmp_path / "run", model, epochs=3, max_steps=32)
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["epoch"] == 1 and all(torch.isfinite(t).all() for t in saved["model"].values() if t.is_floating_point())
