@@ -194,7 +194,7 @@ class DatasetIndex:
         """
         from prep.masks.scan import classes_of
 
-        return classes_of(self.mask_scan(workers, progress), self.class_table())
+        return self._memoised("mask classes", lambda: classes_of(self.mask_scan(workers, progress), self.class_table()))
 
     # -- Standing for the root ------------------------------------------------------------
 
