@@ -57,6 +57,11 @@ class TooFewSamplesError(PrepError):
     """A class has too few samples to give every requested split at least one."""
 
 
+class FoldsError(PrepError):
+    """A dataset's cross-validation folds (``folds.csv``) are missing, malformed, or do not
+    match its ``train/``; or a fold was asked for that it does not have."""
+
+
 class TargetExistsError(PrepError):
     """Writing the split would overwrite a file or fill a folder that already has content."""
 

@@ -6,6 +6,9 @@
 * a segmentation dataset: ``ROOT/<split>/images/<image>`` and ``ROOT/<split>/masks/<mask>``,
   a mask named like its image (a ``_mask`` suffix is allowed), and optionally the class
   table ``ROOT/classes.csv`` (see ``prep.masks.class_table``);
+* a dataset split into folds for cross-validation (``prep split --folds K``): no ``valid/``,
+  and the manifest ``ROOT/folds.csv`` (``path,fold``: every image of ``train/``, relative
+  to ROOT, and its fold, 0 to K-1; see ``prep.split.folds``);
 
 where ``<split>`` is ``train``, ``valid`` or ``test`` (``val``, ``validation``, ``training``
 and ``testing`` are read as those), files set aside are under ``ROOT/_rejected/``, and OS
@@ -25,6 +28,8 @@ MASKS_DIR = "masks"
 MASK_SUFFIX = "_mask"
 # A segmentation dataset's class table (``id,name[,r,g,b]``), beside its splits.
 CLASS_TABLE = "classes.csv"
+# Which fold of a cross-validation each train image is in (``path,fold``), beside the splits.
+FOLDS_FILE = "folds.csv"
 
 CLASSIFICATION = "classification"
 SEGMENTATION = "segmentation"

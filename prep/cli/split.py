@@ -16,7 +16,8 @@ from prep.split.placement import MODES
 
 def split_command(
     src: Path = typer.Argument(..., help="The raw dataset folder (or, with --undo, the split folder)."),
-    valid: str = typer.Option("0.2", "--valid", help="Validation size: a fraction per class (0.2) or a count (2000)."),
+    valid: Optional[str] = typer.Option(None, "--valid", help="Validation size: a fraction per class (0.2, the default) or a count (2000)."),
+    folds: int = typer.Option(0, "--folds", help="Split the training pool into K folds for cross-validation (prep train --fold all), recorded in folds.csv, instead of a validation split.", show_default=False),
     test: str = typer.Option("0", "--test", help="Test size, like --valid; 0 makes no test split."),
     seed: int = typer.Option(42, "--seed", help="Seed for the shuffle: same input and seed, same split."),
     mode: str = typer.Option("move", "--mode", help="move (in place, by renaming) | link | copy | symlink."),
@@ -61,7 +62,7 @@ def split_command(
             output.info(f"Restored {report.restored} files; {report.out} is back as it was ({report.seconds:.2f}s).")
         return
     options = SplitOptions(
-        valid=SplitSize.parse(valid, "--valid"), test=SplitSize.parse(test, "--test"), seed=seed, mode=mode,
+        valid=SplitSize.parse(valid if valid is not None else ("0" if folds else "0.2"), "--valid"), folds=folds, test=SplitSize.parse(test, "--test"), seed=seed, mode=mode,
         out=out, splitter=splitter, label_parser=label_parser, label_pattern=label_pattern,
         group_pattern=group_pattern, labels_csv=labels, id_column=id_column, label_column=label_column,
         masks=masks, mask_suffix=mask_suffix, class_table=classes, dedupe=dedupe, verify=verify, max_pixels=max_pixels,
@@ -78,4 +79,5 @@ def split_command(
     if not dry_run:
         # A bare `prep train` uses the dataset split last: say so, and what it no longer uses.
         instead = f", instead of {output.escape(str(replaced))}" if replaced is not None else ""
-        output.info(f"Next: prep stats, then prep train; with no path, they use {output.escape(report.out)}{instead}.", soft_wrap=True)
+        train = f"prep train --fold all ({len(report.folds)} models, one per fold)" if report.folds else "prep train"
+        output.info(f"Next: prep stats, then {train}; with no path, they use {output.escape(report.out)}{instead}.", soft_wrap=True)

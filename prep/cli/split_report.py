@@ -29,6 +29,8 @@ def render_split_report(report: SplitReport, verbose: bool = False) -> None:
         table.add_row(name or "(all)", *(str(report.splits[s].get(name, 0)) for s in splits))
     table.add_row("[bold]total[/]", *(f"[bold]{data['totals'][s]}[/]" for s in splits))
     stdout.print(table)
+    if report.folds is not None:
+        _render_folds(report)
     if report.rejected:
         reasons = Table(title="Set aside in _rejected/ (never deleted)")
         reasons.add_column("reason")
@@ -66,3 +68,22 @@ def render_split_report(report: SplitReport, verbose: bool = False) -> None:
     if report.journal:
         stdout.print(f"Journal: {report.journal} (undo with: prep split --undo {report.out})")
     stdout.print(f"Time: {report.seconds:.2f}s")
+
+
+def _render_folds(report: SplitReport) -> None:
+    """The folds of the training pool, per class (segmentation: the images holding each)."""
+    folds = sorted(report.folds, key=int)
+    segmentation = report.layout == "segmentation"
+    title = "Images holding each class, per fold" if segmentation else "Train samples per fold and class"
+    table = Table(title=title, min_width=40)
+    table.add_column("class")
+    for fold in folds:
+        table.add_column(f"fold {fold}", justify="right")
+    for name in sorted({c for counts in report.folds.values() for c in counts}):
+        table.add_row(escape(name or "(all)"), *(str(report.folds[f].get(name, 0)) for f in folds))
+    table.add_row("[bold]images[/]", *(f"[bold]{report.fold_sizes[f]}[/]" for f in folds))
+    stdout.print(table)
+    for name, masks in (report.rare_classes or {}).items():
+        stdout.print(escape(f"Rare: {name} is in {masks} mask{'s' if masks != 1 else ''}, fewer than {len(folds)} folds: some folds' validation parts lack it"))
+    if report.folds_file:
+        stdout.print(escape(f"Folds: {report.folds_file} (train them all with: prep train --fold all)"))

@@ -43,8 +43,9 @@ class EpochPrinter:
         setup = run.setup
         arch = f" {setup['arch']}" if setup.get("arch") else ""
         images = setup["images"]
+        fold = f"Fold {setup['fold']} ({setup['fold'] + 1} of {setup['folds']}): " if "fold" in setup else ""
         for line in (
-            f"Training {setup['trainer']}{arch} on {setup['device']}: {setup['data']}, {setup['classes']} classes, "
+            f"{fold}Training {setup['trainer']}{arch} on {setup['device']}: {setup['data']}, {setup['classes']} classes, "
             f"{images['train']} training and {images['valid']} validation images",
             f"  weights: {setup['weights']} ({setup['weights_about']})",
             f"  normalisation: {setup['normalization']} ({setup['normalization_about']})",
@@ -141,6 +142,7 @@ def train_command(
     config: Optional[Path] = typer.Option(None, "--config", help="Repeat a run from its config.yaml; other options given here win.", rich_help_panel="Run"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder (default: runs/<plugin>-<arch>-<time>).", rich_help_panel="Run"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.", rich_help_panel="Run"),
+    fold: Optional[str] = typer.Option(None, "--fold", help="A dataset split with --folds: all (one model per fold into RUN_DIR/fold-<k>, then out-of-fold predictions and suspect labels) or one fold's number.", rich_help_panel="Run"),
 ) -> None:
     """Train a model with a trainer plugin, on GPU when there is one."""
     from prep.errors import UsageError
@@ -153,11 +155,15 @@ def train_command(
         config = run_dir / "config.yaml"  # a resumed run keeps its own data and settings
     # Every parameter but these is a TrainOptions field (``--compile`` is ``compile_model``
     # here only because ``compile`` is a builtin).
+    every_fold = fold is not None and fold.strip().lower() == "all"
+    if every_fold and resume and config is None:
+        config = _cross_validation_config(run_dir)
     requested = {
         ("compile" if name == "compile_model" else name): value
         for name, value in ctx.params.items() if name not in ("data", "config", "as_json")
     }
     requested["class_weights"] = _weights(class_weights)
+    requested["fold"] = None if every_fold else _fold_number(fold)
     base = None
     if config is not None:
         repeated = read_run_config(config)
@@ -171,15 +177,39 @@ def train_command(
     else:
         options = TrainOptions(**requested)
         dataset = output.chosen_dataset(data)
-    summary = train(dataset, options, config=base, callbacks=[EpochPrinter()], progress=output.RichProgress(min_total=1))
+    if every_fold:
+        from prep.cli.cross_validation import print_fold, describe_cross_validation
+        from prep.crossval.run import cross_validate
+
+        summary = cross_validate(dataset, options, config=base, callbacks=[EpochPrinter()], progress=output.RichProgress(min_total=1), on_fold=print_fold)
+        describe = describe_cross_validation
+    else:
+        summary = train(dataset, options, config=base, callbacks=[EpochPrinter()], progress=output.RichProgress(min_total=1))
+        describe = _describe
     if not summary.pop("is_main"):  # under torchrun, rank 0 speaks for the job
         return
     if as_json:
         output.stdout.print_json(json.dumps(summary))
     else:
-        output.stdout.print(output.escape(_describe(summary)))
+        output.stdout.print(output.escape(describe(summary)))
     if summary["status"] == "interrupted":  # so that `prep train && prep export` stops here
         raise typer.Exit(INTERRUPTED_EXIT_CODE)
+
+
+def _fold_number(text: str | None) -> int | None:
+    from prep.errors import UsageError
+
+    if text is None:
+        return None
+    if not text.strip().isdigit():
+        raise UsageError(f"--fold takes all, or a fold's number (0, 1, ...), not {text!r}")
+    return int(text)
+
+
+def _cross_validation_config(run_dir: Path) -> Path | None:
+    """A resumed cross-validation keeps its own data and settings: those of its first fold."""
+    first = run_dir / "fold-0" / "config.yaml"
+    return first if first.is_file() else None
 
 
 def _weights(text: str | None) -> list[float] | None:

@@ -101,6 +101,34 @@ class DecodedStore:
         return image, mask
 
 
+    def subset(self, positions: Sequence[int]) -> "StoreSubset":
+        """The samples at ``positions``, read as samples 0, 1, ...: one fold's share of a
+        cross-validation's store."""
+        return StoreSubset(self, positions)
+
+
+class StoreSubset:
+    """Some of a store's samples, by position (see ``DecodedStore.subset``)."""
+
+    def __init__(self, store: DecodedStore, positions: Sequence[int]) -> None:
+        self.store = store
+        self.positions = np.asarray(positions, dtype=np.int64)
+
+    @property
+    def folder(self) -> Path:
+        return self.store.folder
+
+    @property
+    def nbytes(self) -> int:
+        return self.store.nbytes
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.store.read(int(self.positions[index]))
+
+
 def _map(path: Path, dtype: np.dtype) -> np.ndarray:
     if path.stat().st_size == 0:  # mmap cannot map an empty file (a store of corrupt files only)
         return np.zeros(0, dtype=dtype)

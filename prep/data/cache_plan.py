@@ -208,18 +208,36 @@ class CacheReport:
                         break
 
 
+def release_ram_cache(root: Path) -> None:
+    """Remove the ``ram`` stores of ``root``'s dataset, which runs that keep their cache
+    (``prep.train.train(keep_cache=True)``, the folds of a cross-validation) left."""
+    folder = _ram_folder(root)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:  # not empty (another dataset's cache), or gone
+        pass
+
+
 def _cacheable(dataset: Any) -> bool:
     return hasattr(dataset, "decoder") and hasattr(dataset, "sample_files") and hasattr(dataset.decoder, "key")
 
 
+POOL = "pool"  # the store name of a cross-validation's pool (every fold's samples)
+
+
 def cache_datasets(
-    mode: str, root: Path, datasets: dict[str, Any], *, workers: int | None = None, builds: bool = True,
-    progress: Progress = NO_PROGRESS,
+    mode: str, root: Path, datasets: dict[str, Any], *, pools: dict[str, Any] | None = None, workers: int | None = None,
+    builds: bool = True, progress: Progress = NO_PROGRESS,
 ) -> CacheReport:
     """Attach a decoded store to each of ``datasets`` (split -> dataset), building those
     that are missing or stale; see the module docstring for ``mode``.
 
     Args:
+        pools: split -> a dataset that holds all of that split's samples, decoded the same
+            way: the split's store is then the pool's, and the split reads its own samples
+            from it. The folds of a cross-validation pass the whole training pool, so that
+            one store serves every fold.
         builds: this process may build the stores. Under torchrun only the first process
             of each machine does; the others, called after it has finished, use the
             stores it left and read the files themselves where it left none (the batches
@@ -236,60 +254,101 @@ def cache_datasets(
     if mode == "off":
         return CacheReport(None, "off (--cache off)")
     cacheable = {split: d for split, d in datasets.items() if _cacheable(d) and len(d)}
+    pools = {split: pool for split, pool in (pools or {}).items() if split in cacheable and _cacheable(pool)}
     if not cacheable:
         return CacheReport(None, "off (this task's datasets cannot be cached)")
-    files = {split: [d.sample_files(i) for i in range(len(d))] for split, d in cacheable.items()}
-    keys = {split: d.decoder.key for split, d in cacheable.items()}
-    states = {split: file_states(files[split]) for split in cacheable}  # one stat of each file
+    sources = {split: pools.get(split, d) for split, d in cacheable.items()}
+    names = {split: POOL if split in pools else split for split in cacheable}
+    files = {split: [d.sample_files(i) for i in range(len(d))] for split, d in sources.items()}
+    keys = {split: d.decoder.key for split, d in sources.items()}
+    states = {split: file_states(files[split]) for split in sources}  # one stat of each file
 
     def up_to_date(base: Path, split: str) -> "DecodedStore | None":
-        return open_store(store_folder(base, split, keys[split]), files[split], keys[split], states[split])
+        return open_store(store_folder(base, names[split], keys[split]), files[split], keys[split], states[split])
+
+    def attach(split: str, store: "DecodedStore") -> None:
+        dataset = cacheable[split]
+        dataset.cache = store if split not in pools else store.subset(_positions(files[split], dataset))
 
     if not builds:
-        return _attach_built(root, cacheable, up_to_date)
+        return _attach_built(root, cacheable, up_to_date, attach)
     on_disk = {split: up_to_date(_disk_folder(root), split) for split in cacheable}
     if mode in ("auto", "disk") and all(store is not None for store in on_disk.values()):
         for split, store in on_disk.items():
-            cacheable[split].cache = store
-        nbytes = sum(store.nbytes for store in on_disk.values())
+            attach(split, store)
+        nbytes = sum(store.nbytes for store in _distinct(on_disk.values()))
         return CacheReport("disk", f"disk ({'--cache disk' if mode == 'disk' else 'auto'})", nbytes, dict(on_disk), reused=list(on_disk))
-    estimates = {split: estimate_bytes(files[split], cacheable[split].decoder) for split in cacheable}
-    reusable = sum(store.nbytes for store in on_disk.values() if store is not None)
-    plan = plan_cache(mode, root, sum(estimates.values()), reusable)
+    estimates = {split: estimate_bytes(files[split], sources[split].decoder) for split in cacheable}
+    reusable = sum(store.nbytes for store in _distinct(s for s in on_disk.values() if s is not None))
+    needed = {store_folder(Path(), names[split], keys[split]): estimates[split] for split in cacheable}
+    plan = plan_cache(mode, root, sum(needed.values()), reusable)
     if plan.where is None:
         return CacheReport(None, plan.reason, plan.nbytes)
     report = CacheReport(plan.where, plan.reason)
     began = time.perf_counter()
-    for split, dataset in cacheable.items():
-        store = on_disk[split] if plan.where == "disk" else up_to_date(plan.base, split)
-        if store is not None:
-            report.reused.append(split)
+    built: dict[Path, "DecodedStore"] = {}  # by folder: the pools of train and valid are one store when decoded alike
+    reused: set[Path] = set()
+    for split in cacheable:
+        folder = store_folder(plan.base, names[split], keys[split])
+        store = built.get(folder) or (on_disk[split] if plan.where == "disk" else up_to_date(plan.base, split))
+        if folder in built:
+            pass
+        elif store is not None:
+            reused.add(folder)
         else:
-            description = f"Caching {split} images at {_side(dataset)} (about {human_bytes(estimates[split])}, {plan.where})"
+            what = "the folds' images" if split in pools else f"{split} images"
+            description = f"Caching {what} at {_side(sources[split])} (about {human_bytes(estimates[split])}, {plan.where})"
             processes = max(1, workers if workers is not None else os.cpu_count() or 1)  # --workers 0: this process
             store = build_store(
-                store_folder(plan.base, split, keys[split]), files[split], dataset.decoder, workers=processes,
-                states=states[split], progress=progress, description=description,
+                folder, files[split], sources[split].decoder, workers=processes, states=states[split], progress=progress,
+                description=description,
             )
-        dataset.cache = store
+        if folder not in built:
+            report.nbytes += store.nbytes
+        if folder in reused:
+            report.reused.append(split)
+        built[folder] = store
+        attach(split, store)
         report.stores[split] = store
-        report.nbytes += store.nbytes
-    report.built_s = time.perf_counter() - began if len(report.reused) < len(report.stores) else 0.0
+    report.built_s = time.perf_counter() - began if len(reused) < len(built) else 0.0
     return report
 
 
-def _attach_built(root: Path, datasets: dict[str, Any], up_to_date: Any) -> CacheReport:
+def _distinct(stores) -> list["DecodedStore"]:
+    """Each store once (two splits may share one)."""
+    return list({store.folder: store for store in stores}.values())
+
+
+def _positions(pool_files: list[tuple[Path, ...]], dataset: Any) -> list[int]:
+    """Where each of ``dataset``'s samples is in its pool's store.
+
+    Raises:
+        PrepError: a sample that the pool lacks (a task whose fold datasets do not list their
+            samples through the fold's index).
+    """
+    where = {tuple(map(str, paths)): i for i, paths in enumerate(pool_files)}
+    positions = []
+    for i in range(len(dataset)):
+        paths = tuple(map(str, dataset.sample_files(i)))
+        if paths not in where:
+            raise PrepError(f"{paths[0]} is not among the cross-validation's training images, so its fold cannot read it from the shared cache")
+        positions.append(where[paths])
+    return positions
+
+
+def _attach_built(root: Path, datasets: dict[str, Any], up_to_date: Any, attach: Any) -> CacheReport:
     """Attach the up-to-date stores another process built, on disk or in memory
     (``up_to_date(base, split)``: the split's store under ``base``, or None)."""
     report = CacheReport(None, "off (the first process of this machine built no cache)")
     for where, base in (("disk", _disk_folder(root)), ("ram", _ram_folder(root))):
-        for split, dataset in datasets.items():
+        for split in datasets:
             store = None if split in report.stores else up_to_date(base, split)
             if store is not None:
-                dataset.cache = report.stores[split] = store
+                attach(split, store)
+                report.stores[split] = store
                 report.where, report.reason = where, f"{where} (built by the first process of this machine)"
-                report.nbytes += store.nbytes
                 report.reused.append(split)
+    report.nbytes = sum(store.nbytes for store in _distinct(report.stores.values()))
     return report
 
 

@@ -80,6 +80,11 @@ class DatasetIndex:
         """``dataset`` itself when it is an index, else the index of the folder it names."""
         return dataset if isinstance(dataset, DatasetIndex) else cls.open(dataset)
 
+    def once(self, key: Any, compute: Callable[[], T]) -> T:
+        """``compute()``, called the first time ``key`` is asked of this index (and of the
+        views of its folds): what a command reads from the dataset once for all its parts."""
+        return self._memoised(key, compute)
+
     def _memoised(self, key: Any, compute: Callable[[], T]) -> T:
         if key not in self._memo:
             self._memo[key] = compute()
@@ -157,6 +162,49 @@ class DatasetIndex:
             else:
                 pairs.append((image, mask))
         return pairs, unpaired
+
+    # -- Cross-validation folds (``prep split --folds K``) -----------------------------------
+
+    fold: int | None = None  # on a fold's view (``prep.data.folds.FoldIndex``): its number
+
+    def fold_manifest(self) -> dict[str, int]:
+        """Each train image (its path relative to the root) -> its fold, from ``folds.csv``,
+        checked to name exactly the images ``train/`` holds.
+
+        Raises:
+            FoldsError: no folds.csv (the dataset has no folds), a malformed one, or one that
+                does not match train/ (a file added or removed since the split), named.
+        """
+        from prep.data.folds import checked_manifest
+
+        return self._memoised("fold manifest", lambda: checked_manifest(self))
+
+    @property
+    def fold_count(self) -> int:
+        """The number of cross-validation folds (0 for a dataset split without folds)."""
+        from prep.layout import FOLDS_FILE
+
+        if not (self.root / FOLDS_FILE).is_file():
+            return 0
+        return max(self.fold_manifest().values()) + 1
+
+    def fold_view(self, fold: int) -> "DatasetIndex":
+        """Fold ``fold`` of the cross-validation: ``train`` is the other folds' images, ``valid``
+        is this fold's (``prep.data.folds.FoldIndex``).
+
+        Raises:
+            FoldsError: the dataset has no folds, or not this one.
+        """
+        from prep.data.folds import FoldIndex
+
+        return FoldIndex(self, fold)
+
+    def train_images(self) -> list[Path]:
+        """Every image of the train split, whatever the layout (classification or segmentation)."""
+        if self.kind == "segmentation":
+            pairs, unpaired = self.segmentation_pairs("train")
+            return sorted([image for image, _ in pairs] + unpaired)
+        return [path for path, _ in self.classification_samples("train", self.class_names())]
 
     # -- The class table and the masks ----------------------------------------------------
 

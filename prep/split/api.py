@@ -57,6 +57,10 @@ class SplitReport:
     seconds: float = 0.0
     grouping: str | None = None  # how files were kept together, when prep chose it
     class_table: str | None = None  # the segmentation class table in OUT
+    folds: dict[str, dict[str, int]] | None = None  # with --folds: fold -> class -> samples (segmentation: images holding it)
+    fold_sizes: dict[str, int] | None = None  # fold -> samples
+    rare_classes: dict[str, int] | None = None  # segmentation: classes in fewer masks than folds -> masks
+    folds_file: str | None = None  # OUT/folds.csv
 
     def to_dict(self) -> dict[str, Any]:
         by_reason: dict[str, int] = {}
@@ -117,7 +121,7 @@ def _plan_info(plan: Plan) -> dict[str, Any]:
             "conflicting_labels": plan.conflicting_duplicates,
         },
         "examples": [{"from": e.src, "to": e.dst} for e in moves[:EXAMPLE_MOVES]],
-        "grouping": plan.grouping,
+        "grouping": plan.grouping, "folds": plan.folds, "fold_sizes": plan.fold_sizes, "rare_classes": plan.rare_classes,
     }
 
 
@@ -192,6 +196,32 @@ def _emptied_source_dirs(src: Path, journal: Journal) -> list[Path]:
     return [src / rel for rel in _ancestors(e.src for e in journal.entries)]
 
 
+def _folds_manifest(journal: Journal) -> str | None:
+    """The ``folds.csv`` a split into folds writes (None for any other split)."""
+    from prep.split.folds import manifest_text
+
+    rows = [(e.dst, e.fold) for e in journal.entries if e.fold is not None]
+    return manifest_text(rows) if rows else None
+
+
+def _check_folds_target(out: Path, plan: Plan) -> None:
+    """Refuse, before anything moves, to replace a ``folds.csv`` that is already in OUT."""
+    from prep.layout import FOLDS_FILE
+
+    if plan.folds is not None and (out / FOLDS_FILE).exists():
+        raise TargetExistsError(f"{out / FOLDS_FILE} exists already; move it away, or run prep split --undo {out} if an earlier split made it")
+
+
+def _place_folds_manifest(journal: Journal) -> None:
+    """Write OUT/folds.csv, after every file is in place: it names where they are."""
+    from prep.layout import FOLDS_FILE
+    from prep.util.files import atomic_write_bytes
+
+    text = _folds_manifest(journal)
+    if text is not None:
+        atomic_write_bytes(Path(journal.out_root) / FOLDS_FILE, text.encode("utf-8"))
+
+
 def _finish(journal: Journal, progress: Progress, resuming: bool) -> int:
     out = Path(journal.out_root)
     _place_class_table(journal)
@@ -204,6 +234,7 @@ def _finish(journal: Journal, progress: Progress, resuming: bool) -> int:
         result = place(journal, advance, resuming=resuming)
     if journal.mode == "move":
         remove_empty_dirs(_emptied_source_dirs(Path(journal.src_root), journal))
+    _place_folds_manifest(journal)
     journal.status = Status.DONE
     journal.save(durable=False)
     return result.copied_instead_of_linked
@@ -243,9 +274,13 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
         check_targets(src, out, plan.entries)
         table = _class_table_source(src, options, inventory.layout)
         _check_class_table_target(table, out)
-    from prep.layout import CLASS_TABLE
+        _check_folds_target(out, plan)
+    from prep.layout import CLASS_TABLE, FOLDS_FILE
 
-    info = (_inventory_info(inventory), {**_plan_info(plan), "class_table": str(out / CLASS_TABLE) if table else None})
+    info = (_inventory_info(inventory), {
+        **_plan_info(plan), "class_table": str(out / CLASS_TABLE) if table else None,
+        "folds_file": str(out / FOLDS_FILE) if plan.folds is not None else None,
+    })
     if dry_run:
         return _report(src, out, *info, options, "dry-run", None, started)
     out_is_new = not out.exists()
@@ -308,6 +343,16 @@ def _remove_class_table_copy(journal: Journal) -> None:
             target.unlink()
 
 
+def _remove_folds_manifest(journal: Journal) -> None:
+    """Remove the folds.csv the split wrote, when it is still as written."""
+    from prep.layout import FOLDS_FILE
+
+    text = _folds_manifest(journal)
+    target = Path(journal.out_root) / FOLDS_FILE
+    if text is not None and target.is_file() and target.read_bytes() == text.encode("utf-8"):
+        target.unlink()
+
+
 def _mark_undoing(journal: Journal) -> None:
     """Record that an undo has begun, unless the disk is too full to write the journal.
 
@@ -346,6 +391,7 @@ def undo_split(out: Path, progress: Progress = NO_PROGRESS) -> UndoReport:
         with progress.task("Restoring files", len(journal.entries)) as advance:
             restored = unplace(journal, advance)
         _remove_class_table_copy(journal)
+        _remove_folds_manifest(journal)
         remove_empty_dirs([out / rel for rel in journal.created_dirs if rel != "."])
         journal.path.unlink()
         Journal.discard_stale_temp(out)

@@ -44,7 +44,7 @@ class Entry(NamedTuple):
     label: str | None
     size: int
     digest: str | None = None  # BLAKE2b, only where duplicate detection needed it
-
+    fold: int | None = None  # with --folds: the cross-validation fold of a train image
 
 
 @dataclass

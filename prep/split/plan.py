@@ -52,6 +52,7 @@ class SplitOptions:
     dedupe: bool = False  # set aside all but one copy of identical files
     verify: Verify = Verify.quick
     max_pixels: int = DEFAULT_MAX_PIXELS
+    folds: int = 0  # K >= 2: a K-fold cross-validation of the training pool instead of a valid split
     workers: int = field(default_factory=lambda: os.cpu_count() or 1, compare=False)
 
     def decisive(self) -> dict[str, Any]:
@@ -68,6 +69,8 @@ class SplitOptions:
             "masks": str(self.masks) if self.masks else None, "mask_suffix": self.mask_suffix,
             "class_table": str(self.class_table) if self.class_table else None,
             "dedupe": self.dedupe, "verify": self.verify.value, "max_pixels": self.max_pixels,
+            # Only when asked: the journals of splits without folds stay as they were.
+            **({"folds": self.folds} if self.folds else {}),
         }
 
     def layout_options(self) -> LayoutOptions:
@@ -89,6 +92,9 @@ class Plan:
     duplicate_files: int = 0  # files beyond the first of each group
     conflicting_duplicates: int = 0  # groups whose copies carry different labels
     grouping: str | None = None  # how files were kept together, when prep chose it
+    folds: dict[str, dict[str, int]] | None = None  # fold -> class -> samples (segmentation: images holding it)
+    fold_sizes: dict[str, int] | None = None  # fold -> samples
+    rare_classes: dict[str, int] | None = None  # segmentation: classes in fewer masks than folds -> masks
 
 
 class _UnionFind:
@@ -252,8 +258,11 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
 
     Raises:
         UsageError, UnknownNameError: a bad option or an unknown splitter.
-        TooFewSamplesError: a class cannot give every split a sample.
+        TooFewSamplesError: a class cannot give every split (or fold) a sample, or a group
+            is larger than a fold.
     """
+    if options.folds:
+        _check_fold_options(options)
     splitter = splitters().registration(options.splitter)
     samples = inventory.samples
     root = f"{src}{os.sep}"
@@ -308,16 +317,76 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
             first_with_key[key] = index
 
     roots, members_of, units = builder.units(good, union)
-    assigned = _assign_splits(splitter, units, SplitRequest(options.valid, options.test), options.seed) if units else []
+    request = SplitRequest(SplitSize(0.0, False) if options.folds else options.valid, options.test)
+    assigned = _assign_splits(splitter, units, request, options.seed) if units else []
     split_of = {i: split for root, split in zip(roots, assigned) for i in members_of[root]}
+    fold_of = _assign_folds(src, inventory, options, plan, roots, members_of, units, assigned, progress) if options.folds else {}
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for index in sorted(good, key=lambda i: samples[i].rel):
         sample = samples[index]
         split = split_of[index]
-        _add_sample(builder.entries, builder.destinations, sample, split, image_probes[index].size, digest_of.get(index), mask_probe)
+        _add_sample(builder.entries, builder.destinations, sample, split, image_probes[index].size, digest_of.get(index), mask_probe, fold_of.get(index))
         counts[split][sample.label or ""] += 1
     plan.counts = {s: dict(c) for s, c in counts.items()}
     return plan
+
+
+def _check_fold_options(options: SplitOptions) -> None:
+    from prep.split.folds import FOLD_SPLITTERS, check_fold_count
+
+    check_fold_count(options.folds)
+    if not options.valid.is_zero:
+        raise UsageError(f"--folds {options.folds} makes the validation parts itself (one fold each); leave out --valid")
+    if options.splitter not in FOLD_SPLITTERS:
+        raise UsageError(f"--folds deals out folds {' or '.join(FOLD_SPLITTERS)}; the splitter {options.splitter!r} makes train/valid splits only")
+
+
+def _assign_folds(src: Path, inventory: Inventory, options: SplitOptions, plan: Plan, roots, members_of, units: list[Unit], assigned: list[str], progress: Progress) -> dict[int, int]:
+    """The fold of each training sample (by sample index), with the report's per-fold counts
+    in ``plan``; see ``prep.split.folds``."""
+    from prep.split.folds import assign_folds, mask_ids_present, rare_mask_classes, rarest_class
+
+    samples = inventory.samples
+    pool = [u for u, split in enumerate(assigned) if split == "train"]
+    segmentation = inventory.layout == "segmentation"
+    names: dict[int, str] = {}
+    if segmentation:
+        table = _class_table_for_folds(src, options)
+        members = [i for u in pool for i in members_of[roots[u]]]
+        found = mask_ids_present([f"{src}{os.sep}{samples[i].mask_rel}" for i in members], table, options.workers, progress)
+        if table is not None and table.ignore is not None:
+            found = [tuple(i for i in ids if i != table.ignore) for ids in found]
+        ids_of = dict(zip(members, found))
+        holding = Counter(i for ids in found for i in ids)
+        unit_ids = [sorted({c for i in members_of[roots[u]] for c in ids_of[i]}) for u in pool]
+        pool_units = [Unit(units[u].key, rarest_class(ids, holding), units[u].size) for u, ids in zip(pool, unit_ids)]
+        names = dict(zip(table.ids, table.names)) if table is not None else {}
+        plan.rare_classes = {names.get(i, f"class {i}"): n for i, n in rare_mask_classes(holding, options.folds).items()}
+    else:
+        pool_units = [units[u] for u in pool]
+    folds = assign_folds(pool_units, options.folds, options.seed, stratified=options.splitter == "stratified", every_class=not segmentation)
+    fold_of = {i: fold for u, fold in zip(pool, folds) for i in members_of[roots[u]]}
+    per_fold: dict[str, Counter] = {str(f): Counter() for f in range(options.folds)}
+    for index, fold in fold_of.items():
+        if segmentation:
+            per_fold[str(fold)].update(names.get(c, f"class {c}") for c in ids_of[index])
+        else:
+            per_fold[str(fold)][samples[index].label or ""] += 1
+    plan.folds = {f: dict(sorted(c.items())) for f, c in per_fold.items()}
+    plan.fold_sizes = {str(f): 0 for f in range(options.folds)}
+    for fold in fold_of.values():
+        plan.fold_sizes[str(fold)] += 1
+    return fold_of
+
+
+def _class_table_for_folds(src: Path, options: SplitOptions):
+    """The class table that reads colour masks as ids: ``--classes``, else ``SRC/classes.csv``."""
+    from prep.layout import CLASS_TABLE
+    from prep.masks.class_table import read_class_table
+
+    given = options.class_table
+    path = (given if given.is_absolute() or given.exists() else src / given) if given is not None else src / CLASS_TABLE
+    return read_class_table(path) if path.is_file() else None
 
 
 def _assign_splits(splitter: Registration, units: list[Unit], request: SplitRequest, seed: int) -> list[str]:
@@ -373,12 +442,12 @@ def _check_name_lengths(out: Path, entries: list[Entry]) -> None:
                 )
 
 
-def _add_sample(entries, destinations, sample: Sample, split: str, size: int, digest, mask_probe) -> None:
+def _add_sample(entries, destinations, sample: Sample, split: str, size: int, digest, mask_probe, fold: int | None = None) -> None:
     if sample.mask_rel is None:
-        entries.append(Entry(sample.rel, destinations.claim(f"{split}/{sample.label}", sample.rel), split, sample.label, size, digest))
+        entries.append(Entry(sample.rel, destinations.claim(f"{split}/{sample.label}", sample.rel), split, sample.label, size, digest, fold))
         return
     image_dst = destinations.claim(f"{split}/{IMAGES_DIR}", sample.rel)
-    entries.append(Entry(sample.rel, image_dst, split, None, size, digest))
+    entries.append(Entry(sample.rel, image_dst, split, None, size, digest, fold))
     entries.append(Entry(sample.mask_rel, destinations.claim(f"{split}/{MASKS_DIR}", sample.mask_rel), split, None, mask_probe[sample.mask_rel].size))
 
 

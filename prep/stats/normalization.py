@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prep.errors import check_choice
+from prep.util.progress import NO_PROGRESS
 
 if TYPE_CHECKING:
     from prep.util.progress import Progress
@@ -55,7 +56,8 @@ def resolve_normalization(
 ) -> Normalization:
     """The run's mean and std: ImageNet's for ``imagenet`` (and ``auto`` with pretrained
     weights), else the dataset's ``stats.json``, computed and written when missing and
-    ``may_compute``.
+    ``may_compute``; for a fold of a cross-validation (``root.fold``), the statistics of
+    that fold's training part (``prep.stats.fold_stats``).
 
     Raises:
         UsageError: an unknown mode. StatsNotFoundError: no stats.json and not ``may_compute``.
@@ -63,6 +65,11 @@ def resolve_normalization(
     check_normalize(mode)
     if mode == IMAGENET or (mode == AUTO and pretrained):
         return Normalization(IMAGENET, IMAGENET_MEAN, IMAGENET_STD, "ImageNet's constants")
+    if getattr(root, "fold", None) is not None:
+        from prep.stats.fold_stats import fold_mean_std
+
+        mean, std = fold_mean_std(root, workers, progress or NO_PROGRESS)
+        return Normalization(DATASET, mean, std, f"fold {root.fold}'s training part only")
     from prep.errors import StatsNotFoundError
     from prep.stats.dataset_stats import compute_dataset_stats, read_mean_std, write_stats
 
@@ -72,8 +79,6 @@ def resolve_normalization(
     except StatsNotFoundError:
         if not may_compute:
             raise
-        from prep.util.progress import NO_PROGRESS
-
         write_stats(root, compute_dataset_stats(root, workers=workers, progress=progress or NO_PROGRESS))
         mean, std = read_mean_std(root)
         return Normalization(DATASET, mean, std, "stats.json, computed now")

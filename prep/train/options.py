@@ -50,6 +50,7 @@ class TrainOptions:
     cache: str = "auto"  # auto | disk | ram | off: the decoded-image cache (see prep.data.cache_plan)
     resume: bool = False
     run_dir: Path | None = None
+    fold: int | None = None  # a dataset split into folds: train on the others, validate on this one
 
 
 # The options whose TrainConfig field has another name; every other option that names a

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prep.engine.config import TrainConfig
-from prep.errors import PluginError, TaskMismatchError
+from prep.errors import FoldsError, PluginError, TaskMismatchError
 from prep.stats.normalization import Normalization
 from prep.util.progress import NO_PROGRESS, Progress
 from prep.train.options import TrainOptions, resolve_config
@@ -143,6 +143,7 @@ class PreparedRun:
             "augmentation": config.preset, "cache": self.cache.where, "cache_about": self.cache.describe(),
             "images": {"train": len(self.train_loader.dataset), "valid": len(self.valid_loader.dataset) if self.valid_loader else 0},
             "classes": len(self.request.classes),
+            **({"fold": self.index.fold, "folds": self.index.fold_count} if self.index.fold is not None else {}),
         }
 
 
@@ -177,6 +178,13 @@ def prepare_run(
     check_cache(options.cache)
     weights = check_weights(options.weights if options.weights is not None else trainer.default_weights)
     index = DatasetIndex.of(root)
+    if options.fold is not None:
+        index = index.fold_view(options.fold)
+    elif with_valid and index.fold_count:
+        raise FoldsError(
+            f"{index.root} is split into {index.fold_count} folds for cross-validation: train them all with "
+            f"--fold all, or one with --fold 0 to {index.fold_count - 1}"
+        )
     task = task_for(options.plugin, trainer, index)
     if hasattr(task, "prepare"):
         task.prepare(index, progress)
@@ -193,6 +201,7 @@ def prepare_run(
     datasets = {"train": _dataset(task, index, "train", config, options.image_size, classes, train=True)}
     if with_valid:
         datasets["valid"] = _dataset(task, index, "valid", config, options.image_size, classes, train=False)
+    pools = _fold_pools(task, index, datasets, config, options.image_size, classes)
     torch.manual_seed(config.seed)
     model, head = split_model(registration.call_method("build_model", request))
     # Under torchrun every rank would compute and write stats.json at once.
@@ -204,10 +213,10 @@ def prepare_run(
     # Under torchrun the first process of each machine builds it; the others then take it.
     world.join(device)
     if world.local_rank == 0:
-        cache = cache_datasets(options.cache, index.root, datasets, workers=options.workers, progress=progress)
+        cache = cache_datasets(options.cache, index.root, datasets, pools=pools, workers=options.workers, progress=progress)
     world.barrier()
     if world.local_rank != 0:
-        cache = cache_datasets(options.cache, index.root, datasets, builds=False)
+        cache = cache_datasets(options.cache, index.root, datasets, pools=pools, builds=False)
     loaders = {
         split: _loader(dataset, train_collate if split == "train" else valid_collate, options, config, world, device, train=split == "train")
         for split, dataset in datasets.items()
@@ -246,6 +255,27 @@ def _dataset(task: "Task", index: "DatasetIndex", split: str, config: TrainConfi
 
     transform = build_pipeline(config.preset, size, train=train, task=task.layout, seed=config.seed if train else None)
     return task.dataset(index, split, classes=classes, transform=transform, decode_side=source_side(transform))
+
+
+def _fold_pools(task: "Task", index: "DatasetIndex", datasets: dict[str, Any], config: TrainConfig, size: int, classes: list[str]) -> dict[str, Any] | None:
+    """For one fold of a cross-validation, the whole training pool decoded as each split
+    decodes (what the folds' shared cache holds); None for any other run.
+
+    Raises:
+        PluginError: the task's fold datasets are not the fold's two parts (a task that lists
+            its samples itself, not through ``prep.DatasetIndex``, cannot train by folds).
+    """
+    if index.fold is None:
+        return None
+    pools = {split: _dataset(task, index.parent, "train", config, size, classes, train=split == "train") for split in datasets}
+    sizes = {split: len(d) for split, d in datasets.items() if hasattr(d, "__len__")}
+    if "valid" in sizes and hasattr(pools["train"], "__len__") and sizes["train"] + sizes["valid"] != len(pools["train"]):
+        raise PluginError(
+            f"The task {task.name!r} read {sizes['train']} training and {sizes['valid']} validation samples for fold "
+            f"{index.fold}, which do not make up the {len(pools['train'])} of the training pool: it lists its samples itself, "
+            f"not through prep.DatasetIndex, so it cannot train by folds."
+        )
+    return pools
 
 
 def _loader(dataset: Any, collate: "Registration", options: TrainOptions, config: TrainConfig, world: "World", device, train: bool) -> Any:

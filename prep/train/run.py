@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def train(
     root: "Path | DatasetIndex", options: TrainOptions, *, config: TrainConfig | None = None,
-    callbacks: Sequence[object] = (), progress: Progress = NO_PROGRESS,
+    callbacks: Sequence[object] = (), progress: Progress = NO_PROGRESS, keep_cache: bool = False,
 ) -> dict[str, Any]:
     """Train with a registered trainer on a split dataset; return the run's summary.
 
@@ -31,6 +31,8 @@ def train(
             the installed plugins' hooks; ``on_train_start`` finds how the run is set up in
             ``run.setup`` (weights, normalisation, recipe, augmentation).
         progress: receives a task per epoch, with the live loss and images/s.
+        keep_cache: leave a ``ram`` cache in place for the runs that follow (the folds of a
+            cross-validation); ``prep.data.cache_plan.release_ram_cache`` removes it.
 
     Returns:
         ``summary.json``'s content, plus ``setup`` (``PreparedRun.describe``),
@@ -52,7 +54,7 @@ def train(
         check_run_dir(options.run_dir, options.resume)
     run = prepare_run(root, options, config=config, progress=progress)
     task, classes, world, norm, index = run.task, run.classes, run.world, run.normalization, run.index
-    run_dir = options.run_dir or _new_run_dir(options.plugin, run.request.arch)
+    run_dir = options.run_dir or new_run_dir(options.plugin, run.request.arch)
     recorded = replace(run.options, run_dir=run_dir)
     setup = run.describe()
     started = time.perf_counter()
@@ -71,7 +73,7 @@ def train(
         if world.is_main and summary["epochs"] and hasattr(task, "examples"):
             examples = task.examples(run.model, run.valid_loader.dataset, classes, norm.mean, norm.std, run.device, run_dir / "examples.png")
     finally:
-        if world.local_rank == 0:  # the process that built it
+        if world.local_rank == 0 and not keep_cache:  # the process that built it
             run.cache.release()
     return {
         **summary, "setup": setup, "normalization": norm.mode, "run_dir": str(run_dir), "monitor": run.settings.monitor,
@@ -80,10 +82,11 @@ def train(
     }
 
 
-def _new_run_dir(plugin: str, arch: str | None) -> Path:
+def new_run_dir(plugin: str, arch: str | None, kind: str | None = None) -> Path:
+    """A new folder ``runs/<plugin>-<arch>[-<kind>]-<time>`` (``kind``: ``cv`` for a cross-validation)."""
     if arch and arch.startswith(f"{plugin}-"):
         arch = arch[len(plugin) + 1 :]  # runs/unet-resnet34-..., not runs/unet-unet-resnet34-...
-    base = Path("runs") / "-".join(filter(None, (plugin, arch, time.strftime("%Y%m%d-%H%M%S"))))
+    base = Path("runs") / "-".join(filter(None, (plugin, arch, kind, time.strftime("%Y%m%d-%H%M%S"))))
     candidate, n = base, 1
     while candidate.exists():
         n += 1

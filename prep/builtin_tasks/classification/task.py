@@ -123,6 +123,34 @@ class ClassificationTask:
 
         return plot_confusion(report["confusion"], report["classes"], path, title=title)
 
+    # -- prep train --fold all: out-of-fold predictions -----------------------------------
+
+    def out_of_fold_rows(self, outputs: "torch.Tensor", targets: "torch.Tensor", classes: list[str]) -> list[dict[str, Any]]:
+        """Each held-out image's given label, the predicted one, and every class's probability."""
+        import torch
+
+        probabilities = torch.softmax(outputs.float(), dim=1).cpu()
+        labels = (targets.argmax(dim=1) if targets.is_floating_point() else targets).cpu().tolist()
+        rows = []
+        for label, row in zip(labels, probabilities.tolist()):
+            predicted = max(range(len(row)), key=row.__getitem__)
+            rows.append({"label": classes[label], "predicted": classes[predicted], **{f"prob_{c}": p for c, p in zip(classes, row)}})
+        return rows
+
+    def out_of_fold_score(self, rows: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
+        """The log-loss of the out-of-fold probabilities (each clipped to [1e-15, 1])."""
+        import math
+
+        if not rows:
+            return {"log_loss": None}
+        return {"log_loss": -sum(math.log(max(float(row[f"prob_{row['label']}"]), 1e-15)) for row in rows) / len(rows)}
+
+    def label_suspects(self, rows: list[dict[str, Any]], classes: list[str], *, root: Path, out_dir: Path) -> dict[str, Any]:
+        """The training images whose labels look wrong (``suspects``: confident learning)."""
+        from prep.builtin_tasks.classification.suspects import label_suspects
+
+        return label_suspects(rows, classes, root=root, out_dir=out_dir)
+
     # -- prep train ---------------------------------------------------------------------------
 
     def pictures(self, records: list[dict[str, Any]], classes: list[str], run_dir: Path) -> list[Path]:
