@@ -117,14 +117,16 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def write_oof_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """``oof.csv``, written atomically: the columns of the first row, in its order."""
+    """``oof.csv``, written atomically: the columns of the first row, in its order (those
+    whose name starts with ``_`` left out)."""
     from prep.util.files import atomic_write_bytes
 
     buffer = io.StringIO()
-    columns = list(rows[0]) if rows else ["path", "fold"]
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    # Keys starting with "_" are a task's own (segmentation keeps small masks for its gallery).
+    columns = [key for key in rows[0] if not key.startswith("_")] if rows else ["path", "fold"]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if not k.startswith("_")})
     atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
     return path

@@ -156,6 +156,22 @@ class SegmentationTask:
 
         return write_predicted_masks(request)
 
+    # -- prep train --fold all: out-of-fold predictions ---------------------------------------
+
+    def out_of_fold_rows(self, outputs: Any, targets: "torch.Tensor", classes: list[str]) -> list[dict[str, Any]]:
+        """Each held-out image's Dice and IoU (see ``suspects``)."""
+        from prep.builtin_tasks.segmentation.suspects import out_of_fold_rows
+
+        return out_of_fold_rows(outputs, targets, classes)
+
+    def label_suspects(self, rows: list[dict[str, Any]], classes: list[str], *, root: Path, out_dir: Path) -> dict[str, Any]:
+        """The pairs with the lowest out-of-fold Dice, overlaid (see ``suspects``)."""
+        from prep.builtin_tasks.segmentation.suspects import label_suspects
+        from prep.data.index import DatasetIndex
+
+        table = DatasetIndex.of(root).class_table()
+        return label_suspects(rows, classes, root=root, out_dir=out_dir, colours=table.colours if table is not None else None)
+
     def examples(self, model: "torch.nn.Module", dataset: Any, classes: list[str], mean, std, device, path: Path) -> Path | None:
         """Samples of ``dataset`` with their truth and prediction overlaid (see
         ``prep.masks.overlay``)."""
