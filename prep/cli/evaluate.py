@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -12,8 +12,8 @@ from prep.cli import options, output
 
 
 def evaluate_command(
-    checkpoint: Path = typer.Argument(..., help="A best.pt or last.pt from a run folder."),
-    data: Optional[Path] = typer.Argument(None, help="Held-out images: a split dataset, or for classification also one with only valid/ or test/, or class folders (FOLDER/<class>/...) (default: the dataset the model was trained on, else the one prep split made here)."),
+    checkpoint: Path = typer.Argument(..., help="A best.pt or last.pt, a run folder, or a cross-validation's folder (its folds' models averaged)."),
+    data: Optional[List[Path]] = typer.Argument(None, help="Held-out images: a split dataset, or for classification also one with only valid/ or test/, or class folders (FOLDER/<class>/...) (default: the dataset the model was trained on, else the one prep split made here). More checkpoints (.pt) first make an ensemble with CHECKPOINT."),
     split: Optional[str] = typer.Option(None, "--split", help="valid (val) | test | train, when DATA is a split dataset (default: valid, else test)."),
     tta: str = typer.Option("none", "--tta", help="none | flip (average each prediction with the mirror image's)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
@@ -21,6 +21,7 @@ def evaluate_command(
     device: options.Device = None,
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the PNG: the confusion matrix (default confusion.png) or, for segmentation, samples with truth and prediction (default examples.png)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (with top-5 accuracy for more than 5 classes, and per-class precision and recall)."),
+    complete_folds: bool = typer.Option(False, "--complete-folds", help="A cross-validation with a missing or unfinished fold: evaluate the complete folds instead of stopping."),
 ) -> None:
     """A model's metrics on held-out images, and a PNG of them.
 
@@ -28,15 +29,21 @@ def evaluate_command(
     Segmentation: Dice, IoU, per-image Dice, pixel accuracy and per-class Dice/IoU, with an
     overlay of samples.
     """
+    from prep.cli.predict import leading_checkpoints
+    from prep.errors import UsageError
     from prep.inference.checkpoints import model_task, peek_checkpoint
+    from prep.inference.ensemble import resolve_members
     from prep.inference.evaluate import evaluate_checkpoint, picture_name
 
-    state = peek_checkpoint(checkpoint)  # options and classes only
+    models, rest = leading_checkpoints(checkpoint, list(data or []))
+    if len(rest) > 1:
+        raise UsageError(f"prep evaluate takes one held-out folder, not {len(rest)}: {', '.join(map(str, rest))}")
+    state = peek_checkpoint(resolve_members(models, complete_folds)[0])  # options and classes only
     task = model_task(state)
-    root = data if data is not None else _trained_on(state)
+    root = rest[0] if rest else _trained_on(state)
     picture = picture_name(task)
     out = out or (Path(f"{picture}.png") if picture else None)
-    metrics = evaluate_checkpoint(checkpoint, root, split, tta=tta, batch_size=batch_size, workers=workers, device=device, out_png=out)
+    metrics = evaluate_checkpoint(models, root, split, tta=tta, batch_size=batch_size, workers=workers, device=device, out_png=out, complete_folds=complete_folds)
     if as_json:
         output.stdout.print_json(json.dumps(metrics))
         return
@@ -57,7 +64,7 @@ def _trained_on(state: dict) -> Path:
 def report_lines(report: dict) -> list[str]:
     """Evaluate's result in words, for a task that does not say it its own way: its numbers
     and the loss, a line per class of its ``per_class`` table, and its picture."""
-    shown = {"split", "images", "tta", "loss", "classes", "per_class"}
+    shown = {"split", "images", "tta", "models", "loss", "classes", "per_class"}
     numbers = [f"{key} {_number(value)}" for key, value in report.items() if key not in shown and _is_number(value)]
     numbers.append(f"loss {report['loss']:.4f}")
     lines = [f"{report['split']}: {', '.join(numbers)} over {report['images']} images"]

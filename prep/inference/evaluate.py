@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, root: Path, split: str | None = None, *, tta: str = "none", batch_size: int = 64,
-    workers: int | None = None, device: str | None = None, out_png: Path | None = None,
+    checkpoint: "Path | list[Path]", root: Path, split: str | None = None, *, tta: str = "none", batch_size: int = 64,
+    workers: int | None = None, device: str | None = None, out_png: Path | None = None, complete_folds: bool = False,
 ) -> dict[str, Any]:
     """The task's metrics on held-out images, with the loss: ``split``, ``images``, ``tta``,
     ``loss``, the task's numbers and ``classes`` (classification: accuracy ``acc``,
@@ -47,14 +47,18 @@ def evaluate_checkpoint(
     from prep.data.resolution import source_side
     from prep.engine.epoch import validate
     from prep.engine.distributed import pick_device
-    from prep.inference.checkpoints import eval_transform, load_model, model_task
+    from prep.inference.checkpoints import eval_transform, model_task, peek_checkpoint
+    from prep.inference.ensemble import check_members, load_ensemble, resolve_members
     from prep.inference.tta import check_tta, with_tta
     from prep.train.options import config_from_data
     from prep.train.prepare import collate_registration
 
     check_tta(tta)
     target = pick_device(device)
-    model, state = load_model(checkpoint, device)
+    members = resolve_members(checkpoint if isinstance(checkpoint, list) else [checkpoint], complete_folds)
+    check_members(members, [peek_checkpoint(member) for member in members])  # before any model is loaded
+    model, state = load_ensemble(members, device)
+    checkpoint = members[0]
     task = model_task(state)
     classes = state["classes"]
     transform = eval_transform(state, task.layout)
@@ -65,11 +69,12 @@ def evaluate_checkpoint(
     loader = create_loader(dataset, batch_size, train=False, collate_fn=collate.call, collate_origin=collate.origin, workers=workers, device=target)
     loss_fn = task.loss(config_from_data(state.get("config", {})), classes, train=False)
     loss, computed, images = validate(with_tta(model, tta), loader, task, loss_fn, classes, state["mean"], state["std"], target)
-    metrics = {"split": split, "images": images, "tta": tta, "loss": loss, **computed, "classes": classes}
+    metrics = {"split": split, "images": images, "tta": tta, "models": len(members), "loss": loss, **computed, "classes": classes}
     if hasattr(task, "report"):
         metrics = task.report(metrics, classes)
     if out_png is not None:
-        title = f"{checkpoint.parent.name}/{checkpoint.name} on {split}" + (" (flip TTA)" if tta == "flip" else "")
+        models = f"{checkpoint.parent.name}/{checkpoint.name}" if len(members) == 1 else f"an ensemble of {len(members)} models ({checkpoint.parent.parent.name})"
+        title = f"{models} on {split}" + (" (flip TTA)" if tta == "flip" else "")
         picture = picture_name(task)
         if picture is not None:
             drawn = draw_evaluation(task, metrics, model=model, dataset=dataset, state=state, device=target, path=out_png, title=title)

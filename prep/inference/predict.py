@@ -36,6 +36,8 @@ class PredictOptions:
         positive, clip: class scores: the class whose probability a two-class submission
             holds (default ``dog``), and the bounds [clip, 1 - clip] probabilities are kept in.
         threshold, tile, overlap, rle_order: segmentation (see ``prep predict --help``).
+        complete_folds: a cross-validation missing a fold predicts with its complete folds
+            instead of refusing.
     """
 
     out: Path | None = None
@@ -49,6 +51,7 @@ class PredictOptions:
     tile: int | None = None
     overlap: int = 64
     rle_order: str = "row"
+    complete_folds: bool = False  # a cross-validation with a missing fold: predict with the others
 
 
 @dataclass
@@ -70,12 +73,14 @@ class PredictRequest:
     options: PredictOptions
     progress: Progress = NO_PROGRESS
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    members: list[Path] = field(default_factory=list)  # an ensemble's checkpoints (``checkpoint`` is the first)
 
     @cached_property
     def model(self) -> "torch.nn.Module":
-        from prep.inference.checkpoints import load_model
+        """The checkpoint's model, or the ensemble of ``members`` (``prep.inference.ensemble``)."""
+        from prep.inference.ensemble import load_ensemble
 
-        return load_model(self.checkpoint, self.options.device)[0]
+        return load_ensemble(self.members or [self.checkpoint], self.options.device)[0]
 
     @cached_property
     def device(self) -> "torch.device":
@@ -101,26 +106,35 @@ class PredictRequest:
         return {"written": written, "what": what, "out": str(out), "skipped": self.skipped, "classes": self.state["classes"]}
 
 
-def predict_images(checkpoint: Path, inputs: list[Path], options: PredictOptions = PredictOptions(), *, progress: Progress = NO_PROGRESS) -> dict[str, Any]:
+def predict_images(checkpoint: "Path | list[Path]", inputs: list[Path], options: PredictOptions = PredictOptions(), *, progress: Progress = NO_PROGRESS) -> dict[str, Any]:
     """Predict the images of ``inputs`` (files, and folders searched) with a checkpoint's
     model, through its task's ``predict`` (else as class scores); return what was written
-    (``PredictRequest.report``). An unreadable image is skipped and listed; nothing existing
-    is ever replaced.
+    (``PredictRequest.report``, with ``models``: how many were averaged). An unreadable image
+    is skipped and listed; nothing existing is ever replaced.
+
+    ``checkpoint`` may also be a run folder, a cross-validation's folder (every fold's model)
+    or a list of these: their models predict as one ensemble (``prep.inference.ensemble``).
 
     Raises:
         PrepError: no images, or none of them readable; a model whose outputs are not class
             scores and whose task has no ``predict``.
+        EnsembleError: models that cannot be averaged, or a cross-validation missing a fold.
         TargetExistsError: an output exists already (nothing is written then).
         UsageError: options that do not fit the model (checked before the model is loaded).
     """
     from prep.inference.checkpoints import model_task, peek_checkpoint
     from prep.inference.tta import check_tta
 
+    from prep.inference.ensemble import check_members, resolve_members
+
     check_tta(options.tta)
-    state = peek_checkpoint(checkpoint)  # options and classes only
-    task = model_task(state)
-    request = PredictRequest(checkpoint, state, image_files(inputs), list(inputs), options, progress)
-    return task.predict(request) if hasattr(task, "predict") else predict_class_scores(request, task.layout)
+    members = resolve_members(checkpoint if isinstance(checkpoint, list) else [checkpoint], options.complete_folds)
+    states = [peek_checkpoint(member) for member in members]  # options and classes only
+    check_members(members, states)
+    state, task = states[0], model_task(states[0])
+    request = PredictRequest(members[0], state, image_files(inputs), list(inputs), options, progress, members=members)
+    report = task.predict(request) if hasattr(task, "predict") else predict_class_scores(request, task.layout)
+    return {**report, "models": len(members)}
 
 
 def predict_class_scores(request: PredictRequest, layout: str) -> dict[str, Any]:

@@ -9,6 +9,10 @@ image confidently of another class than its label is a suspect: these are the of
 cells of the paper's confident joint. Suspects are ranked by the normalised margin
 p(given) - max over other classes p(other), most negative first: the held-out models' case
 against the label, strongest first.
+
+``suspects.csv`` ranks every training image: the suspects first, then the others by the same
+margin (``suspect`` says which is which), so that a weaker model's near-misses are still near
+the top. The gallery shows the first 25 suspects.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ SUSPECTS_PNG = "suspects.png"
 PROBABILITY = "prob_"  # oof.csv's column prefix for a class's probability
 
 
-def find_suspects(probabilities: np.ndarray, labels: np.ndarray) -> list[tuple[int, int, float]]:
-    """(row, confident class, normalised margin) for each image confidently of another class
-    than its label, most implausible label first.
+def find_suspects(probabilities: np.ndarray, labels: np.ndarray) -> tuple[list[tuple[int, int, float]], list[tuple[int, int, float]]]:
+    """(row, class, normalised margin) for each image confidently of another class than its
+    label (the suspects, with that class), most implausible label first; then every other
+    image (with its most probable class), in the same order.
 
     Args:
         probabilities: ``images x classes`` out-of-fold probabilities.
@@ -44,29 +49,35 @@ def find_suspects(probabilities: np.ndarray, labels: np.ndarray) -> list[tuple[i
     confident = probabilities >= thresholds  # images x classes
     masked = np.where(confident, probabilities, -np.inf)
     chosen = masked.argmax(axis=1)
-    has_any = confident.any(axis=1)
+    suspect = confident.any(axis=1) & (chosen != labels)
     others = probabilities.copy()
     others[np.arange(n), labels] = -np.inf
     margin = probabilities[np.arange(n), labels] - others.max(axis=1)
-    found = [(i, int(chosen[i]), float(margin[i])) for i in range(n) if has_any[i] and chosen[i] != labels[i]]
-    return sorted(found, key=lambda item: (item[2], item[0]))
+    predicted = probabilities.argmax(axis=1)
+    found = sorted(((i, int(chosen[i]), float(margin[i])) for i in range(n) if suspect[i]), key=lambda item: (item[2], item[0]))
+    rest = sorted(((i, int(predicted[i]), float(margin[i])) for i in range(n) if not suspect[i]), key=lambda item: (item[2], item[0]))
+    return found, rest
 
 
 def label_suspects(rows: Sequence[dict[str, Any]], classes: list[str], *, root: Path, out_dir: Path) -> dict[str, Any]:
-    """Write ``suspects.csv`` (every suspect, ranked) and ``suspects.png`` (the first 25)
-    into ``out_dir`` from oof.csv's rows; return what was found, with a sentence about it."""
+    """Write ``suspects.csv`` (every image ranked, the suspects first) and ``suspects.png``
+    (the first 25 suspects) into ``out_dir`` from oof.csv's rows; return what was found,
+    with a sentence about it."""
     from prep.util.files import atomic_write_bytes
 
     index = {name: i for i, name in enumerate(classes)}
     probabilities = np.array([[float(row[PROBABILITY + name]) for name in classes] for row in rows]).reshape(len(rows), len(classes))
     labels = np.array([index[row["label"]] for row in rows], dtype=np.int64)
-    found = find_suspects(probabilities, labels) if len(rows) else []
+    found, rest = find_suspects(probabilities, labels) if len(rows) else ([], [])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rank", "path", "given_label", "predicted_label", "confidence", "given_label_probability", "fold"])
-    for rank, (i, j, _) in enumerate(found, start=1):
+    writer.writerow(["rank", "path", "given_label", "predicted_label", "confidence", "given_label_probability", "margin", "fold", "suspect"])
+    for rank, (i, j, margin) in enumerate(found + rest, start=1):
         row = rows[i]
-        writer.writerow([rank, row["path"], row["label"], classes[j], f"{probabilities[i, j]:.4f}", f"{probabilities[i, labels[i]]:.4f}", row["fold"]])
+        writer.writerow([
+            rank, row["path"], row["label"], classes[j], f"{probabilities[i, j]:.4f}", f"{probabilities[i, labels[i]]:.4f}",
+            f"{margin:.4f}", row["fold"], int(rank <= len(found)),
+        ])
     csv_path = out_dir / SUSPECTS_CSV
     atomic_write_bytes(csv_path, buffer.getvalue().encode("utf-8"))
     png = None
