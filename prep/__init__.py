@@ -26,6 +26,7 @@ from prep.util.version import __version__
 _LAZY = {
     # Training.
     "train": "prep.train.run",
+    "cross_validate": "prep.crossval.run",
     "TrainOptions": "prep.train.options",
     "TrainingRun": "prep.engine.events",
     "Task": "prep.engine.task",

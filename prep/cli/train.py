@@ -142,6 +142,7 @@ def train_command(
     config: Optional[Path] = typer.Option(None, "--config", help="Repeat a run from its config.yaml; other options given here win.", rich_help_panel="Run"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run folder (default: runs/<plugin>-<arch>-<time>).", rich_help_panel="Run"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.", rich_help_panel="Run"),
+    oof_masks: bool = typer.Option(False, "--oof-masks", help="With --fold all, segmentation: also write every training image's out-of-fold mask into RUN_DIR/oof-masks/.", rich_help_panel="Run"),
     fold: Optional[str] = typer.Option(None, "--fold", help="A dataset split with --folds: all (one model per fold into RUN_DIR/fold-<k>, then out-of-fold predictions and suspect labels) or one fold's number.", rich_help_panel="Run"),
 ) -> None:
     """Train a model with a trainer plugin, on GPU when there is one."""
@@ -156,11 +157,13 @@ def train_command(
     # Every parameter but these is a TrainOptions field (``--compile`` is ``compile_model``
     # here only because ``compile`` is a builtin).
     every_fold = fold is not None and fold.strip().lower() == "all"
+    if oof_masks and not every_fold:
+        raise UsageError("--oof-masks goes with --fold all: the out-of-fold masks come from the folds' models")
     if every_fold and resume and config is None:
         config = _cross_validation_config(run_dir)
     requested = {
         ("compile" if name == "compile_model" else name): value
-        for name, value in ctx.params.items() if name not in ("data", "config", "as_json")
+        for name, value in ctx.params.items() if name not in ("data", "config", "as_json", "oof_masks")
     }
     requested["class_weights"] = _weights(class_weights)
     requested["fold"] = None if every_fold else _fold_number(fold)
@@ -181,7 +184,7 @@ def train_command(
         from prep.cli.cross_validation import print_fold, describe_cross_validation
         from prep.crossval.run import cross_validate
 
-        summary = cross_validate(dataset, options, config=base, callbacks=[EpochPrinter()], progress=output.RichProgress(min_total=1), on_fold=print_fold)
+        summary = cross_validate(dataset, options, config=base, callbacks=[EpochPrinter()], progress=output.RichProgress(min_total=1), on_fold=print_fold, oof_masks=oof_masks)
         describe = describe_cross_validation
     else:
         summary = train(dataset, options, config=base, callbacks=[EpochPrinter()], progress=output.RichProgress(min_total=1))

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from prep.engine.task import Task
 
 OOF_FILE = "oof.csv"
+OOF_MASKS = "oof-masks"  # segmentation, with --oof-masks: each training image's out-of-fold mask
 
 
 @dataclass

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from prep.engine.config import TrainConfig
-from prep.errors import FoldsError, PrepError
+from prep.errors import FoldsError, UsageError
+from prep.layout import SEGMENTATION
 from prep.train.options import TrainOptions, options_as_data
 from prep.util.progress import NO_PROGRESS, Progress
 
@@ -104,6 +105,7 @@ def _finished(folder: Path) -> dict[str, Any] | None:
 def cross_validate(
     root: "Path | DatasetIndex", options: TrainOptions, *, config: TrainConfig | None = None,
     callbacks: Sequence[object] = (), progress: Progress = NO_PROGRESS, on_fold: FoldListener | None = None,
+    oof_masks: bool = False,
 ) -> dict[str, Any]:
     """Train every fold of a dataset split into folds, then score them out of fold.
 
@@ -112,6 +114,8 @@ def cross_validate(
         options: as for ``prep.train.train``; ``run_dir`` is the cross-validation's folder
             (default ``runs/<plugin>-<arch>-cv-<time>``), ``resume`` continues it.
         on_fold: told of each fold's end.
+        oof_masks: segmentation: also write each training image's out-of-fold mask, at the
+            image's own size, into ``RUN/oof-masks/`` (as ``prep predict`` writes masks).
 
     Returns:
         ``summary.json``'s content (``folds``: each fold's status, best score and folder;
@@ -136,6 +140,8 @@ def cross_validate(
     run_dir = options.run_dir or new_run_dir(options.plugin, options.arch, "cv")
     _check_folder(run_dir, options.resume, count, data)
     is_main = World.from_env().is_main
+    if oof_masks and index.kind != SEGMENTATION:
+        raise UsageError(f"--oof-masks writes segmentation masks, but {index.root} is a {index.kind} dataset (oof.csv holds its predictions)")
     if is_main and not options.resume:
         options_data = options_as_data(replace(options, run_dir=run_dir, resume=False))
         _write_json(run_dir / CV_FILE, {"format": CV_FORMAT, "data": str(data), "folds": count, "options": options_data})
@@ -165,6 +171,8 @@ def cross_validate(
         if not is_main:  # under torchrun, the first process scores the folds and speaks for the job
             return {"status": "completed", "is_main": False, "run_dir": str(run_dir)}
         oof, suspects = _score_out_of_fold(index, run_dir, count, options, progress)
+        if oof_masks:
+            _write_oof_masks(index, run_dir, count, options, progress)
     finally:
         release_ram_cache(index.root)
     return _summary(run_dir, summaries, count, "completed", oof, suspects, started, is_main, images, training_s)
@@ -182,6 +190,29 @@ def _score_out_of_fold(index: "DatasetIndex", run_dir: Path, count: int, options
     if hasattr(oof.task, "label_suspects"):
         suspects = oof.task.label_suspects(oof.rows, oof.classes, root=index.root, out_dir=run_dir)
     return oof, suspects
+
+
+def _write_oof_masks(index: "DatasetIndex", run_dir: Path, count: int, options: TrainOptions, progress: Progress) -> None:
+    """Each fold's held-out images' masks, predicted by its model, into RUN/oof-masks/:
+    written beside it, then put in the place of the masks an earlier pass wrote (they are
+    this run's own, derived files)."""
+    import shutil
+
+    from prep.crossval.oof import OOF_MASKS, fold_checkpoint
+    from prep.inference.predict import PredictOptions, predict_images
+
+    partial = run_dir / f".{OOF_MASKS}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    for fold in range(count):
+        pairs, unpaired = index.fold_view(fold).segmentation_pairs("valid")
+        images = [image for image, _ in pairs] + unpaired
+        if images:
+            predict_images(
+                fold_checkpoint(fold_dir(run_dir, fold)), images,
+                PredictOptions(out=partial, batch_size=options.batch_size, device=options.device), progress=progress,
+            )
+    shutil.rmtree(run_dir / OOF_MASKS, ignore_errors=True)
+    partial.rename(run_dir / OOF_MASKS)
 
 
 def _best(summary: dict[str, Any]) -> tuple[str | None, float | None]:

@@ -99,6 +99,17 @@ class Task(Protocol):
       with ``evaluation_picture`` (the picture's name: ``confusion``): the picture, written
       by default to ``<evaluation_picture>.png`` and reported as ``<evaluation_picture>_png``.
 
+    For ``prep train --fold all`` (``prep.crossval``):
+
+    * ``out_of_fold_rows(outputs, targets, classes) -> list[dict]``: a row per held-out image
+      of a batch, the columns of ``oof.csv`` after ``path`` and ``fold`` (keys starting with
+      ``_`` are kept in memory only, for ``label_suspects``);
+    * ``out_of_fold_score(rows, classes) -> dict``: numbers from all the rows, added to the
+      out-of-fold score (which is otherwise the task's validation metrics over every fold's
+      held-out images);
+    * ``label_suspects(rows, classes, *, root, out_dir) -> dict``: write ``suspects.csv`` (and
+      a picture) of the training images whose labels look wrong; return ``count`` and ``about``.
+
     For ``prep predict`` (``prep.inference.predict``):
 
     * ``predict(request) -> dict``: write the predictions of ``request.files`` (a

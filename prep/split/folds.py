@@ -21,12 +21,14 @@ import math
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from prep.errors import FoldsError, PrepError, TooFewSamplesError, UsageError
 from prep.layout import FOLDS_FILE
-from prep.split.splitters import Unit
 from prep.util.progress import NO_PROGRESS, Progress
+
+if TYPE_CHECKING:
+    from prep.split.splitters import Unit
 
 FOLDS_HEADER = ("path", "fold")
 # What --folds can stratify by; another splitter plugin splits train/valid only.
@@ -44,7 +46,7 @@ def check_fold_count(folds: int) -> int:
     raise UsageError(f"--folds {folds}: a cross-validation needs at least 2 folds")
 
 
-def assign_folds(units: Sequence[Unit], folds: int, seed: int, *, stratified: bool = True, every_class: bool = True) -> list[int]:
+def assign_folds(units: "Sequence[Unit]", folds: int, seed: int, *, stratified: bool = True, every_class: bool = True) -> list[int]:
     """The fold (0 to ``folds`` - 1) of each unit; see the module docstring.
 
     Args:
@@ -68,7 +70,7 @@ def assign_folds(units: Sequence[Unit], folds: int, seed: int, *, stratified: bo
             f"is larger than a fold: {folds} folds of {total} samples hold about {math.floor(share)} each. "
             f"Use fewer --folds or a finer --group-pattern."
         )
-    stratum_of: Callable[[Unit], str] = (lambda u: u.label or "") if stratified else (lambda u: "")
+    stratum_of: "Callable[[Unit], str]" = (lambda u: u.label or "") if stratified else (lambda u: "")
     by_stratum: dict[str, list[int]] = defaultdict(list)
     for index, unit in enumerate(units):
         by_stratum[stratum_of(unit)].append(index)

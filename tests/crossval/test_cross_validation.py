@@ -243,9 +243,12 @@ def test_segmentation_from_folds_to_a_kaggle_submission_through_the_cli(tmp_path
     run_dir = tmp_path / "cv"
     result = runner.invoke(app, [
         "train", str(tmp_path / "data"), "--plugin", "unet", "--fold", "all", "--weights", "none", "--epochs", "1",
-        "--image-size", "32", "--batch-size", "6", "--workers", "0", "--device", "cpu", "--run-dir", str(run_dir),
+        "--image-size", "32", "--batch-size", "6", "--workers", "0", "--device", "cpu", "--run-dir", str(run_dir), "--oof-masks",
     ])
     assert result.exit_code == 0, result.output
+    masks = sorted((run_dir / "oof-masks").iterdir())  # every training image's mask, at its own size
+    assert [m.name for m in masks] == sorted(Path(p).name for p in read_folds(tmp_path / "data"))
+    assert all(Image.open(m).size == (32, 32) for m in masks)
     assert "Out-of-fold score over 18 images: dice" in result.output and "iou" in result.output
     rows = list(csv.DictReader((run_dir / "oof.csv").open()))
     assert sorted(r["path"] for r in rows) == sorted(read_folds(tmp_path / "data"))
@@ -264,3 +267,33 @@ def test_segmentation_from_folds_to_a_kaggle_submission_through_the_cli(tmp_path
     predict_images([best, best], [raw / "images"], PredictOptions(out=tmp_path / "two"))
     for mask in (tmp_path / "one").iterdir():
         assert np.array_equal(np.asarray(Image.open(mask)), np.asarray(Image.open(tmp_path / "two" / mask.name)))
+
+
+def _cv_rank(rank: int, port: int, data: str, run_dir: str) -> None:
+    """One of two Gloo processes running the whole cross-validation."""
+    import os
+
+    import torch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    summary = cross_validate(Path(data), quick(Path(run_dir), epochs=1))
+    Path(run_dir, f"rank{rank}.json").write_text(json.dumps({"is_main": summary["is_main"], "status": summary["status"]}))
+    torch.distributed.barrier()  # both finish before either tears down the group
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_fold_runs_on_every_process(folded: Path, tmp_path: Path):
+    from conftest import run_two_gloo_ranks
+
+    run_dir = tmp_path / "cv"
+    run_two_gloo_ranks(_cv_rank, (str(folded), str(run_dir)), seconds=300)
+    ranks = [json.loads((run_dir / f"rank{k}.json").read_text()) for k in (0, 1)]
+    assert ranks == [{"is_main": True, "status": "completed"}, {"is_main": False, "status": "completed"}]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [f["status"] for f in summary["folds"]] == ["completed"] * 3 and summary["oof"]["images"] == 30
+    for fold in range(3):
+        records = [json.loads(line) for line in (run_dir / f"fold-{fold}" / "metrics.jsonl").read_text().splitlines()]
+        # 20 training images dealt to two processes: 10 each, two batches of 8 (one process alone: three).
+        assert [r["step"] for r in records] == [2]
