@@ -49,8 +49,9 @@ def tree_pss(pid: int) -> int:
     return total
 
 
-def run_measured(args: list[str], poll_s: float = 0.5) -> tuple[dict, int]:
-    """Run ``python args...``; return the JSON it prints last, and its peak PSS in bytes."""
+def run_measured(args: list[str], poll_s: float = 0.5, whole_output: bool = False) -> tuple[dict, int]:
+    """Run ``python args...``; return the JSON it prints last (``whole_output``: all it
+    prints is one JSON document, as ``prep ... --json`` prints it), and its peak PSS in bytes."""
     process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True)
     peak = 0
     done = threading.Event()
@@ -68,4 +69,4 @@ def run_measured(args: list[str], poll_s: float = 0.5) -> tuple[dict, int]:
     watcher.join()
     if process.returncode:
         raise SystemExit(f"{' '.join(args)} failed with exit code {process.returncode}")
-    return json.loads(out.strip().splitlines()[-1]), peak
+    return json.loads(out if whole_output else out.strip().splitlines()[-1]), peak

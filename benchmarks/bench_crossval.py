@@ -78,6 +78,7 @@ def main() -> None:
     folder = args.data or Path(tempfile.mkdtemp(prefix="prep-bench-cv-"))
     data = build(folder, args.per_class, args.folds)
     separate = fold_datasets(data, folder / "separate", args.folds)
+    shutil.rmtree(folder / "runs", ignore_errors=True)
     common = [
         "--weights", "none", "--normalize", "dataset", "--epochs", str(args.epochs), "--image-size", str(args.image_size),
         "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--seed", "0", "--json",
@@ -88,13 +89,13 @@ def main() -> None:
 
     began, baseline_peak, scores = time.perf_counter(), 0, []
     for k, root in enumerate(separate):
-        summary, peak = run_measured(["-m", "prep", "--quiet", "train", str(root), *common, "--run-dir", str(folder / "runs" / f"separate-{k}")])
+        summary, peak = run_measured(["-m", "prep", "--quiet", "train", str(root), *common, "--run-dir", str(folder / "runs" / f"separate-{k}")], whole_output=True)
         baseline_peak = max(baseline_peak, peak)
         scores.append(summary["best_valid_acc"])
     baseline = time.perf_counter() - began
 
     began = time.perf_counter()
-    summary, prep_peak = run_measured(["-m", "prep", "--quiet", "train", str(data), "--fold", "all", *common, "--run-dir", str(folder / "runs" / "cv")])
+    summary, prep_peak = run_measured(["-m", "prep", "--quiet", "train", str(data), "--fold", "all", *common, "--run-dir", str(folder / "runs" / "cv")], whole_output=True)
     ours = time.perf_counter() - began
 
     print(f"{'':40s} {'seconds':>8s} {'speed-up':>9s} {'peak MB':>8s}")

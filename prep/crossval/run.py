@@ -136,12 +136,13 @@ def cross_validate(
     count = index.fold_count
     if not count:
         index.fold_view(0)  # raises the FoldsError that says how to split into folds
+    if oof_masks and index.kind != SEGMENTATION:
+        raise UsageError(f"--oof-masks writes segmentation masks, but {index.root} is a {index.kind} dataset (oof.csv holds its predictions)")
     data = index.root.resolve()
     run_dir = options.run_dir or new_run_dir(options.plugin, options.arch, "cv")
     _check_folder(run_dir, options.resume, count, data)
-    is_main = World.from_env().is_main
-    if oof_masks and index.kind != SEGMENTATION:
-        raise UsageError(f"--oof-masks writes segmentation masks, but {index.root} is a {index.kind} dataset (oof.csv holds its predictions)")
+    world = World.from_env()
+    is_main = world.is_main
     if is_main and not options.resume:
         options_data = options_as_data(replace(options, run_dir=run_dir, resume=False))
         _write_json(run_dir / CV_FILE, {"format": CV_FORMAT, "data": str(data), "folds": count, "options": options_data})
@@ -174,7 +175,8 @@ def cross_validate(
         if oof_masks:
             _write_oof_masks(index, run_dir, count, options, progress)
     finally:
-        release_ram_cache(index.root)
+        if world.local_rank == 0:  # the process that built it, which also reads it for the OOF pass
+            release_ram_cache(index.root)
     return _summary(run_dir, summaries, count, "completed", oof, suspects, started, is_main, images, training_s)
 
 
