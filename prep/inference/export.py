@@ -67,6 +67,16 @@ def export_checkpoint(checkpoint: Path, format: str, out: Path | None = None, *,
     """
     if format not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+    if checkpoint.is_dir():
+        from prep.inference.ensemble import CV_FILE
+
+        if (checkpoint / CV_FILE).is_file():
+            # An ensemble in one graph would run K models per call; a kernel can average K exports as well.
+            raise ExportError(
+                f"{checkpoint} is a cross-validation: prep export writes one model; export each fold's best.pt "
+                f"({checkpoint / 'fold-0' / 'best.pt'}, ...) and average their outputs, as prep predict does"
+            )
+        raise ExportError(f"{checkpoint} is a folder; prep export takes a checkpoint file, such as {checkpoint / 'best.pt'}")
     out = out or checkpoint.with_suffix(".torchscript.pt" if format == "torchscript" else ".onnx")
     if out.exists():
         raise ExportError(f"{out} already exists; choose another --out or move it away")

@@ -297,3 +297,45 @@ def test_under_torchrun_every_fold_runs_on_every_process(folded: Path, tmp_path:
         records = [json.loads(line) for line in (run_dir / f"fold-{fold}" / "metrics.jsonl").read_text().splitlines()]
         # 20 training images dealt to two processes: 10 each, two batches of 8 (one process alone: three).
         assert [r["step"] for r in records] == [2]
+
+
+def test_models_of_another_dataset_and_an_export_of_the_folds_are_refused(cv_run: dict, folded: Path, tmp_path: Path):
+    copy = tmp_path / "copy"
+    shutil.copytree(folded, copy, ignore=shutil.ignore_patterns(".prep"))
+    other = runner.invoke(app, [
+        "train", str(copy), "--fold", "0", "--weights", "none", "--epochs", "1", "--image-size", "24", "--workers", "0",
+        "--device", "cpu", "--run-dir", str(tmp_path / "other"),
+    ])
+    assert other.exit_code == 0, other.output
+    mixed = runner.invoke(app, ["predict", str(Path(cv_run["run_dir"]) / "fold-0" / "best.pt"), str(tmp_path / "other" / "best.pt"), str(folded / "test"), "--out", str(tmp_path / "p.csv")])
+    assert mixed.exit_code == 1 and "an ensemble averages models of one dataset" in mixed.output
+    assert not (tmp_path / "p.csv").exists()
+    export = runner.invoke(app, ["export", cv_run["run_dir"], "--format", "torchscript"])
+    assert export.exit_code == 1 and "is a cross-validation: prep export writes one model" in export.output
+    assert "Traceback" not in export.output
+
+
+@pytest.mark.slow
+def test_planted_wrong_masks_rank_first_and_are_overlaid(tmp_path: Path):
+    rng = np.random.default_rng(3)
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    (raw / "masks").mkdir()
+    wrong = {"c04.png", "c17.png", "c25.png"}
+    for i in range(30):
+        pixels = rng.integers(0, 70, (48, 48, 3), dtype=np.uint8)
+        mask = np.zeros((48, 48), np.uint8)
+        y, x = rng.integers(0, 26, 2)
+        pixels[y : y + 20, x : x + 20] = (220, 40, 40)
+        mask[y : y + 20, x : x + 20] = 1
+        if f"c{i:02d}.png" in wrong:  # the square drawn elsewhere, overlapping the object or not
+            mask[:] = 0
+            mask[(y + 24) % 28 : (y + 24) % 28 + 20, (x + 24) % 28 : (x + 24) % 28 + 20] = 1
+        Image.fromarray(pixels).save(raw / "images" / f"c{i:02d}.png")
+        Image.fromarray(mask).save(raw / "masks" / f"c{i:02d}.png")
+    split_dataset(raw, SplitOptions(folds=3, valid=SplitSize(0, False), out=tmp_path / "data", mode="copy"))
+    summary = cross_validate(tmp_path / "data", quick(tmp_path / "cv", plugin="unet", epochs=6, image_size=48, batch_size=6))
+    ranked = list(csv.DictReader((tmp_path / "cv" / "suspects.csv").open()))
+    assert {Path(r["path"]).name for r in ranked[:3]} == wrong
+    assert summary["suspects"]["count"] == 3 and Path(summary["suspects"]["png"]).is_file()
+    assert summary["oof"]["dice"] > 0.7

@@ -193,3 +193,18 @@ def test_split_folds_through_the_cli(tmp_path: Path):
     refused = runner.invoke(app, ["split", str(raw), "--folds", "7", "--out", str(tmp_path / "out3"), "--mode", "copy"])
     assert refused.exit_code == 1 and "'amber' (6)" in refused.output and "Traceback" not in refused.output
     assert not (tmp_path / "out3").exists()
+
+
+def test_a_label_csv_dataset_splits_into_folds(tmp_path: Path):
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    lines = ["id,label"]
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(raw / "images" / f"{i:03d}.png")
+        lines.append(f"{i:03d},{'spotted' if i % 3 else 'plain'}")
+    (raw / "labels.csv").write_text("\n".join(lines) + "\n")
+    report = split_dataset(raw / "images", SplitOptions(folds=4, labels_csv=raw / "labels.csv", out=tmp_path / "out", mode="copy", valid=SplitSize(0, False)))
+    assert report.layout == "csv-labels"
+    assert report.folds == {str(f): {"plain": 1, "spotted": 2} for f in range(4)}
+    assert len(folds_of(tmp_path / "out")) == 12

@@ -101,7 +101,8 @@ def draw_suspects(shown: Sequence[tuple[Path, str, str, float]], path: Path, *, 
     plt = pyplot()
     columns = min(5, len(shown))
     rows = math.ceil(len(shown) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows + 0.6), squeeze=False)
+    height = 3.3 * rows + 0.8  # inches: each image with its three caption lines, and the title
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, height), squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
     for axis, (file, given, predicted, confidence) in zip(axes.ravel(), shown):
@@ -114,7 +115,8 @@ def draw_suspects(shown: Sequence[tuple[Path, str, str, float]], path: Path, *, 
         f"Labels that look wrong: {len(shown)} of {total} suspects among {images} training images\n"
         f"(out-of-fold confident learning, most implausible first)", fontsize=11,
     )
-    figure.tight_layout()
+    # Room above the first row's captions for the two-line title.
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.8 / height))
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path

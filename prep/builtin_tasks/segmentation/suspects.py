@@ -3,9 +3,11 @@ pairs the held-out models agree with least, with their overlays.
 
 An image's Dice (and IoU) is the mean over the foreground classes that its truth or its
 prediction holds, 1 when neither holds any (Kaggle's per-image Dice, ``image_dice`` in the
-metrics). A pair is a suspect when its Dice is below half the median Dice of all pairs: far
-worse than the model does on a typical image, which is where a wrong or missing mask shows.
-Every pair is listed in ``suspects.csv``, lowest Dice first; the gallery shows the first 25.
+metrics). A pair is a suspect when its Dice is an outlier below the others: under Tukey's
+lower fence, Q1 - 1.5 (Q3 - Q1) of all pairs' Dice, far worse than the held-out model does on
+a typical image, which is where a wrong or missing mask shows. The fence follows the spread
+of the scores, so a weak model's broad scores flag only what stands out from them. Every
+pair is listed in ``suspects.csv``, lowest Dice first; the gallery shows the first 25.
 """
 
 from __future__ import annotations
@@ -65,8 +67,10 @@ def label_suspects(rows: Sequence[dict[str, Any]], classes: list[str], *, root: 
     from prep.util.files import atomic_write_bytes
 
     ranked = sorted(range(len(rows)), key=lambda i: (rows[i]["dice"], rows[i]["path"]))
-    median = float(np.median([row["dice"] for row in rows])) if rows else 0.0
-    suspects = [i for i in ranked if rows[i]["dice"] < median / 2]
+    scores = [row["dice"] for row in rows]
+    q1, median, q3 = (float(v) for v in np.percentile(scores, [25, 50, 75])) if rows else (0.0, 0.0, 0.0)
+    fence = q1 - 1.5 * (q3 - q1)
+    suspects = [i for i in ranked if rows[i]["dice"] < fence]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["rank", "path", "dice", "iou", "fold", "suspect"])
@@ -80,11 +84,14 @@ def label_suspects(rows: Sequence[dict[str, Any]], classes: list[str], *, root: 
     if suspects:
         png = draw_suspects([rows[i] for i in suspects[:GALLERY]], classes, root, out_dir / SUSPECTS_PNG, total=len(suspects), images=len(rows), colours=colours)
     about = (
-        f"Suspect masks: {len(suspects)} of {len(rows)} pairs score an out-of-fold Dice below half the median "
-        f"({median:.3f}): {csv_path}" + (f", the first {min(GALLERY, len(suspects))} overlaid in {png}" if png else "")
-        if suspects else f"Suspect masks: no pair scores below half the median out-of-fold Dice ({median:.3f}); all ranked in {csv_path}"
+        f"Suspect masks: {len(suspects)} of {len(rows)} pairs score an out-of-fold Dice far below the others "
+        f"(under {fence:.3f}; median {median:.3f}): {csv_path}" + (f", the first {min(GALLERY, len(suspects))} overlaid in {png}" if png else "")
+        if suspects else f"Suspect masks: no pair's out-of-fold Dice is far below the others' (median {median:.3f}); all ranked in {csv_path}"
     )
-    return {"count": len(suspects), "images": len(rows), "median_dice": median, "csv": str(csv_path), "png": str(png) if png else None, "about": about}
+    return {
+        "count": len(suspects), "images": len(rows), "median_dice": median, "fence": fence, "csv": str(csv_path),
+        "png": str(png) if png else None, "about": about,
+    }
 
 
 def draw_suspects(shown: Sequence[dict[str, Any]], classes: list[str], root: Path, path: Path, *, total: int, images: int, colours=None) -> Path:
