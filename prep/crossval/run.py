@@ -140,9 +140,10 @@ def cross_validate(
         raise UsageError(f"--oof-masks writes segmentation masks, but {index.root} is a {index.kind} dataset (oof.csv holds its predictions)")
     data = index.root.resolve()
     run_dir = options.run_dir or new_run_dir(options.plugin, options.arch, "cv")
-    _check_folder(run_dir, options.resume, count, data)
     world = World.from_env()
     is_main = world.is_main
+    if is_main:  # the others would find the record it writes next; if it stops here, torchrun stops them
+        _check_folder(run_dir, options.resume, count, data)
     if is_main and not options.resume:
         options_data = options_as_data(replace(options, run_dir=run_dir, resume=False))
         _write_json(run_dir / CV_FILE, {"format": CV_FORMAT, "data": str(data), "folds": count, "options": options_data})

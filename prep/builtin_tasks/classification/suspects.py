@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 GALLERY = 25
+MANY = 0.1  # a share of suspects above which the models, not the labels, are the likelier fault
 SUSPECTS_CSV = "suspects.csv"
 SUSPECTS_PNG = "suspects.png"
 PROBABILITY = "prob_"  # oof.csv's column prefix for a class's probability
@@ -85,9 +86,16 @@ def label_suspects(rows: Sequence[dict[str, Any]], classes: list[str], *, root: 
         shown = [(root / rows[i]["path"], rows[i]["label"], classes[j], float(probabilities[i, j])) for i, j, _ in found[:GALLERY]]
         png = draw_suspects(shown, out_dir / SUSPECTS_PNG, total=len(found), images=len(rows))
     share = f" ({len(found) / len(rows):.1%})" if rows else ""
+    accuracy = float((probabilities.argmax(axis=1) == labels).mean()) if len(rows) else 0.0
+    # Confident learning judges labels by the models: models that are often wrong flag many good labels.
+    caution = (
+        f". That is more than a tenth: the held-out models (OOF accuracy {accuracy:.3f}) are likely too weak "
+        f"to judge labels yet; train longer or from pretrained weights"
+        if rows and len(found) > MANY * len(rows) else ""
+    )
     about = (
         f"Suspect labels: {len(found)} of {len(rows)} training images{share} look mislabeled to the held-out models "
-        f"(confident learning): {csv_path}" + (f", the first {min(GALLERY, len(found))} in {png}" if png else "")
+        f"(confident learning): {csv_path}" + (f", the first {min(GALLERY, len(found))} in {png}" if png else "") + caution
         if found else f"Suspect labels: none of the {len(rows)} training images looks mislabeled to the held-out models ({csv_path})"
     )
     return {"count": len(found), "images": len(rows), "csv": str(csv_path), "png": str(png) if png else None, "about": about}

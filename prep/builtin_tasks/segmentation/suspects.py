@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 GALLERY = 25
+WEAK_MEDIAN = 0.5  # a median out-of-fold Dice below which suspects say more about the models than the masks
 THUMBNAIL = 128  # the longest side the predictions are kept at for the gallery
 SUSPECTS_CSV = "suspects.csv"
 SUSPECTS_PNG = "suspects.png"
@@ -83,9 +84,15 @@ def label_suspects(rows: Sequence[dict[str, Any]], classes: list[str], *, root: 
     png = None
     if suspects:
         png = draw_suspects([rows[i] for i in suspects[:GALLERY]], classes, root, out_dir / SUSPECTS_PNG, total=len(suspects), images=len(rows), colours=colours)
+    # A weak model's misses look like wrong masks: say so rather than blame the masks.
+    caution = (
+        f". The held-out models are weak (median Dice {median:.3f}), so these may be their misses rather than "
+        f"wrong masks; train longer before trusting the list"
+        if rows and median < WEAK_MEDIAN else ""
+    )
     about = (
         f"Suspect masks: {len(suspects)} of {len(rows)} pairs score an out-of-fold Dice far below the others "
-        f"(under {fence:.3f}; median {median:.3f}): {csv_path}" + (f", the first {min(GALLERY, len(suspects))} overlaid in {png}" if png else "")
+        f"(under {fence:.3f}; median {median:.3f}): {csv_path}" + (f", the first {min(GALLERY, len(suspects))} overlaid in {png}" if png else "") + caution
         if suspects else f"Suspect masks: no pair's out-of-fold Dice is far below the others' (median {median:.3f}); all ranked in {csv_path}"
     )
     return {
