@@ -40,12 +40,6 @@ class OutOfFold:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def fold_checkpoint(fold_dir: Path) -> Path:
-    """The checkpoint that stands for a finished fold: its best.pt, else its last.pt."""
-    best = fold_dir / "best.pt"
-    return best if best.is_file() else fold_dir / "last.pt"
-
-
 def out_of_fold(
     index: "DatasetIndex", fold_dirs: list[Path], *, batch_size: int = 64, workers: int | None = None,
     device: str | None = None, cache: str = "auto", progress: Progress = NO_PROGRESS,
@@ -65,6 +59,7 @@ def out_of_fold(
     from prep.data.resolution import source_side
     from prep.engine.distributed import pick_device
     from prep.engine.epoch import batch_on_device, detached
+    from prep.engine.run_folder import run_checkpoint
     from prep.inference.checkpoints import eval_transform, load_model, model_task
     from prep.train.prepare import collate_registration
 
@@ -74,7 +69,7 @@ def out_of_fold(
     metrics = task = classes = None
     skipped: dict[str, str] = {}
     for fold, fold_dir in enumerate(fold_dirs):
-        model, state = load_model(fold_checkpoint(fold_dir), device)
+        model, state = load_model(run_checkpoint(fold_dir) or fold_dir / "last.pt", device)  # none: load_model names it
         task, classes = model_task(state), state["classes"]
         metrics = metrics or task.metrics(classes, train=False)
         transform = eval_transform(state, task.layout)

@@ -14,7 +14,6 @@ folds that finished, continues the one that was stopped from its last.pt, and st
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import replace
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from prep.engine.config import TrainConfig
+from prep.engine.run_folder import CV_FILE, CV_FORMAT, FINISHED, fold_folder, is_cross_validation, read_cross_validation, read_summary, run_checkpoint
 from prep.errors import FoldsError, UsageError
 from prep.layout import SEGMENTATION
 from prep.train.options import TrainOptions, options_as_data
@@ -30,39 +30,14 @@ from prep.util.progress import NO_PROGRESS, Progress
 if TYPE_CHECKING:
     from prep.data.index import DatasetIndex
 
-CV_FILE = "cross-validation.json"
-CV_FORMAT = "prep-cross-validation/1"
-FINISHED = ("completed", "early-stopped", "max-steps", "stopped")
 
 # Told of each fold as it ends: (fold, folds, its summary, whether it had finished before).
 FoldListener = Callable[[int, int, dict[str, Any], bool], None]
 
 
 def fold_dir(run_dir: Path, fold: int) -> Path:
-    return run_dir / f"fold-{fold}"
-
-
-def is_cross_validation(folder: Path) -> bool:
-    """Whether ``folder`` holds a cross-validation that prep train started."""
-    return (folder / CV_FILE).is_file()
-
-
-def read_cross_validation(folder: Path) -> dict[str, Any]:
-    """A cross-validation folder's ``cross-validation.json``: ``data``, ``folds``, ``options``.
-
-    Raises:
-        FoldsError: none there, or unreadable.
-    """
-    path = folder / CV_FILE
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FoldsError(f"{folder} holds no cross-validation (no {CV_FILE}); run prep train --fold all --run-dir {folder}") from None
-    except (OSError, ValueError) as exc:
-        raise FoldsError(f"Cannot read {path}: {exc}") from None
-    if not isinstance(value, dict) or value.get("format") != CV_FORMAT:
-        raise FoldsError(f"{path} is not a prep cross-validation record ({CV_FORMAT})")
-    return value
+    """The run folder of fold ``fold`` (``prep.engine.run_folder.fold_folder``)."""
+    return fold_folder(run_dir, fold)
 
 
 def _check_folder(run_dir: Path, resume: bool, folds: int, data: Path) -> None:
@@ -93,13 +68,8 @@ def _check_folder(run_dir: Path, resume: bool, folds: int, data: Path) -> None:
 
 def _finished(folder: Path) -> dict[str, Any] | None:
     """The summary of a fold that ran to its end, or None."""
-    try:
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if summary.get("status") in FINISHED and (folder / "last.pt").is_file():
-        return summary
-    return None
+    summary = read_summary(folder)
+    return summary if summary is not None and summary.get("status") in FINISHED and (folder / "last.pt").is_file() else None
 
 
 def cross_validate(
@@ -201,7 +171,7 @@ def _write_oof_masks(index: "DatasetIndex", run_dir: Path, count: int, options: 
     this run's own, derived files)."""
     import shutil
 
-    from prep.crossval.oof import OOF_MASKS, fold_checkpoint
+    from prep.crossval.oof import OOF_MASKS
     from prep.inference.predict import PredictOptions, predict_images
 
     partial = run_dir / f".{OOF_MASKS}.partial"
@@ -211,7 +181,7 @@ def _write_oof_masks(index: "DatasetIndex", run_dir: Path, count: int, options: 
         images = [image for image, _ in pairs] + unpaired
         if images:
             predict_images(
-                fold_checkpoint(fold_dir(run_dir, fold)), images,
+                run_checkpoint(fold_dir(run_dir, fold)), images,
                 PredictOptions(out=partial, batch_size=options.batch_size, device=options.device), progress=progress,
             )
     shutil.rmtree(run_dir / OOF_MASKS, ignore_errors=True)

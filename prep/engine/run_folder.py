@@ -21,6 +21,11 @@ from prep.util.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
 
+# The statuses of a run that ran to its end (``interrupted`` is the one that did not).
+FINISHED = ("completed", "early-stopped", "max-steps", "stopped")
+# What makes a folder a cross-validation (``prep train --fold all``): its record, beside ``fold-<k>/`` runs.
+CV_FILE = "cross-validation.json"
+CV_FORMAT = "prep-cross-validation/1"
 CONFIG_HEADER = "# The resolved settings of this run. Repeat it with: prep train --config THIS_FILE\n"
 CHECKPOINTS = ("last.pt", "best.pt")
 
@@ -37,6 +42,58 @@ def is_run_folder(folder: Path) -> bool:
             return config.read(len(CONFIG_HEADER)) == CONFIG_HEADER
     except (OSError, UnicodeDecodeError):
         return False
+
+
+def is_cross_validation(folder: Path) -> bool:
+    """Whether ``folder`` holds a cross-validation that prep train started."""
+    return (folder / CV_FILE).is_file()
+
+
+def fold_folder(run_dir: Path, fold: int) -> Path:
+    """The run folder of a cross-validation's fold ``fold``."""
+    return run_dir / f"fold-{fold}"
+
+
+def read_cross_validation(folder: Path) -> dict[str, Any]:
+    """A cross-validation folder's ``cross-validation.json``: ``data``, ``folds``, ``options``.
+
+    Raises:
+        FoldsError: none there, or unreadable.
+    """
+    import json
+
+    from prep.errors import FoldsError
+
+    path = folder / CV_FILE
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FoldsError(f"{folder} holds no cross-validation (no {CV_FILE}); run prep train --fold all --run-dir {folder}") from None
+    except (OSError, ValueError) as exc:
+        raise FoldsError(f"Cannot read {path}: {exc}") from None
+    if not isinstance(value, dict) or value.get("format") != CV_FORMAT or not isinstance(value.get("folds"), int):
+        raise FoldsError(f"{path} is not a prep cross-validation record ({CV_FORMAT})")
+    return value
+
+
+def read_summary(folder: Path) -> dict[str, Any] | None:
+    """A run's ``summary.json`` (written when it stops, ``status`` first), or None when it
+    has none that can be read (a run killed before it stopped)."""
+    import json
+
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def run_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint that stands for a run: its best.pt, else its last.pt (None: neither)."""
+    for name in ("best.pt", "last.pt"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:

@@ -13,35 +13,19 @@ members that agree exactly give exactly their probabilities.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from prep.engine.run_folder import CV_FILE, FINISHED, fold_folder, is_cross_validation, read_cross_validation, read_summary, run_checkpoint
 from prep.errors import PrepError, UsageError
 
-CV_FILE = "cross-validation.json"  # written by prep.crossval.run, read here
-FINISHED = ("completed", "early-stopped", "max-steps", "stopped")
 
 
 class EnsembleError(PrepError):
     """The models named cannot predict as one, or a cross-validation lacks a fold."""
-
-
-def _fold_checkpoint(folder: Path) -> Path | None:
-    for name in ("best.pt", "last.pt"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _fold_status(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / "summary.json").read_text(encoding="utf-8")).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def cross_validation_members(folder: Path, complete_folds: bool = False) -> list[Path]:
@@ -54,15 +38,13 @@ def cross_validation_members(folder: Path, complete_folds: bool = False) -> list
 
     Raises:
         EnsembleError: a fold is missing or unfinished (unless ``complete_folds``), or none is complete.
+        FoldsError: an unreadable cross-validation record.
     """
-    try:
-        count = int(json.loads((folder / CV_FILE).read_text(encoding="utf-8"))["folds"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise EnsembleError(f"Cannot read {folder / CV_FILE}: {exc}") from None
+    count = read_cross_validation(folder)["folds"]
     members, missing = [], []
     for fold in range(count):
-        fold_dir = folder / f"fold-{fold}"
-        checkpoint, status = _fold_checkpoint(fold_dir), _fold_status(fold_dir)
+        fold_dir = fold_folder(folder, fold)
+        checkpoint, status = run_checkpoint(fold_dir), (read_summary(fold_dir) or {}).get("status")
         if checkpoint is None or status not in FINISHED:
             why = "has no checkpoint" if checkpoint is None else "did not finish" if status else "was stopped before its end"
             missing.append(f"fold {fold} {why}")
@@ -89,10 +71,10 @@ def resolve_members(models: Sequence[Path], complete_folds: bool = False) -> lis
     found: list[Path] = []
     for model in models:
         if model.is_dir():
-            if (model / CV_FILE).is_file():
+            if is_cross_validation(model):
                 found += cross_validation_members(model, complete_folds)
                 continue
-            checkpoint = _fold_checkpoint(model)
+            checkpoint = run_checkpoint(model)
             if checkpoint is None:
                 raise UsageError(f"{model} is a folder without best.pt or last.pt, and no cross-validation ({CV_FILE})")
             found.append(checkpoint)

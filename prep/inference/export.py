@@ -68,9 +68,9 @@ def export_checkpoint(checkpoint: Path, format: str, out: Path | None = None, *,
     if format not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
     if checkpoint.is_dir():
-        from prep.inference.ensemble import CV_FILE
+        from prep.engine.run_folder import is_cross_validation
 
-        if (checkpoint / CV_FILE).is_file():
+        if is_cross_validation(checkpoint):
             # An ensemble in one graph would run K models per call; a kernel can average K exports as well.
             raise ExportError(
                 f"{checkpoint} is a cross-validation: prep export writes one model; export each fold's best.pt "

@@ -268,11 +268,11 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
         return _continue(journal, src, out, options, dry_run, progress, started)
     with _phase("discover"):
         inventory = discover(src, options.layout_options(), skip={out} if out != src else set())
+    table = _class_table_source(src, options, inventory.layout)
     with _phase("plan"):
-        plan = build_plan(src, inventory, options, progress)
+        plan = build_plan(src, inventory, options, progress, class_table=table)
     with _phase("check targets"):
         check_targets(src, out, plan.entries)
-        table = _class_table_source(src, options, inventory.layout)
         _check_class_table_target(table, out)
         _check_folds_target(out, plan)
     from prep.layout import CLASS_TABLE, FOLDS_FILE

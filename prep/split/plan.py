@@ -253,8 +253,12 @@ class _PlanBuilder:
         return roots, members_of, units
 
 
-def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress: Progress = NO_PROGRESS) -> Plan:
+def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress: Progress = NO_PROGRESS, *, class_table: Path | None = None) -> Plan:
     """Check the files and decide where each goes.
+
+    Args:
+        class_table: the segmentation class table the split puts into OUT, checked already
+            (with ``--folds``, it reads colour masks as class ids).
 
     Raises:
         UsageError, UnknownNameError: a bad option or an unknown splitter.
@@ -320,7 +324,7 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     request = SplitRequest(SplitSize(0.0, False) if options.folds else options.valid, options.test)
     assigned = _assign_splits(splitter, units, request, options.seed) if units else []
     split_of = {i: split for root, split in zip(roots, assigned) for i in members_of[root]}
-    fold_of = _assign_folds(src, inventory, options, plan, roots, members_of, units, assigned, progress) if options.folds else {}
+    fold_of = _assign_folds(src, inventory, options, plan, roots, members_of, units, assigned, progress, class_table) if options.folds else {}
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for index in sorted(good, key=lambda i: samples[i].rel):
         sample = samples[index]
@@ -341,7 +345,10 @@ def _check_fold_options(options: SplitOptions) -> None:
         raise UsageError(f"--folds deals out folds {' or '.join(FOLD_SPLITTERS)}; the splitter {options.splitter!r} makes train/valid splits only")
 
 
-def _assign_folds(src: Path, inventory: Inventory, options: SplitOptions, plan: Plan, roots, members_of, units: list[Unit], assigned: list[str], progress: Progress) -> dict[int, int]:
+def _assign_folds(
+    src: Path, inventory: Inventory, options: SplitOptions, plan: Plan, roots, members_of, units: list[Unit],
+    assigned: list[str], progress: Progress, class_table: Path | None,
+) -> dict[int, int]:
     """The fold of each training sample (by sample index), with the report's per-fold counts
     in ``plan``; see ``prep.split.folds``."""
     from prep.split.folds import assign_folds, mask_ids_present, rare_mask_classes, rarest_class
@@ -351,7 +358,9 @@ def _assign_folds(src: Path, inventory: Inventory, options: SplitOptions, plan: 
     segmentation = inventory.layout == "segmentation"
     names: dict[int, str] = {}
     if segmentation:
-        table = _class_table_for_folds(src, options)
+        from prep.masks.class_table import read_class_table
+
+        table = read_class_table(class_table) if class_table is not None else None
         members = [i for u in pool for i in members_of[roots[u]]]
         found = mask_ids_present([f"{src}{os.sep}{samples[i].mask_rel}" for i in members], table, options.workers, progress)
         if table is not None and table.ignore is not None:
@@ -377,16 +386,6 @@ def _assign_folds(src: Path, inventory: Inventory, options: SplitOptions, plan: 
     for fold in fold_of.values():
         plan.fold_sizes[str(fold)] += 1
     return fold_of
-
-
-def _class_table_for_folds(src: Path, options: SplitOptions):
-    """The class table that reads colour masks as ids: ``--classes``, else ``SRC/classes.csv``."""
-    from prep.layout import CLASS_TABLE
-    from prep.masks.class_table import read_class_table
-
-    given = options.class_table
-    path = (given if given.is_absolute() or given.exists() else src / given) if given is not None else src / CLASS_TABLE
-    return read_class_table(path) if path.is_file() else None
 
 
 def _assign_splits(splitter: Registration, units: list[Unit], request: SplitRequest, seed: int) -> list[str]:
