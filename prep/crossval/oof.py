@@ -36,7 +36,6 @@ class OutOfFold:
     task: "Task"
     classes: list[str]
     images: int = 0
-    seconds: float = 0.0
     skipped: dict[str, str] = field(default_factory=dict)
 
 
@@ -50,8 +49,6 @@ def out_of_fold(
     Raises:
         CheckpointError: a fold without a checkpoint. PrepError: bad data, as in training.
     """
-    import time
-
     import torch
 
     from prep.data.cache_plan import cache_datasets
@@ -63,7 +60,6 @@ def out_of_fold(
     from prep.inference.checkpoints import eval_transform, load_model, model_task
     from prep.train.prepare import collate_registration
 
-    started = time.perf_counter()
     target = pick_device(device)
     rows: list[dict[str, Any]] = []
     metrics = task = classes = None
@@ -102,7 +98,7 @@ def out_of_fold(
     if hasattr(task, "out_of_fold_score"):
         score.update(task.out_of_fold_score(rows, classes))
     rows.sort(key=lambda row: row["path"])
-    return OutOfFold(rows, score, task, classes, len(rows), round(time.perf_counter() - started, 1), skipped)
+    return OutOfFold(rows, score, task, classes, len(rows), skipped)
 
 
 def _relative(path: Path, root: Path) -> str:
