@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from prep.layout import IMAGES_DIR, MASKS_DIR
 
@@ -27,11 +27,12 @@ _PALETTE = [(230, 80, 30), (30, 90, 230), (40, 200, 60), (220, 200, 40), (160, 4
 
 
 def make_classification_dataset(
-    root: Path, classes: Sequence[str] = ("cat", "dog"), *, per_class: int = 8, valid_per_class: int = 4,
-    size: int = 32, seed: int = 0,
+    root: Path, classes: Sequence[str] = ("cat", "dog"), *, per_class: int | Mapping[str, int] = 8,
+    valid_per_class: int | Mapping[str, int] = 4, size: int = 32, seed: int = 0,
 ) -> Path:
     """Write ``root/train/<class>/*.png`` and ``root/valid/<class>/*.png``: noisy images with
-    a square of each class's own colour.
+    a square of each class's own colour; ``per_class`` and ``valid_per_class`` are counts
+    for every class, or per class name (an imbalanced dataset).
 
     Returns:
         ``root``.
@@ -44,7 +45,7 @@ def make_classification_dataset(
         for index, name in enumerate(classes):
             folder = Path(root) / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
+            for i in range(count if isinstance(count, int) else count[name]):
                 pixels = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
                 side = size // 2
                 y, x = rng.integers(0, size - side, 2)

@@ -50,6 +50,7 @@ class EpochPrinter:
             f"  weights: {setup['weights']} ({setup['weights_about']})",
             f"  normalisation: {setup['normalization']} ({setup['normalization_about']})",
             f"  recipe: {setup['recipe']} ({setup['recipe_about']}); augmentation: {setup['augmentation']}",
+            *([f"  classes: {setup['balance']}"] if setup.get("balance") else []),
             f"  cache: {setup['cache_about']}",
         ):
             output.info(output.escape(line), soft_wrap=True)
@@ -60,6 +61,7 @@ class EpochPrinter:
         # The losses, every validation number of the task, and the monitored key wherever it is.
         shown = ["train_loss"] + [k for k, v in metrics.items() if k.startswith("valid_") and (v is None or isinstance(v, float))]
         shown += [run.monitor] if run.monitor not in shown else []
+        shown += [key for key in (f"ema_{run.monitor}",) if key in metrics]
         output.info(
             f"epoch {metrics['epoch']}/{run.config.epochs}: " + " ".join(f"{key} {_number(metrics.get(key))}" for key in shown)
             + f" ({metrics['images_per_s']:.0f} img/s{_loading(metrics)}{', backbone frozen' if metrics['backbone_frozen'] else ''})",
@@ -120,8 +122,15 @@ def train_command(
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", min=0, rich_help_panel=ENGINE, help="Never applied to biases and norms."),
     warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", min=0, rich_help_panel=ENGINE, help="Linear warmup, in epochs (0.3 is fine)."),
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", min=0, max=1, rich_help_panel=ENGINE, help="Share of each target spread over the other classes (0.1 is usual)."),
-    loss: Optional[str] = typer.Option(None, "--loss", rich_help_panel=ENGINE, help="The task's loss (segmentation: dice, ce (bce), focal, tversky, weighted and summed, e.g. 0.5*dice+focal; default dice+bce or dice+ce)."),
-    class_weights: Optional[str] = typer.Option(None, "--class-weights", rich_help_panel=ENGINE, help="One weight per class, comma-separated (1,5,5), for the losses that weigh classes."),
+    loss: Optional[str] = typer.Option(None, "--loss", rich_help_panel=ENGINE, help="The task's loss (classification: ce (default) or focal; segmentation: dice, ce (bce), focal, tversky, weighted and summed, e.g. 0.5*dice+focal; default dice+bce or dice+ce)."),
+    class_weights: Optional[str] = typer.Option(None, "--class-weights", rich_help_panel=ENGINE, help="auto (inverse square root of each class's training images, or pixels) or one weight per class, comma-separated (1,5,5). Default: auto when the largest class has over 3x the smallest."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", rich_help_panel=ENGINE, help="shuffle (default) | balanced: draw each class about equally often (segmentation: images holding rare classes more often)."),
+    mixup: Optional[float] = typer.Option(None, "--mixup", rich_help_panel=ENGINE, help="Mixup's alpha (0.2 is usual; classification)."),
+    cutmix: Optional[float] = typer.Option(None, "--cutmix", rich_help_panel=ENGINE, help="CutMix's alpha (1.0 is usual; classification)."),
+    mix_prob: Optional[float] = typer.Option(None, "--mix-prob", rich_help_panel=ENGINE, help="The share of batches mixed by --mixup/--cutmix (default 1)."),
+    mix_switch_prob: Optional[float] = typer.Option(None, "--mix-switch-prob", rich_help_panel=ENGINE, help="With both --mixup and --cutmix, the share of mixed batches that use cutmix (default 0.5)."),
+    mix_off_epoch: Optional[int] = typer.Option(None, "--mix-off-epoch", rich_help_panel=ENGINE, help="Stop mixing from this epoch on (0-based), to end on clean images."),
+    ema: Optional[float] = typer.Option(None, "--ema", rich_help_panel=ENGINE, help="Keep an exponential moving average of the weights with this decay (0.999 is usual), validated every epoch; best.pt holds whichever scores better."),
     freeze_backbone: Optional[int] = typer.Option(None, "--freeze-backbone", min=0, rich_help_panel=ENGINE, help="Train only the head for the first K epochs, then everything."),
     freeze_norm_stats: Optional[bool] = typer.Option(None, "--freeze-norm-stats/--update-norm-stats", rich_help_panel=ENGINE, help="Keep the pretrained BatchNorm statistics (default: the recipe's; modern keeps them for pretrained weights)."),
     accumulate: Optional[int] = typer.Option(None, "--accumulate", min=1, rich_help_panel=ENGINE, help="Batches per optimiser step."),
@@ -215,15 +224,17 @@ def _cross_validation_config(run_dir: Path) -> Path | None:
     return first if first.is_file() else None
 
 
-def _weights(text: str | None) -> list[float] | None:
+def _weights(text: str | None) -> list[float] | str | None:
     from prep.errors import UsageError
 
     if text is None:
         return None
+    if text.strip().lower() == "auto":
+        return "auto"
     try:
         weights = [float(part) for part in text.split(",")]
     except ValueError:
-        raise UsageError(f"--class-weights takes numbers separated by commas (1,5,5), not {text!r}") from None
+        raise UsageError(f"--class-weights takes auto or numbers separated by commas (1,5,5), not {text!r}") from None
     if any(w < 0 for w in weights) or not any(weights):
         raise UsageError(f"--class-weights must not be negative, and not all zero: {text!r}")
     return weights
@@ -234,7 +245,8 @@ def _describe(summary: dict) -> str:
     elapsed = f" in {_duration(summary['elapsed_s'])}" if summary.get("elapsed_s") is not None else ""
     text = (
         f"{summary['status']}: {summary['epochs']} epoch{'' if summary['epochs'] == 1 else 's'}{elapsed}, "
-        f"best {monitor} {_number(summary[f'best_{monitor}'])}, final {_number(summary[f'final_{monitor}'])}; "
+        f"best {monitor} {_number(summary[f'best_{monitor}'])}{' (EMA weights)' if summary.get('best_weights') == 'ema' else ''}, "
+        f"final {_number(summary[f'final_{monitor}'])}; "
         f"run in {summary['run_dir']}"
     )
     if summary.get("examples"):

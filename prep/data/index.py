@@ -244,6 +244,22 @@ class DatasetIndex:
 
         return self._memoised("mask classes", lambda: classes_of(self.mask_scan(workers, progress), self.class_table()))
 
+    def mask_class_pixels(self, split: str) -> list[int]:
+        """Pixels of each class (in ``mask_classes().names`` order) over one split's masks."""
+        found = self.mask_classes()
+        pixels = found.scan.pixels_of([str(mask) for _, mask in self.segmentation_pairs(split)[0]])
+        return [pixels.get(i, 0) for i in found.mapping.ids]
+
+    def mask_classes_held(self, split: str) -> list[tuple[int, ...]]:
+        """The classes (indices into ``mask_classes().names``) each mask of one split holds,
+        in the order of ``segmentation_pairs(split)``."""
+        found = self.mask_classes()
+        index_of = {class_id: i for i, class_id in enumerate(found.mapping.ids)}
+        return [
+            tuple(sorted(index_of[v] for v in found.scan.per_mask.get(str(mask), {}) if v in index_of))
+            for _, mask in self.segmentation_pairs(split)[0]
+        ]
+
     # -- Standing for the root ------------------------------------------------------------
 
     def __reduce__(self) -> tuple:

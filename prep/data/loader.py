@@ -18,7 +18,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -244,6 +244,7 @@ def create_loader(
     drop_last: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    weights: Sequence[float] | None = None,
 ) -> ReportingLoader:
     """A loader over ``dataset``.
 
@@ -261,12 +262,14 @@ def create_loader(
         drop_last: drop a last, smaller batch (for training, always when it would hold
             a single image).
         rank, world_size: this process's share under torchrun (see ``SeededSampler``).
+        weights: one drawing weight per sample (training only): each epoch then draws
+            ``len(dataset)`` samples with replacement (``--sampler balanced``).
     """
     workers = os.cpu_count() or 1 if workers is None else workers
     # prep's datasets take (index, sample_seed) keys; any other dataset gets plain indexes.
     sampler = SeededSampler(
         len(dataset), seed=seed, shuffle=train, with_seeds=getattr(dataset, "accepts_sample_seeds", False),
-        rank=rank, world_size=world_size, pad=train,
+        rank=rank, world_size=world_size, pad=train, weights=weights if train else None,
     )
     if train and batch_size > 1 and len(sampler) % batch_size == 1:
         # A last batch of one image cannot train BatchNorm (one value per channel on small

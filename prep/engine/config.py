@@ -5,7 +5,11 @@ Kept free of torch so that plugins can build one while prep starts up.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any, Sequence
+
+SAMPLERS = ("shuffle", "balanced")
 
 
 @dataclass
@@ -26,7 +30,14 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     label_smoothing: float = 0.0
     loss: str | None = None  # the task's loss spec (segmentation: dice+bce, 0.5*dice+focal ...; None: the task's default)
-    class_weights: list[float] | None = None  # one per class, for the losses that weigh classes
+    class_weights: list[float] | str | None = None  # one per class, or auto (see prep.stats.balance), for the losses that weigh classes
+    sampler: str = "shuffle"  # shuffle | balanced: draw each class about equally often (see prep.data.sampling)
+    mixup: float = 0.0  # mixup's alpha (0: off); classification
+    cutmix: float = 0.0  # cutmix's alpha (0: off); classification
+    mix_prob: float = 1.0  # the share of batches mixed, when mixup or cutmix is on
+    mix_switch_prob: float = 0.5  # with both on, the share of mixed batches that cutmix
+    mix_off_epoch: int | None = None  # no mixing from this epoch on (0-based; None: mix to the end)
+    ema: float | None = None  # the decay of an exponential moving average of the weights (None: off)
     backbone_lr_scale: float = 1.0  # the backbone's lr as a fraction of the head's
     freeze_backbone_epochs: int = 0  # train only the head (and norm layers) for this many epochs
     freeze_norm_stats: bool = False  # BatchNorm keeps its pretrained running statistics (see prep.engine.freezing)
@@ -39,3 +50,25 @@ class TrainConfig:
     monitor_mode: str | None = None  # max | min (default: the task's; min for a *_loss)
     seed: int = 0
     device: str | None = None  # default: cuda when present, else cpu
+
+
+def check_class_weights(weights: Any, classes: Sequence[str]) -> list[float] | None:
+    """``--class-weights`` when it is one non-negative number per class, not all zero
+    (``auto`` must have been turned into numbers by then, see ``prep.train.imbalance``).
+
+    Raises:
+        UsageError: another count, a negative or non-numeric value, all zeros, or ``auto``
+            where no one resolved it.
+    """
+    from prep.errors import UsageError
+
+    if weights is None:
+        return None
+    if isinstance(weights, str):
+        raise UsageError(f"--class-weights {weights!r} was not resolved into numbers; give one number per class ({len(classes)})")
+    values = list(weights)
+    if len(values) != len(classes):
+        raise UsageError(f"--class-weights gives {len(values)} weights, but the dataset has {len(classes)} classes ({', '.join(classes)})")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in values) or not any(values):
+        raise UsageError(f"--class-weights must be numbers, none negative and not all zero, not {values}")
+    return [float(v) for v in values]

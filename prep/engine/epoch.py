@@ -115,14 +115,16 @@ class TrainStep:
     gradient clipping and float16's loss scaling.
 
     ``trainable`` is the module that runs forward and backward (DDP under torchrun, compiled
-    on request); checkpoints always come from the plain ``model``.
+    on request); checkpoints always come from the plain ``model``. ``mixer`` is the task's
+    mixing of training batches (mixup, cutmix), or None.
     """
 
     def __init__(
         self, model: torch.nn.Module, head: torch.nn.Module | None, optimizer: torch.optim.Optimizer, loss: Loss,
-        precision: Precision, config: TrainConfig,
+        precision: Precision, config: TrainConfig, mixer: Any = None,
     ) -> None:
         self.model, self.head, self.optimizer, self.loss, self.precision = model, head, optimizer, loss, precision
+        self.mixer, self.seed = mixer, config.seed
         self.clip_grad_norm, self.compile = config.clip_grad_norm, config.compile
         self.trainable: torch.nn.Module = model
         self.ddp: Any = None
@@ -142,6 +144,16 @@ class TrainStep:
         """The context of a batch's forward and backward: under DDP, gradients are
         all-reduced only on the batch whose optimiser step follows."""
         return nullcontext() if steps_now or self.ddp is None else self.ddp.no_sync()
+
+    def mix(self, batch: BatchOnDevice, epoch: int, index: int, rank: int) -> BatchOnDevice:
+        """The batch mixed (when the mixer is on for ``epoch``), its draws seeded by (seed,
+        epoch, batch ``index``, ``rank``): a resumed epoch mixes its batches as before."""
+        if self.mixer is None or not self.mixer.active(epoch) or not batch.size:
+            return batch
+        import numpy as np
+
+        images, targets = self.mixer(batch.images, batch.targets, np.random.default_rng([self.seed, epoch, index, rank]))
+        return BatchOnDevice(images, targets, batch.size)
 
     def forward(self, batch: BatchOnDevice) -> tuple[torch.Tensor, Any]:
         """The batch's loss and the model's outputs."""
@@ -332,6 +344,7 @@ def train_epoch(
                 continue
             # The gradient of a step is the mean over its group of batches; the last group
             # of an epoch may be shorter than --accumulate.
+            batch = step.mix(batch, state.epoch, index, world.rank)
             group_start = index - index % config.accumulate
             group_size = min(config.accumulate, batches - group_start)
             steps_now = index + 1 == group_start + group_size
@@ -351,6 +364,8 @@ def train_epoch(
             if not steps_now:
                 continue
             step.apply()
+            if state.ema is not None:
+                state.ema.update(step.model)
             state.schedule.after_batch()
             state.step += 1
             if stop_asked:

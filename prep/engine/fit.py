@@ -32,6 +32,7 @@ import torch
 
 from prep.engine.config import TrainConfig
 from prep.engine.distributed import World
+from prep.engine.ema import WeightAverage
 from prep.engine.epoch import TrainedEpoch, TrainStep, first_interrupt_stops_gently, phase_record, train_epoch, validate
 from prep.engine.events import TrainingRun, emit
 from prep.engine.freezing import BackboneFreezer
@@ -40,7 +41,7 @@ from prep.engine.optim import build_optimizer, parameter_groups
 from prep.engine.run_folder import RunIO, check_run_dir
 from prep.engine.schedulers import LRSchedule, LrLambdaFactory, ScheduleConfig
 from prep.engine.settings import RunSettings, resolve_settings
-from prep.engine.state import RunState, shippable
+from prep.engine.state import RunState, best_checkpoint
 from prep.engine.task import Loss, Task
 from prep.util.progress import NO_PROGRESS, Progress
 
@@ -106,17 +107,23 @@ def fit(
             valid_loss, valid_metrics, _ = validate(
                 model, valid_loader, task, settings.valid_loss, classes, mean, std, device, world=world, progress=io.progress,
             )
+            averaged = None
+            if state.ema is not None:  # the average of the weights, validated the same way
+                averaged = validate(
+                    state.ema.module, valid_loader, task, settings.valid_loss, classes, mean, std, device, world=world,
+                    progress=io.progress,
+                )
             state.epoch += 1
             state.schedule.after_epoch(valid_loss)
-            record = _epoch_record(state, trained, valid_loss, valid_metrics)
-            improved = state.judge(record[settings.monitor])
+            record = _epoch_record(state, trained, valid_loss, valid_metrics, averaged)
+            improved = state.judge(*_monitored(record, settings))
             if log_book is not None:
                 log_book.append(record)
             # last.pt first, and repair_best on resume: whenever a kill comes, best.pt is what last.pt calls best.
             saved = state.to_checkpoint()
             io.save("last.pt", saved)
             if improved:
-                io.save("best.pt", shippable(saved))
+                io.save("best.pt", best_checkpoint(saved))
             run.epoch, run.step = state.epoch, state.step
             emit(callbacks, "on_epoch_end", run=run, metrics=record)
             stopped = _stop_after_epoch(state, run, trained.stopped, world, device)
@@ -137,6 +144,7 @@ def _start(
         model.to(memory_format=torch.channels_last)
     # Built before any freezing: frozen parameters keep their groups and simply get no
     # gradient, so the optimiser state has the same shape in every phase and on resume.
+    ema = WeightAverage(model, config.ema) if config.ema else None
     groups = parameter_groups(model, lr=config.lr, weight_decay=config.weight_decay, head=head, backbone_lr_scale=config.backbone_lr_scale)
     optimizer = build_optimizer(config.optimizer, groups, lr=config.lr, momentum=config.momentum)
     freezer = BackboneFreezer(model, head, config.freeze_backbone_epochs)
@@ -144,22 +152,38 @@ def _start(
         name=config.scheduler, epochs=config.epochs, steps_per_epoch=math.ceil(len(train_loader) / config.accumulate),
         warmup_epochs=config.warmup_epochs, step_size=config.step_size, gamma=config.gamma,
     ), lr_lambdas)
-    step = TrainStep(model, head, optimizer, settings.loss, settings.precision, config)
+    step = TrainStep(model, head, optimizer, settings.loss, settings.precision, config, settings.mixer)
     state = RunState(
         model, optimizer, schedule, settings.precision, freezer, config=config, mode=settings.mode,
-        classes=classes, mean=mean, std=std, extra=extra,
+        classes=classes, mean=mean, std=std, extra=extra, ema=ema,
     )
     return step, state
 
 
-def _epoch_record(state: RunState, trained: TrainedEpoch, valid_loss: float, valid_metrics: dict[str, Any]) -> dict[str, Any]:
-    """The epoch's line of metrics.jsonl (see ``prep.engine.task`` for its keys)."""
+def _epoch_record(
+    state: RunState, trained: TrainedEpoch, valid_loss: float, valid_metrics: dict[str, Any], averaged: tuple | None,
+) -> dict[str, Any]:
+    """The epoch's line of metrics.jsonl (see ``prep.engine.task`` for its keys); with
+    ``--ema``, the average's validation numbers too, prefixed ``ema_`` (``ema_valid_acc``)."""
     train_numbers, _ = phase_record("train", trained.loss, trained.metrics.compute())
     valid_numbers, tables = phase_record("valid", valid_loss, valid_metrics)
+    ema_numbers = phase_record("ema_valid", averaged[0], averaged[1])[0] if averaged is not None else {}
     return {
-        "epoch": state.epoch, "step": state.step, **train_numbers, **valid_numbers, "lr": state.schedule.lrs()[0],
+        "epoch": state.epoch, "step": state.step, **train_numbers, **valid_numbers, **ema_numbers, "lr": state.schedule.lrs()[0],
         "images_per_s": trained.images_per_s, **trained.loading, "backbone_frozen": state.freezer.frozen, **tables,
     }
+
+
+def _monitored(record: dict[str, Any], settings: RunSettings) -> tuple[float | None, str]:
+    """The epoch's monitored value and whose it is: the trained weights', or their
+    average's when ``--ema`` scored better on it (``best.pt`` then holds the average)."""
+    trained, averaged = record[settings.monitor], record.get(f"ema_{settings.monitor}")
+    if averaged is None or not math.isfinite(averaged):
+        return trained, "trained"
+    if trained is None or not math.isfinite(trained):
+        return averaged, "ema"
+    better = averaged > trained if settings.mode == "max" else averaged < trained
+    return (averaged, "ema") if better else (trained, "trained")
 
 
 def _stop_after_epoch(state: RunState, run: TrainingRun, stopped: str | None, world: World, device: torch.device) -> str | None:
@@ -184,6 +208,7 @@ def _finish(
         f"best_{monitor}": state.best if math.isfinite(state.best) else None,
         f"final_{monitor}": record[monitor] if record else None,
         "best_epoch": state.best_epoch, "classes": state.classes,
+        **({"best_weights": state.best_weights} if state.ema is not None else {}),
         # Every unreadable image that was left out, with why (this process's share under torchrun).
         "skipped_images": skipped,
         # Only files that exist: a run stopped in its first epoch has no best.pt yet.

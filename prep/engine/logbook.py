@@ -85,14 +85,26 @@ class MetricsLog:
                 # A class with no validation images has None, which TensorBoard cannot plot.
                 yield from ((f"{key}/{name}", float(v)) for name, v in zip(self.classes, value) if isinstance(v, (int, float)))
 
+    def _flat(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A record as CSV columns: its numbers, and each per-class list as ``name[class]``
+        (a class with no validation images is an empty cell)."""
+        flat = {}
+        for key, value in record.items():
+            if isinstance(value, list) and len(value) == len(self.classes) and all(v is None or isinstance(v, (int, float)) for v in value):
+                flat.update({f"{key}[{name}]": v for name, v in zip(self.classes, value)})
+            elif not isinstance(value, (list, dict)):
+                flat[key] = value
+        return flat
+
     def _write_csv(self) -> None:
+        rows = [self._flat(record) for record in self.records]
         columns: list[str] = []
-        for record in self.records:
-            columns += [k for k in record if k not in columns and not isinstance(record[k], (list, dict))]
+        for row in rows:
+            columns += [k for k in row if k not in columns]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(self.records)
+        writer.writerows(rows)
         atomic_write_bytes(self.csv, buffer.getvalue().encode(), durable=False)
 
     def close(self) -> None:

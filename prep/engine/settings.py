@@ -10,10 +10,12 @@ raises on the first setting the engine cannot use, with the option named, so tha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from prep.engine.config import TrainConfig
+from prep.engine.ema import check_ema
 from prep.engine.optim import check_optimizer
 from prep.engine.precision import Precision
 from prep.engine.schedulers import check_scheduler
@@ -31,6 +33,7 @@ class RunSettings:
         precision: the forward pass's number format and its gradient scaler.
         loss: the training loss (the trainer's, else the task's).
         valid_loss: the validation loss (always the task's).
+        mixer: the task's mixing of training batches (mixup, cutmix), or None.
     """
 
     monitor: str
@@ -38,6 +41,7 @@ class RunSettings:
     precision: Precision
     loss: Loss
     valid_loss: Loss
+    mixer: Any = None
 
 
 def resolve_monitor(task: Task, config: TrainConfig, classes: list[str] | None = None) -> tuple[str, str]:
@@ -70,12 +74,24 @@ def resolve_settings(
 
     Raises:
         UsageError: the first setting the engine cannot use (``--amp`` on this device,
-            ``--optimizer``, ``--scheduler``, ``--monitor``, ``--monitor-mode``), or one the
-            task's loss refuses (``--loss``, ``--class-weights``).
+            ``--optimizer``, ``--scheduler``, ``--monitor``, ``--monitor-mode``, ``--ema``),
+            one the task's loss refuses (``--loss``, ``--class-weights``), or mixing for a
+            task that does not mix its batches (``--mixup``, ``--cutmix``).
     """
     precision = Precision.choose(config.amp, device)
     check_optimizer(config.optimizer)
     check_scheduler(config.scheduler)
+    check_ema(config.ema)
     monitor, mode = resolve_monitor(task, config, classes)
     task_loss = task.loss(config, classes, train=True)  # the task checks --loss and --class-weights
-    return RunSettings(monitor, mode, precision, loss or task_loss, task.loss(config, classes, train=False))
+    mixer = None
+    unused = [option for option, value, default in (
+        ("--mix-prob", config.mix_prob, 1.0), ("--mix-switch-prob", config.mix_switch_prob, 0.5), ("--mix-off-epoch", config.mix_off_epoch, None),
+    ) if value != default]
+    if unused and not (config.mixup or config.cutmix):
+        raise UsageError(f"{' and '.join(unused)} tune --mixup and --cutmix; give one of them, or leave out {' and '.join(unused)}")
+    if config.mixup or config.cutmix:
+        if not hasattr(task, "mixer"):
+            raise UsageError(f"--mixup and --cutmix mix the batches of classification; the {task.name} task does not mix its batches")
+        mixer = task.mixer(config, classes)  # the task checks the alphas and probabilities
+    return RunSettings(monitor, mode, precision, loss or task_loss, task.loss(config, classes, train=False), mixer)

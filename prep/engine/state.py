@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,17 +26,29 @@ from prep.engine.freezing import BackboneFreezer
 from prep.engine.precision import Precision
 from prep.engine.schedulers import LRSchedule
 
+if TYPE_CHECKING:
+    from prep.engine.ema import WeightAverage
+
 log = logging.getLogger(__name__)
 
 # What only a resume needs: best.pt, the file a user ships, leaves it out (for ResNet-18
 # with AdamW, 45 MB instead of 134).
-RESUME_ONLY = ("optimizer", "schedule", "scaler", "rng", "partial_epoch")
+RESUME_ONLY = ("optimizer", "schedule", "scaler", "rng", "partial_epoch", "ema")
 
 
 def shippable(state: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's state without what only a resume needs: the model, its classes,
     normalisation, settings and options stay, so evaluate, predict and export work."""
     return {key: value for key, value in state.items() if key not in RESUME_ONLY}
+
+
+def best_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """What ``best.pt`` holds of a ``last.pt`` state: ``shippable`` of it, with the averaged
+    weights as its model when they were the better ones (``best_weights`` says which)."""
+    best = shippable(state)
+    if state.get("best_weights") == "ema" and state.get("ema"):
+        best["model"] = state["ema"]["model"]
+    return best
 
 
 class RunState:
@@ -54,14 +66,16 @@ class RunState:
     def __init__(
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule, precision: Precision,
         freezer: BackboneFreezer, *, config: TrainConfig, mode: str, classes: list[str], mean: list[float],
-        std: list[float], extra: dict[str, Any] | None = None,
+        std: list[float], extra: dict[str, Any] | None = None, ema: "WeightAverage | None" = None,
     ) -> None:
         self.model, self.optimizer, self.schedule, self.precision, self.freezer = model, optimizer, schedule, precision, freezer
+        self.ema = ema
         self.config, self.mode = config, mode
         self.classes, self.mean, self.std, self.extra = classes, mean, std, dict(extra or {})
         self.epoch, self.step, self.bad_epochs = 0, 0, 0
         self.best = -math.inf if mode == "max" else math.inf
         self.best_epoch: int | None = None
+        self.best_weights: str | None = None  # trained | ema: which weights best.pt holds
         self.partial: dict[str, Any] | None = None
 
     def improves(self, value: float | None) -> bool:
@@ -71,11 +85,12 @@ class RunState:
         delta = self.config.early_stop_min_delta
         return value > self.best + delta if self.mode == "max" else value < self.best - delta
 
-    def judge(self, value: float | None) -> bool:
-        """Take the monitored metric of the epoch just finished; True when it is the best yet."""
+    def judge(self, value: float | None, weights: str = "trained") -> bool:
+        """Take the monitored metric of the epoch just finished (of its ``weights``: the
+        trained ones or their average); True when it is the best yet."""
         improved = self.improves(value)
         if improved:
-            self.best, self.best_epoch, self.bad_epochs = value, self.epoch, 0
+            self.best, self.best_epoch, self.bad_epochs, self.best_weights = value, self.epoch, 0, weights
         else:
             self.bad_epochs += 1
         return improved
@@ -86,7 +101,8 @@ class RunState:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "scaler": self.precision.state_dict(), "rng": capture_rng_state(),
             "epoch": self.epoch, "step": self.step, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-            "backbone_frozen": self.freezer.frozen, "partial_epoch": partial_epoch,
+            "backbone_frozen": self.freezer.frozen, "partial_epoch": partial_epoch, "best_weights": self.best_weights,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "classes": self.classes, "mean": self.mean, "std": self.std, "config": asdict(self.config), **self.extra,
         }
 
@@ -106,8 +122,12 @@ class RunState:
         self.precision.load_state_dict(state.get("scaler"))
         restore_rng_state(state["rng"])
         self.epoch, self.step, self.best, self.bad_epochs = state["epoch"], state["step"], state["best"], state["bad_epochs"]
-        self.best_epoch = state.get("best_epoch")
+        self.best_epoch, self.best_weights = state.get("best_epoch"), state.get("best_weights")
         self.partial = state.get("partial_epoch")
+        if self.ema is not None:
+            if not state.get("ema"):
+                raise CheckpointError(f"{path} was saved without --ema; resume it without --ema, or start a new run")
+            self.ema.load_state_dict(state["ema"])
 
 
 def repair_best(run_dir: Path, last: dict[str, Any]) -> None:
@@ -128,4 +148,4 @@ def repair_best(run_dir: Path, last: dict[str, Any]) -> None:
         except CheckpointError:
             pass  # a damaged best.pt is replaced just the same
     log.info("best.pt was one improvement behind (the run was killed between saves); restoring it from last.pt")
-    save_checkpoint(best_path, shippable(last))
+    save_checkpoint(best_path, best_checkpoint(last))

@@ -74,6 +74,8 @@ class MaskScan:
         masks: masks read.
         failed: ``{file, reason}`` for each mask that could not be read.
         stored: the values as the files store them (for ``prep stats``' audit).
+        per_mask: each mask read (its path) -> id -> pixels: which classes each split
+            holds, and which images hold a rare class.
     """
 
     pixels: Counter = field(default_factory=Counter)
@@ -81,6 +83,14 @@ class MaskScan:
     masks: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     stored: StoredValues = field(default_factory=StoredValues)
+    per_mask: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def pixels_of(self, masks: Sequence[str]) -> Counter:
+        """id -> pixels over some of the masks read (one split's)."""
+        total: Counter = Counter()
+        for mask in masks:
+            total.update(self.per_mask.get(mask, {}))
+        return total
 
     def __add__(self, other: "MaskScan") -> "MaskScan":
         files = {k: list(v) for k, v in self.files_with.items()}
@@ -88,6 +98,7 @@ class MaskScan:
             files[value] = (files.get(value, []) + paths)[:3]
         return MaskScan(
             self.pixels + other.pixels, files, self.masks + other.masks, self.failed + other.failed, self.stored + other.stored,
+            {**self.per_mask, **other.per_mask},
         )
 
 
@@ -117,6 +128,7 @@ def scan_masks(paths: Sequence[str], table: ClassTable | None) -> MaskScan:
             counts = per_value[values]
         else:
             values, counts = np.unique(ids, return_counts=True)
+        scan.per_mask[path] = dict(zip(values.tolist(), counts.tolist()))
         for value, count in zip(values.tolist(), counts.tolist()):
             scan.pixels[value] += count
             holders = scan.files_with.setdefault(value, [])

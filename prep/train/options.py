@@ -31,7 +31,14 @@ class TrainOptions:
     warmup_epochs: float | None = None
     label_smoothing: float | None = None
     loss: str | None = None  # the task's loss spec (None: the task's default)
-    class_weights: list[float] | None = None
+    class_weights: list[float] | str | None = None  # one per class, or auto
+    sampler: str | None = None  # shuffle | balanced (None: the recipe's, or the imbalance default)
+    mixup: float | None = None
+    cutmix: float | None = None
+    mix_prob: float | None = None
+    mix_switch_prob: float | None = None
+    mix_off_epoch: int | None = None
+    ema: float | None = None
     freeze_backbone: int | None = None  # epochs of training the head alone
     freeze_norm_stats: bool | None = None  # keep pretrained BatchNorm statistics (None: the recipe's)
     accumulate: int | None = None

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from prep.data.cache_plan import CacheReport
+    from prep.train.imbalance import Imbalance
     from prep.data.index import DatasetIndex
     from prep.engine.distributed import World
     from prep.engine.settings import RunSettings
@@ -110,6 +111,7 @@ class PreparedRun:
     world: "World"
     device: "torch.device"
     cache: "CacheReport"
+    imbalance: "Imbalance | None" = None
 
     @property
     def root(self) -> Path:
@@ -133,6 +135,14 @@ class PreparedRun:
             recipe.append(f"head alone for {config.freeze_backbone_epochs} epochs")
         if config.freeze_norm_stats:
             recipe.append("BatchNorm statistics kept")
+        if config.loss:
+            recipe.append(f"loss {config.loss}")
+        if config.mixup or config.cutmix:
+            mixing = " and ".join(f"{name} {alpha:g}" for name, alpha in (("mixup", config.mixup), ("cutmix", config.cutmix)) if alpha)
+            until = f" until epoch {config.mix_off_epoch}" if config.mix_off_epoch is not None else ""
+            recipe.append(f"{mixing} on {config.mix_prob:.0%} of batches{until}")
+        if config.ema:
+            recipe.append(f"EMA of weights {config.ema:g}")
         recipe.append(f"{config.epochs} epoch" + ("s" if config.epochs != 1 else ""))
         return {
             "data": str(self.root), "trainer": self.options.plugin, "arch": self.request.arch, "device": str(self.device),
@@ -143,6 +153,7 @@ class PreparedRun:
             "augmentation": config.preset, "cache": self.cache.where, "cache_about": self.cache.describe(),
             "images": {"train": len(self.train_loader.dataset), "valid": len(self.valid_loader.dataset) if self.valid_loader else 0},
             "classes": len(self.request.classes),
+            **({"balance": line} if self.imbalance is not None and (line := self.imbalance.describe(config)) else {}),
             **({"fold": self.index.fold, "folds": self.index.fold_count} if self.index.fold is not None else {}),
         }
 
@@ -169,6 +180,7 @@ def prepare_run(
     from prep.engine.distributed import World
     from prep.engine.settings import resolve_settings
     from prep.stats.normalization import check_normalize, resolve_normalization
+    from prep.train.imbalance import resolve_imbalance
     from prep.train.weights import check_weights
 
     # Everything the options name is checked before anything is read or written.
@@ -191,6 +203,9 @@ def prepare_run(
     request = ModelRequest(tuple(task.classes(index)), trainer.choose_arch(options.arch), weights, options.image_size)
     classes = list(request.classes)
     config = resolve_config(trainer, options, request, config)
+    # Before the settings are checked: auto class weights become numbers, and an
+    # imbalanced split changes the defaults (the monitor, the weights).
+    imbalance = resolve_imbalance(task, index, classes, config, options)
     world = World.from_env()
     device = world.device(config.device)
     settings = resolve_settings(task, config, classes, device, registration.call_method("loss", config, classes))
@@ -218,7 +233,10 @@ def prepare_run(
     if world.local_rank != 0:
         cache = cache_datasets(options.cache, index.root, datasets, pools=pools, builds=False)
     loaders = {
-        split: _loader(dataset, train_collate if split == "train" else valid_collate, options, config, world, device, train=split == "train")
+        split: _loader(
+            dataset, train_collate if split == "train" else valid_collate, options, config, world, device, train=split == "train",
+            weights=imbalance.sample_weights if split == "train" else None,
+        )
         for split, dataset in datasets.items()
     }
     recorded = replace(
@@ -227,7 +245,7 @@ def prepare_run(
     )
     return PreparedRun(
         index, trainer, task, request, config, settings, recorded, model, head, normalization, loaders["train"],
-        loaders.get("valid"), lr_lambdas, world, device, cache,
+        loaders.get("valid"), lr_lambdas, world, device, cache, imbalance,
     )
 
 
@@ -278,12 +296,19 @@ def _fold_pools(task: "Task", index: "DatasetIndex", datasets: dict[str, Any], c
     return pools
 
 
-def _loader(dataset: Any, collate: "Registration", options: TrainOptions, config: TrainConfig, world: "World", device, train: bool) -> Any:
+def _loader(
+    dataset: Any, collate: "Registration", options: TrainOptions, config: TrainConfig, world: "World", device, train: bool,
+    weights: list[float] | None = None,
+) -> Any:
     from prep.data.loader import create_loader
 
+    if weights is not None and len(weights) != len(dataset):
+        raise PluginError(
+            f"The task gave {len(weights)} samples' classes for --sampler balanced, but its training dataset has {len(dataset)} samples"
+        )
     return create_loader(
         dataset, options.batch_size, train=train, collate_fn=collate.call, collate_origin=collate.origin,
-        rank=world.rank, world_size=world.size, workers=options.workers, seed=config.seed, device=device,
+        rank=world.rank, world_size=world.size, workers=options.workers, seed=config.seed, device=device, weights=weights,
     )
 
 

@@ -60,6 +60,20 @@ class ConfusionMatrix:
         correct = self.matrix.diag().tolist()
         return [c / n if n else None for c, n in zip(correct, called)]
 
+    def balanced_accuracy(self) -> float | None:
+        """The mean recall over the classes that have samples (None when none has): a model
+        that always answers the largest class scores 1/classes, whatever the imbalance."""
+        recalls = [r for r in self.per_class_accuracy() if r is not None]
+        return sum(recalls) / len(recalls) if recalls else None
+
+    def macro_f1(self) -> float | None:
+        """The mean F1 over the classes that have samples or were predicted (a class that
+        has samples but is never predicted, or the reverse, scores 0); None when none has."""
+        seen, called = self.matrix.sum(dim=1).tolist(), self.matrix.sum(dim=0).tolist()
+        correct = self.matrix.diag().tolist()
+        scores = [2 * c / (n + p) for c, n, p in zip(correct, seen, called) if n + p]
+        return sum(scores) / len(scores) if scores else None
+
     def as_lists(self) -> list[list[int]]:
         return self.matrix.tolist()
 
@@ -68,8 +82,9 @@ TOP_K = 5  # top-5 accuracy is recorded for more classes than this
 
 
 class ClassificationMetrics:
-    """A confusion matrix over one pass (and top-5 hits with more than five classes);
-    ``train`` passes compute accuracy only."""
+    """A confusion matrix over one pass (and top-5 hits with more than five classes):
+    accuracy, balanced accuracy and macro F1 for both phases, and for validation top-5
+    accuracy, each class's recall and precision and the matrix itself."""
 
     def __init__(self, num_classes: int, train: bool) -> None:
         self.train = train
@@ -93,10 +108,11 @@ class ClassificationMetrics:
 
     def compute(self) -> dict[str, Any]:
         matrix = self._matrix()
+        scores = {"acc": matrix.accuracy(), "balanced_acc": matrix.balanced_accuracy(), "macro_f1": matrix.macro_f1()}
         if self.train:
-            return {"acc": matrix.accuracy()}
+            return scores
         top5 = {"top5_acc": int(self.counts["top5"]) / matrix.total if matrix.total else 0.0} if "top5" in self.counts else {}
         return {
-            "acc": matrix.accuracy(), **top5, "per_class_acc": matrix.per_class_accuracy(),
+            **scores, **top5, "per_class_acc": matrix.per_class_accuracy(),
             "per_class_precision": matrix.per_class_precision(), "confusion": matrix.as_lists(),
         }

@@ -1,13 +1,19 @@
 """The ``classification`` task: one label per image, from class folders.
 
 Also a built-in plugin: it registers the task through ``register_tasks``, as a third party
-registers its own. Its metrics record ``train_acc`` and ``valid_acc`` (the share of images
-whose highest logit is their class), with more than five classes ``valid_top5_acc`` (the
-share whose class is among the five highest), ``per_class_acc`` (each class's recall,
-``None`` for a class without validation images), ``per_class_precision`` (``None`` for a
-class never predicted) and ``confusion`` (rows true classes, columns predictions);
-``valid_acc`` is monitored, higher is better. Its training loss is
-cross-entropy with ``TrainConfig.label_smoothing``; ``valid_loss`` is plain cross-entropy.
+registers its own. Its metrics record, for both phases, ``acc`` (the share of images whose
+highest logit is their class), ``balanced_acc`` (the mean of the classes' recalls) and
+``macro_f1`` (the mean of their F1 scores); for validation also, with more than five
+classes, ``valid_top5_acc`` (the share whose class is among the five highest),
+``per_class_acc`` (each class's recall, ``None`` for a class without validation images;
+``metrics.csv`` has a column per class), ``per_class_precision`` (``None`` for a class
+never predicted) and ``confusion`` (rows true classes, columns predictions). ``valid_acc``
+is monitored, higher is better, unless the training split is imbalanced (the largest class
+has more than 3x the images of the smallest, see ``prep.stats.balance``): then a run whose
+options do not say otherwise monitors ``valid_balanced_acc`` and weighs its loss with
+``--class-weights auto``, so that a model that answers the largest class is not reported
+as good. The training loss is ``--loss`` (see ``losses``: ce or focal) with
+``TrainConfig.label_smoothing`` and ``class_weights``; ``valid_loss`` is plain cross-entropy.
 
 Targets are class indices (an int64 tensor, one per image) or, from a mixup or cutmix
 collate function, class probabilities (a float tensor ``N x classes``). Both train with the
@@ -34,9 +40,10 @@ class ClassificationTask:
 
     name = CLASSIFICATION
     layout = CLASSIFICATION
-    metric_names = ("acc",)
+    metric_names = ("acc", "balanced_acc", "macro_f1")
     monitor = "valid_acc"
     mode = "max"
+    count_unit = "images"
 
     collate = "uint8-channels-last"
 
@@ -49,6 +56,23 @@ class ClassificationTask:
         from prep.data.datasets import ClassificationDataset
 
         return ClassificationDataset(root, split, transform=transform, classes=classes, decode_side=decode_side)
+
+    def sample_classes(self, root: "DatasetIndex | Path", split: str, classes: list[str]) -> list[tuple[int, ...]]:
+        """Each image's class, in the order of ``dataset`` (for ``--sampler balanced``)."""
+        from prep.data.index import DatasetIndex
+
+        return [(label,) for _, label in DatasetIndex.of(root).classification_samples(split, classes)]
+
+    def class_counts(self, root: "DatasetIndex | Path", classes: list[str]) -> list[int]:
+        """Training images per class."""
+        counts = [0] * len(classes)
+        for (label,) in self.sample_classes(root, "train", classes):
+            counts[label] += 1
+        return counts
+
+    def defaults_for_imbalance(self, classes: list[str]) -> dict[str, Any]:
+        """What a run on an imbalanced training split uses unless its options say otherwise."""
+        return {"monitor": "valid_balanced_acc", "class_weights": "auto"}
 
     def targets(self, batch: Any, classes: list[str], origin: str):
         import torch
@@ -75,8 +99,27 @@ class ClassificationTask:
         )
 
     def loss(self, config: "TrainConfig", classes: list[str], *, train: bool):
-        # Label smoothing is a training device; validation measures plain cross-entropy.
-        return CrossEntropy(config.label_smoothing if train else 0.0)
+        """``--loss`` with label smoothing and class weights for training; validation
+        measures plain cross-entropy, comparable across recipes.
+
+        Raises:
+            UsageError: a loss that is not ce or focal; class weights that are not one
+                number per class.
+        """
+        from prep.builtin_tasks.classification.losses import ClassificationLoss, check_loss
+        from prep.engine.config import check_class_weights
+
+        name = check_loss(config.loss)
+        weights = check_class_weights(config.class_weights, classes)
+        if not train:
+            return ClassificationLoss()
+        return ClassificationLoss(name, config.label_smoothing, weights)
+
+    def mixer(self, config: "TrainConfig", classes: list[str]):
+        """Mixup and cutmix of training batches (see ``mixing``), as the config asks."""
+        from prep.builtin_tasks.classification.mixing import BatchMixer
+
+        return BatchMixer(len(classes), config.mixup, config.cutmix, config.mix_prob, config.mix_switch_prob, config.mix_off_epoch)
 
     def metrics(self, classes: list[str], *, train: bool):
         from prep.builtin_tasks.classification.metrics import ClassificationMetrics
@@ -166,19 +209,6 @@ class ClassificationTask:
 
 def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-class CrossEntropy:
-    """Cross-entropy on float32 logits (also under mixed precision), for class indices or
-    class probabilities. A class, not a closure: DDP and pickling both need a plain object."""
-
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        self.label_smoothing = label_smoothing
-
-    def __call__(self, outputs: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
-        import torch
-
-        return torch.nn.functional.cross_entropy(outputs.float(), targets, label_smoothing=self.label_smoothing)
 
 
 @hookimpl

@@ -100,13 +100,33 @@ class SegmentationTask:
         return masks
 
     def loss(self, config: "TrainConfig", classes: list[str], *, train: bool):
-        from prep.errors import UsageError
         from prep.builtin_tasks.segmentation.losses import SegmentationLoss
+        from prep.engine.config import check_class_weights
+        from prep.errors import UsageError
 
-        weights = config.class_weights
-        if weights is not None and len(weights) != len(classes):
-            raise UsageError(f"--class-weights gives {len(weights)} weights, but the dataset has {len(classes)} classes ({', '.join(classes)})")
-        return SegmentationLoss(config.loss, weights)
+        if config.label_smoothing:
+            raise UsageError(f"--label-smoothing {config.label_smoothing:g} is for classification; the segmentation losses do not smooth labels")
+        return SegmentationLoss(config.loss, check_class_weights(config.class_weights, classes))
+
+    count_unit = "pixels"
+
+    def sample_classes(self, root: "DatasetIndex | Path", split: str, classes: list[str]) -> list[tuple[int, ...]]:
+        """The classes each image's mask holds, in the order of ``dataset`` (for
+        ``--sampler balanced``, which draws the images of rare classes more often)."""
+        from prep.data.index import DatasetIndex
+
+        return DatasetIndex.of(root).mask_classes_held(split)
+
+    def class_counts(self, root: "DatasetIndex | Path", classes: list[str]) -> list[int]:
+        """Training pixels per class."""
+        from prep.data.index import DatasetIndex
+
+        return DatasetIndex.of(root).mask_class_pixels("train")
+
+    def defaults_for_imbalance(self, classes: list[str]) -> dict[str, Any]:
+        """With more than two classes, pixels weighed by ``--class-weights auto`` (the
+        Dice term is already a mean over classes)."""
+        return {"class_weights": "auto"} if len(classes) > 2 else {}
 
     def metrics(self, classes: list[str], *, train: bool):
         from prep.builtin_tasks.segmentation.metrics import SegmentationMetrics
