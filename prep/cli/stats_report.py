@@ -10,6 +10,20 @@ from rich.table import Table
 from prep.cli.output import escape, stdout
 
 
+IMBALANCED_TRAINING = (
+    "prep train monitors valid_balanced_acc and weighs the classes (--class-weights auto) unless told otherwise."
+)
+
+
+def _absent(absent: dict[str, list[str]], unit: str) -> None:
+    """A line per split that lacks a class: its scores there are undefined (n/a)."""
+    for split, classes in absent.items():
+        if classes:
+            which = ", ".join(classes)
+            after = "so it cannot be scored there; prep split stratifies by class, and puts every class in valid when it can" if split != "train" else "so no model can learn it from this split"
+            stdout.print(f"[yellow]{escape(split)} has no {unit} of {escape(which)}[/], {after}")
+
+
 def render_stats(stats: dict[str, Any], path: Path) -> None:
     kind = "exact" if stats["exact"] else "[yellow]approximate[/] (" + ("--fast half-scale decode" if stats["fast"] else f"--sample {stats['sample']}") + ")"
     table = Table(title=f"Normalisation over {stats['images']} train images ({stats['pixels']:,} pixels), {kind}")
@@ -29,9 +43,12 @@ def render_stats(stats: dict[str, Any], path: Path) -> None:
         for name in stats["classes"]:
             counts.add_row(name, *(str(splits[s].get(name, 0)) for s in splits), f"{stats['class_balance']['shares'][name]:.1%}")
         stdout.print(counts)
-        ratio = stats["class_balance"]["max_over_min"]
-        if ratio and ratio > 1.5:
-            stdout.print(f"[yellow]Imbalanced: the largest class has {ratio:.1f}x the images of the smallest[/]")
+        balance = stats["class_balance"]
+        if balance.get("imbalanced"):
+            stdout.print(escape(f"Imbalanced: {balance['about'].removeprefix('imbalanced: ')}.") + f" [yellow]{IMBALANCED_TRAINING}[/]")
+        elif balance["max_over_min"] and balance["max_over_min"] > 1.5:
+            stdout.print(f"[yellow]Somewhat imbalanced: the largest class has {balance['max_over_min']:.1f}x the images of the smallest[/]")
+        _absent(stats.get("absent", {}), "images")
     else:
         stdout.print("Images per split: " + ", ".join(f"{s} {n}" for s, n in splits.items()))
     sizes = stats["sizes"]
@@ -55,6 +72,9 @@ def render_stats(stats: dict[str, Any], path: Path) -> None:
             shares = ", ".join(f"{name} {share:.1%}" for name, share in masks["class_pixels"].items())
             source = f" (from {masks['class_table']})" if masks.get("class_table") else ""
             stdout.print(escape(f"Classes{source}, share of pixels: {shares}"))
+        if masks.get("class_balance", {}).get("imbalanced") and len(masks.get("classes", [])) > 2:
+            stdout.print(escape(f"Imbalanced pixels: {masks['class_balance']['about'].removeprefix('imbalanced: ')}.") + " [yellow]prep train weighs the classes' pixels (--class-weights auto) unless told otherwise.[/]")
+        _absent(masks.get("absent", {}), "pixels")
         if masks.get("problem"):
             stdout.print(f"[red]Training would stop here:[/] {escape(masks['problem'])}")
         for line in masks["advice"]:

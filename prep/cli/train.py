@@ -51,6 +51,7 @@ class EpochPrinter:
             f"  normalisation: {setup['normalization']} ({setup['normalization_about']})",
             f"  recipe: {setup['recipe']} ({setup['recipe_about']}); augmentation: {setup['augmentation']}",
             *([f"  classes: {setup['balance']}"] if setup.get("balance") else []),
+            *([f"  note: {setup['absent']}"] if setup.get("absent") else []),
             f"  cache: {setup['cache_about']}",
         ):
             output.info(output.escape(line), soft_wrap=True)

@@ -30,6 +30,7 @@ import numpy as np
 
 from prep.util.version import __version__
 from prep.data.index import DatasetIndex
+from prep.stats.balance import ClassBalance
 from prep.errors import DatasetNotFoundError, StatsNotFoundError
 from prep.layout import SEGMENTATION
 from prep.util.files import atomic_write_json
@@ -142,8 +143,9 @@ def compute_dataset_stats(
         stats["classes"] = classes
         train_total = sum(counts["train"].values()) or 1
         shares = {c: n / train_total for c, n in counts["train"].items()}
-        nonzero = [n for n in counts["train"].values() if n]
-        stats["class_balance"] = {"shares": shares, "max_over_min": max(nonzero) / min(nonzero) if nonzero else None}
+        balance = ClassBalance(tuple(classes), tuple(counts["train"][c] for c in classes))
+        stats["class_balance"] = {"shares": shares, "max_over_min": balance.ratio, "imbalanced": balance.imbalanced, "about": balance.describe()}
+        stats["absent"] = {split: [c for c, n in per_class.items() if n == 0] for split, per_class in counts.items()}
     if not train_images:
         raise DatasetNotFoundError(f"{index.splits['train']} holds no images to compute statistics from")
     if sample is not None and sample < len(train_images):
@@ -181,6 +183,14 @@ def _mask_classes(index: DatasetIndex) -> dict[str, Any]:
     counted = sum(pixels[i] for i in found.mapping.ids) or 1
     result["classes"] = found.names
     result["class_pixels"] = {name: pixels.get(i, 0) / counted for name, i in zip(found.names, found.mapping.ids)}
+    per_split = {split: index.mask_class_pixels(split) for split in index.splits}
+    result["split_class_pixels"] = {split: dict(zip(found.names, counts)) for split, counts in per_split.items()}
+    # The classes each split lacks: their scores there are undefined, which stats says now.
+    result["absent"] = {split: [n for n, c in zip(found.names, counts) if c == 0] for split, counts in per_split.items()}
+    train = per_split.get("train")
+    if train is not None:
+        balance = ClassBalance(tuple(found.names), tuple(train), "pixels")
+        result["class_balance"] = {"max_over_min": balance.ratio, "imbalanced": balance.imbalanced, "about": balance.describe()}
     return result
 
 

@@ -36,12 +36,21 @@ class Imbalance:
         adapted: the settings the imbalance chose (name -> value), for the run's header.
         auto_weights: whether the class weights were computed (``--class-weights auto``).
         sample_weights: one weight per training sample for ``--sampler balanced``, else None.
+        absent_from_valid: the classes no validation sample holds (their scores are n/a).
     """
 
     balance: ClassBalance | None
     adapted: dict[str, Any] = field(default_factory=dict)
     auto_weights: bool = False
     sample_weights: list[float] | None = None
+    absent_from_valid: list[str] = field(default_factory=list)
+
+    def describe_valid(self) -> str | None:
+        """The header's line about classes the validation split lacks, if any."""
+        if not self.absent_from_valid:
+            return None
+        which = ", ".join(self.absent_from_valid)
+        return f"the validation split holds no {which}: {'its' if len(self.absent_from_valid) == 1 else 'their'} scores are n/a and left out of the means"
 
     def describe(self, config: TrainConfig) -> str | None:
         """The header's line about the classes' balance (None when nothing is known)."""
@@ -67,9 +76,12 @@ def check_sampler(sampler: str) -> str:
     return check_choice("--sampler", sampler, SAMPLERS)
 
 
-def resolve_imbalance(task: "Task", index: "DatasetIndex", classes: list[str], config: TrainConfig, options: TrainOptions) -> Imbalance:
+def resolve_imbalance(
+    task: "Task", index: "DatasetIndex", classes: list[str], config: TrainConfig, options: TrainOptions, *, with_valid: bool = True,
+) -> Imbalance:
     """Count the training split's classes, apply the task's defaults for an imbalanced one
-    to ``config`` (in place), and resolve ``--class-weights auto`` and ``--sampler balanced``.
+    to ``config`` (in place), resolve ``--class-weights auto`` and ``--sampler balanced``,
+    and find the classes the validation split lacks (``with_valid``).
 
     Raises:
         UsageError: ``auto`` or ``balanced`` for a task that does not count its classes,
@@ -98,6 +110,9 @@ def resolve_imbalance(task: "Task", index: "DatasetIndex", classes: list[str], c
         imbalance.auto_weights = True
     if config.sampler == "balanced":
         imbalance.sample_weights = _sample_weights(task, index, classes)
+    if with_valid and hasattr(task, "sample_classes"):
+        held = {c for sample in task.sample_classes(index, "valid", classes) for c in sample}
+        imbalance.absent_from_valid = [name for i, name in enumerate(classes) if i not in held]
     return imbalance
 
 

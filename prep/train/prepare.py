@@ -154,6 +154,7 @@ class PreparedRun:
             "images": {"train": len(self.train_loader.dataset), "valid": len(self.valid_loader.dataset) if self.valid_loader else 0},
             "classes": len(self.request.classes),
             **({"balance": line} if self.imbalance is not None and (line := self.imbalance.describe(config)) else {}),
+            **({"absent": line} if self.imbalance is not None and (line := self.imbalance.describe_valid()) else {}),
             **({"fold": self.index.fold, "folds": self.index.fold_count} if self.index.fold is not None else {}),
         }
 
@@ -205,7 +206,7 @@ def prepare_run(
     config = resolve_config(trainer, options, request, config)
     # Before the settings are checked: auto class weights become numbers, and an
     # imbalanced split changes the defaults (the monitor, the weights).
-    imbalance = resolve_imbalance(task, index, classes, config, options)
+    imbalance = resolve_imbalance(task, index, classes, config, options, with_valid=with_valid)
     world = World.from_env()
     device = world.device(config.device)
     settings = resolve_settings(task, config, classes, device, registration.call_method("loss", config, classes))

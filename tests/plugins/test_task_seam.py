@@ -164,7 +164,7 @@ def test_the_monitored_metric_and_its_direction_are_settings(tmp_path: Path):
     assert summary["monitor"] == "valid_loss" and summary["best_valid_loss"] == min(losses)
     assert summary["best_epoch"] == 1 + losses.index(min(losses)) and "best_valid_acc" not in summary
     result = _cli(["train", "--weights", "none", str(data), "--monitor", "valid_f1", "--workers", "0", "--run-dir", str(tmp_path / "bad")])
-    assert result.exit_code == 2 and "--monitor must be one of valid_loss, valid_acc, train_loss, train_acc" in result.output
+    assert result.exit_code == 2 and "--monitor must be one of valid_loss, valid_acc, valid_balanced_acc, valid_macro_f1, train_loss, train_acc" in result.output
     assert not (tmp_path / "bad").exists()
 
 

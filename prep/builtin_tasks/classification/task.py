@@ -153,9 +153,15 @@ class ClassificationTask:
     def report_lines(self, report: dict[str, Any]) -> list[str]:
         """Evaluate's result in words: accuracy and loss, then a line per class."""
         top5 = f", top-5 acc {report['top5_acc']:.4f}" if "top5_acc" in report else ""
-        lines = [f"{report['split']}: acc {report['acc']:.4f}{top5}, loss {report['loss']:.4f} over {report['images']} images"]
+        lines = [
+            f"{report['split']}: acc {report['acc']:.4f}, balanced acc {_number(report.get('balanced_acc'))}, "
+            f"macro F1 {_number(report.get('macro_f1'))}{top5}, loss {report['loss']:.4f} over {report['images']} images"
+        ]
         for name, scores in report["per_class"].items():
-            lines.append(f"  {name}: recall {_number(scores['recall'])}, precision {_number(scores['precision'])} ({scores['images']} images)")
+            if not scores["images"]:
+                lines.append(f"  {name}: not in {report['split']} (no images), precision {_number(scores['precision'])}")
+            else:
+                lines.append(f"  {name}: recall {_number(scores['recall'])}, precision {_number(scores['precision'])} ({scores['images']} images)")
         if report.get("confusion_png"):
             lines.append(f"Confusion matrix: {report['confusion_png']}")
         return lines

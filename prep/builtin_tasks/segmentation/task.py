@@ -164,7 +164,10 @@ class SegmentationTask:
             f"pixel_acc {_number(report['pixel_acc'])}, loss {report['loss']:.4f} over {report['images']} images"
         ]
         for name, scores in report["per_class"].items():
-            lines.append(f"  {name}: dice {_number(scores['dice'])}, iou {_number(scores['iou'])}")
+            if scores["dice"] is None:  # neither in the masks nor predicted: nothing to score
+                lines.append(f"  {name}: not in {report['split']} (no pixel of it in the masks or the predictions)")
+            else:
+                lines.append(f"  {name}: dice {_number(scores['dice'])}, iou {_number(scores['iou'])}")
         if "examples_png" in report:
             lines.append(f"Samples with truth and prediction: {report['examples_png']}")
         return lines
