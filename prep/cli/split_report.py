@@ -29,6 +29,11 @@ def render_split_report(report: SplitReport, verbose: bool = False) -> None:
         table.add_row(name or "(all)", *(str(report.splits[s].get(name, 0)) for s in splits))
     table.add_row("[bold]total[/]", *(f"[bold]{data['totals'][s]}[/]" for s in splits))
     stdout.print(table)
+    for split, classes in (report.missing_classes or {}).items():
+        stdout.print(escape(
+            f"{split} holds no mask of {', '.join(classes)}: too few masks hold {'it' if len(classes) == 1 else 'them'} "
+            f"to reach every split, so {'its' if len(classes) == 1 else 'their'} scores there will be n/a"
+        ))
     if report.folds is not None:
         _render_folds(report)
     if report.rejected:

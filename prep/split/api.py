@@ -60,6 +60,7 @@ class SplitReport:
     folds: dict[str, dict[str, int]] | None = None  # with --folds: fold -> class -> samples (segmentation: images holding it)
     fold_sizes: dict[str, int] | None = None  # fold -> samples
     rare_classes: dict[str, int] | None = None  # segmentation: classes in fewer masks than folds -> masks
+    missing_classes: dict[str, list[str]] | None = None  # segmentation: split -> classes some mask holds but none of its masks
     folds_file: str | None = None  # OUT/folds.csv
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +123,7 @@ def _plan_info(plan: Plan) -> dict[str, Any]:
         },
         "examples": [{"from": e.src, "to": e.dst} for e in moves[:EXAMPLE_MOVES]],
         "grouping": plan.grouping, "folds": plan.folds, "fold_sizes": plan.fold_sizes, "rare_classes": plan.rare_classes,
+        "missing_classes": plan.missing_classes,
     }
 
 

@@ -102,37 +102,6 @@ def _check_classes_large_enough(by_stratum: dict[str, list[int]], folds: int) ->
         )
 
 
-def _ids_present(chunk: Sequence[str], table) -> list[tuple[int, ...]]:
-    """The ids each mask of ``chunk`` holds, as training reads them (a worker's job); none
-    for a mask that cannot be read as ids (the split's own checks report those)."""
-    import numpy as np
-
-    from prep.masks.read import mask_ids
-
-    found = []
-    for path in chunk:
-        try:
-            found.append(tuple(int(v) for v in np.unique(mask_ids(Path(path), table))))
-        except (PrepError, OSError, ValueError):
-            found.append(())
-    return found
-
-
-def mask_ids_present(masks: Sequence[str], table, workers: int, progress: Progress = NO_PROGRESS) -> list[tuple[int, ...]]:
-    """The class ids each mask holds, read in parallel."""
-    from prep.util.parallel import map_chunks
-
-    with progress.task("Reading masks for the folds", len(masks)) as advance:
-        parts = map_chunks(_ids_present, list(masks), table, chunk_size=64, workers=workers, min_items=256, advance=advance)
-    return [ids for part in parts for ids in part]
-
-
-def rarest_class(ids: Sequence[int], holding: Counter) -> str:
-    """A segmentation unit's stratum: the id it holds that the fewest masks hold (ties: the
-    lowest id), or ``-`` for masks without readable ids."""
-    return str(min(ids, key=lambda i: (holding[i], i))) if ids else "-"
-
-
 def rare_mask_classes(holding: Counter, folds: int) -> dict[int, int]:
     """The class ids that fewer masks hold than there are folds: some folds' validation
     parts will lack them (id -> masks holding it)."""

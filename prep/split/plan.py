@@ -25,6 +25,7 @@ from prep.split.journal import Entry
 from prep.layout import IMAGES_DIR, MASKS_DIR, REJECTED_DIR, SPLITS, is_junk
 from prep.split.sources import Inventory, LayoutOptions, Sample
 from prep.split.label_parsers import regex_label_parser
+from prep.split.mask_strata import mask_strata
 from prep.split.splitters import SplitRequest, SplitSize, Unit
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Plan:
     folds: dict[str, dict[str, int]] | None = None  # fold -> class -> samples (segmentation: images holding it)
     fold_sizes: dict[str, int] | None = None  # fold -> samples
     rare_classes: dict[str, int] | None = None  # segmentation: classes in fewer masks than folds -> masks
+    missing_classes: dict[str, list[str]] | None = None  # segmentation: split -> classes some mask holds but none of its masks
 
 
 class _UnionFind:
@@ -322,9 +324,15 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
 
     roots, members_of, units = builder.units(good, union)
     request = SplitRequest(SplitSize(0.0, False) if options.folds else options.valid, options.test)
+    masks = _MaskClasses.read(src, samples, good, options, class_table, progress) if inventory.layout == "segmentation" else None
+    if masks is not None:  # pairs are stratified by the rarest class their masks hold
+        strata = mask_strata([masks.unit_ids(members_of[root]) for root in roots], 1 + len(request.held_out))
+        units = [Unit(unit.key, stratum, unit.size) for unit, stratum in zip(units, strata)]
     assigned = _assign_splits(splitter, units, request, options.seed) if units else []
     split_of = {i: split for root, split in zip(roots, assigned) for i in members_of[root]}
-    fold_of = _assign_folds(src, inventory, options, plan, roots, members_of, units, assigned, progress, class_table) if options.folds else {}
+    if masks is not None:
+        plan.missing_classes = masks.missing(split_of)
+    fold_of = _assign_folds(inventory, options, plan, roots, members_of, units, assigned, masks) if options.folds else {}
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for index in sorted(good, key=lambda i: samples[i].rel):
         sample = samples[index]
@@ -345,40 +353,65 @@ def _check_fold_options(options: SplitOptions) -> None:
         raise UsageError(f"--folds deals out folds {' or '.join(FOLD_SPLITTERS)}; the splitter {options.splitter!r} makes train/valid splits only")
 
 
+class _MaskClasses:
+    """The class ids each pair's mask holds (read once, for the strata, the folds and the
+    report), and their names."""
+
+    def __init__(self, ids_of: dict[int, tuple[int, ...]], names: dict[int, str]) -> None:
+        self.ids_of, self.names = ids_of, names
+        self.holding = Counter(i for ids in ids_of.values() for i in ids)
+
+    @classmethod
+    def read(cls, src: Path, samples, good: list[int], options: SplitOptions, class_table: Path | None, progress: Progress) -> "_MaskClasses":
+        from prep.masks.class_table import read_class_table
+        from prep.split.mask_strata import mask_ids_present
+
+        table = read_class_table(class_table) if class_table is not None else None
+        paired = [i for i in good if samples[i].mask_rel]
+        found = mask_ids_present([f"{src}{os.sep}{samples[i].mask_rel}" for i in paired], table, options.workers, progress)
+        if table is not None and table.ignore is not None:
+            found = [tuple(i for i in ids if i != table.ignore) for ids in found]
+        return cls(dict(zip(paired, found)), dict(zip(table.ids, table.names)) if table is not None else {})
+
+    def name(self, class_id: int) -> str:
+        return self.names.get(class_id, f"class {class_id}")
+
+    def unit_ids(self, members: list[int]) -> list[int]:
+        return sorted({c for i in members for c in self.ids_of.get(i, ())})
+
+    def missing(self, split_of: dict[int, str]) -> dict[str, list[str]]:
+        """Each split -> the classes that some mask holds but none of that split's does."""
+        held: dict[str, set[int]] = defaultdict(set)
+        for index, split in split_of.items():
+            held[split].update(self.ids_of.get(index, ()))
+        every = set(self.holding)
+        return {split: [self.name(i) for i in sorted(every - ids)] for split, ids in sorted(held.items()) if every - ids}
+
+
 def _assign_folds(
-    src: Path, inventory: Inventory, options: SplitOptions, plan: Plan, roots, members_of, units: list[Unit],
-    assigned: list[str], progress: Progress, class_table: Path | None,
+    inventory: Inventory, options: SplitOptions, plan: Plan, roots, members_of, units: list[Unit],
+    assigned: list[str], masks: "_MaskClasses | None",
 ) -> dict[int, int]:
     """The fold of each training sample (by sample index), with the report's per-fold counts
     in ``plan``; see ``prep.split.folds``."""
-    from prep.split.folds import assign_folds, mask_ids_present, rare_mask_classes, rarest_class
+    from prep.split.folds import assign_folds, rare_mask_classes
+    from prep.split.mask_strata import rarest_class
 
     samples = inventory.samples
     pool = [u for u, split in enumerate(assigned) if split == "train"]
-    segmentation = inventory.layout == "segmentation"
-    names: dict[int, str] = {}
-    if segmentation:
-        from prep.masks.class_table import read_class_table
-
-        table = read_class_table(class_table) if class_table is not None else None
+    if masks is not None:
         members = [i for u in pool for i in members_of[roots[u]]]
-        found = mask_ids_present([f"{src}{os.sep}{samples[i].mask_rel}" for i in members], table, options.workers, progress)
-        if table is not None and table.ignore is not None:
-            found = [tuple(i for i in ids if i != table.ignore) for ids in found]
-        ids_of = dict(zip(members, found))
-        holding = Counter(i for ids in found for i in ids)
-        unit_ids = [sorted({c for i in members_of[roots[u]] for c in ids_of[i]}) for u in pool]
-        pool_units = [Unit(units[u].key, rarest_class(ids, holding), units[u].size) for u, ids in zip(pool, unit_ids)]
-        names = dict(zip(table.ids, table.names)) if table is not None else {}
-        plan.rare_classes = {names.get(i, f"class {i}"): n for i, n in rare_mask_classes(holding, options.folds).items()}
+        holding = Counter(c for i in members for c in masks.ids_of.get(i, ()))
+        pool_units = [Unit(units[u].key, rarest_class(masks.unit_ids(members_of[roots[u]]), holding), units[u].size) for u in pool]
+        plan.rare_classes = {masks.name(i): n for i, n in rare_mask_classes(holding, options.folds).items()}
     else:
         pool_units = [units[u] for u in pool]
-    folds = assign_folds(pool_units, options.folds, options.seed, stratified=options.splitter == "stratified", every_class=not segmentation)
+    folds = assign_folds(pool_units, options.folds, options.seed, stratified=options.splitter == "stratified", every_class=masks is None)
     fold_of = {i: fold for u, fold in zip(pool, folds) for i in members_of[roots[u]]}
     per_fold: dict[str, Counter] = {str(f): Counter() for f in range(options.folds)}
     for index, fold in fold_of.items():
-        if segmentation:
-            per_fold[str(fold)].update(names.get(c, f"class {c}") for c in ids_of[index])
+        if masks is not None:
+            per_fold[str(fold)].update(masks.name(c) for c in masks.ids_of.get(index, ()))
         else:
             per_fold[str(fold)][samples[index].label or ""] += 1
     plan.folds = {f: dict(sorted(c.items())) for f, c in per_fold.items()}
