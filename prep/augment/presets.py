@@ -1,6 +1,8 @@
 """Named augmentation presets, and building a pipeline from a name or a file.
 
-Also a built-in plugin: it registers ``none``, ``flip``, ``light``, ``medium`` and ``heavy``. Each
+Also a built-in plugin: it registers ``none``, ``flip``, ``light``, ``medium``, ``heavy``, and
+the policies of longer runs, ``randaugment``, ``trivialaugment`` and ``erasing`` (see
+``prep.augment.policies``). Each
 preset builds a train or an eval pipeline for a task (``classification`` or
 ``segmentation``). Eval pipelines only resize the short side to ``size / 0.875`` and take
 the centre ``size x size`` crop (segmentation: resize the whole image to ``size x size``,
@@ -98,6 +100,29 @@ def heavy_preset(size: int, train: bool, task: str) -> list:
     ]
 
 
+def randaugment_preset(size: int, train: bool, task: str) -> list:
+    """Light, then RandAugment (two operations at magnitude 9) and random erasing (p 0.25):
+    timm's rand-m9-n2 with --reprob 0.25, for long runs."""
+    from prep.augment.policies import rand_augment, random_erasing
+
+    return light_preset(size, train, task) + [rand_augment(), random_erasing()] if train else eval_transforms(size, task)
+
+
+def trivialaugment_preset(size: int, train: bool, task: str) -> list:
+    """Light, then TrivialAugment Wide (one operation at a random strength) and random
+    erasing (p 0.25): strong augmentation with nothing to tune."""
+    from prep.augment.policies import random_erasing, trivial_augment
+
+    return light_preset(size, train, task) + [trivial_augment(), random_erasing()] if train else eval_transforms(size, task)
+
+
+def erasing_preset(size: int, train: bool, task: str) -> list:
+    """Light, then random erasing (p 0.25)."""
+    from prep.augment.policies import random_erasing
+
+    return light_preset(size, train, task) + [random_erasing()] if train else eval_transforms(size, task)
+
+
 def build_pipeline(preset: str, image_size: int, *, train: bool, task: str = "classification", seed: int | None = None):
     """An ``albumentations.Compose`` from a preset name or a saved pipeline file.
 
@@ -154,3 +179,6 @@ def register_augmentation_presets(register: Callable[[str, Preset], None]) -> No
     register("light", light_preset)
     register("medium", medium_preset)
     register("heavy", heavy_preset)
+    register("randaugment", randaugment_preset)
+    register("trivialaugment", trivialaugment_preset)
+    register("erasing", erasing_preset)

@@ -11,7 +11,7 @@ from prep.cli import options, output
 
 def augment_command(
     data: options.Dataset = None,
-    preset: str = typer.Option("auto", "--preset", help="auto (what prep train's default recipe uses for --epochs) | none | flip | light | medium | heavy | a plugin's preset | a pipeline .yaml/.json file."),
+    preset: str = typer.Option("auto", "--preset", help="auto (what prep train's default recipe uses for --epochs) | none | flip | light | medium | heavy | randaugment | trivialaugment | erasing | a plugin's preset | a pipeline .yaml/.json file."),
     epochs: int = typer.Option(3, "--epochs", min=1, help="With --preset auto: the length of the run whose augmentation to show (the default recipe's is 3)."),
     out: Path = typer.Option(Path("preview.png"), "--out", help="Where to write the PNG."),
     images: int = typer.Option(4, "--images", min=1, help="Sample images, one per row."),

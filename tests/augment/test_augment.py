@@ -14,7 +14,7 @@ from prep.cli import app
 from prep.errors import UnknownNameError, UsageError
 
 runner = CliRunner()
-PRESETS = ["none", "flip", "light", "medium", "heavy"]
+PRESETS = ["none", "flip", "light", "medium", "heavy", "randaugment", "trivialaugment", "erasing"]
 
 
 def picture(seed: int = 0, size=(96, 128)) -> np.ndarray:
@@ -133,3 +133,45 @@ def test_the_outline_follows_the_mask_and_leaves_the_rest_alone():
     changed = (out != 100).any(axis=-1)
     assert changed[2:8, 2:8].sum() == changed.sum() > 0  # only around the square
     assert (out[5, 5] == 100).all() and (out[0, 0] == 100).all()  # inside and outside untouched
+
+
+def test_the_policies_move_masks_with_the_image_and_recolour_only_the_image():
+    from prep.augment.policies import rand_augment, trivial_augment
+
+    import albumentations as A
+
+    # A picture whose every pixel says where it came from, and its mask: the same pattern.
+    ramp = (np.arange(64)[None, :] * 4 + np.zeros((64, 1), int)).astype(np.uint8)
+    image = np.repeat(ramp[:, :, None], 3, axis=2)
+    mask = (ramp // 64).astype(np.uint8)  # four stripes, ids 0-3
+    moved = recoloured = 0
+    for policy in (rand_augment(), trivial_augment()):
+        pipeline = A.Compose([policy], seed=3)
+        for _ in range(60):
+            out = pipeline(image=image, mask=mask)
+            changed_mask = not np.array_equal(out["mask"], mask)
+            moved += changed_mask
+            recoloured += not changed_mask and not np.array_equal(out["image"], image)
+            assert set(np.unique(out["mask"])) <= {0, 1, 2, 3}
+    assert moved > 10 and recoloured > 10  # both kinds of operation are drawn
+
+
+def test_random_erasing_fills_a_box_with_noise_and_leaves_the_mask():
+    from prep.augment.policies import random_erasing
+
+    import albumentations as A
+
+    image, mask = np.full((64, 64, 3), 128, np.uint8), np.ones((64, 64), np.uint8)
+    out = A.Compose([random_erasing(p=1.0)], seed=0)(image=image, mask=mask)
+    erased = (out["image"] != 128).any(axis=2).mean()
+    assert 0.01 < erased <= 0.34 and np.array_equal(out["mask"], mask)
+
+
+def test_cli_previews_the_policies(tmp_path: Path):
+    from prep.testing import make_classification_dataset
+
+    data = make_classification_dataset(tmp_path / "data", per_class=3, valid_per_class=1, size=48)
+    for preset in ("randaugment", "trivialaugment"):
+        result = runner.invoke(app, ["augment", str(data), "--preset", preset, "--out", str(tmp_path / f"{preset}.png"), "--images", "2", "--versions", "3"])
+        assert result.exit_code == 0, result.output
+        assert Image.open(tmp_path / f"{preset}.png").size[0] > 300
