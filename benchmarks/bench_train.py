@@ -8,8 +8,14 @@ model (torchvision ResNet-18, new 2-class head, no pretrained weights), the same
 batch size and workers; on a GPU it adds what prep does by default there (bf16/fp16
 autocast, channels_last, uint8 batches normalised on the device).
 
-Both train for ``--epochs`` epochs; the figure is the images per second of the training
-phase of the last epoch (the first pays for worker start-up and, on GPUs, cuDNN's
+On a CPU with bfloat16 instructions (AVX512-BF16 or AMX) a third contender is prep with
+``--amp bf16``: the forward pass under ``torch.autocast("cpu", dtype=torch.bfloat16)``, with
+channels_last weights; its line gives its speed against prep in float32 too, and the
+validation accuracy of both (on real images: benchmarks/bench_recipes.py --part bf16).
+
+Each contender runs in its own process (``_peak.run_measured``: its peak memory, loader
+workers included) for ``--epochs`` epochs; the figure is the images per second of the
+training phase of the last epoch (the first pays for worker start-up and, on GPUs, cuDNN's
 autotuning), validation excluded.
 
 Usage: python benchmarks/bench_train.py [--per-class 500] [--image-size 64] [--batch-size 64]
@@ -29,8 +35,8 @@ from pathlib import Path
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-def book_train_model(root: Path, args, device) -> float:
-    """The book's loop, as users copy it; returns the last epoch's training images/s."""
+def book_train_model(root: Path, args, device) -> dict:
+    """The book's loop, as users copy it: the last epoch's training images/s and validation accuracy."""
     import torch
     import torchvision
     from torchvision import datasets, transforms
@@ -58,7 +64,7 @@ def book_train_model(root: Path, args, device) -> float:
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
-    rate = 0.0
+    rate, accuracy = 0.0, 0.0
     for epoch in range(args.epochs):
         for phase in ("train", "valid"):
             model.train() if phase == "train" else model.eval()
@@ -80,22 +86,37 @@ def book_train_model(root: Path, args, device) -> float:
             if phase == "train":
                 scheduler.step()
                 rate = seen / (time.perf_counter() - started)
-            print(f"  book  epoch {epoch + 1} {phase}: loss {running_loss / seen:.4f} acc {running_corrects.double().item() / seen:.4f}")
-    return rate
+            else:
+                accuracy = running_corrects.double().item() / seen
+            print(f"  book  epoch {epoch + 1} {phase}: loss {running_loss / seen:.4f} acc {running_corrects.double().item() / seen:.4f}", file=sys.stderr)
+    return {"images_per_s": rate, "valid_acc": accuracy}
 
 
-def prep_train(root: Path, args, run_dir: Path) -> float:
+def prep_train(root: Path, args, run_dir: Path, amp: str | None = None) -> dict:
     from prep.train.options import TrainOptions
     from prep.train.run import train
 
     train(root, TrainOptions(
         arch=args.arch, weights="none", recipe="book", epochs=args.epochs, batch_size=args.batch_size,
-        image_size=args.image_size, preset="light", workers=args.workers, device=args.device, run_dir=run_dir,
+        image_size=args.image_size, preset="light", workers=args.workers, device=args.device, run_dir=run_dir, amp=amp,
     ))
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for r in records:
-        print(f"  prep  epoch {r['epoch']}: train_loss {r['train_loss']:.4f} valid_acc {r['valid_acc']:.4f}")
-    return records[-1]["images_per_s"]
+        print(f"  prep{' ' + amp if amp else ''} epoch {r['epoch']}: train_loss {r['train_loss']:.4f} valid_acc {r['valid_acc']:.4f}", file=sys.stderr)
+    return {"images_per_s": records[-1]["images_per_s"], "valid_acc": records[-1]["valid_acc"]}
+
+
+def contender(args) -> None:
+    """One contender, in this process: prints its figures as JSON."""
+    import torch
+
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory(prefix="bench_train_run_") as tmp:
+        if args.contender == "book":
+            figures = book_train_model(args.data, args, device)
+        else:
+            figures = prep_train(args.data, args, Path(tmp) / "run", amp="bf16" if args.contender == "prep-bf16" else None)
+    print(json.dumps(figures))
 
 
 def main() -> None:
@@ -108,14 +129,19 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--device", default=None)
     parser.add_argument("--data", type=Path, default=None, help="reuse a split dataset folder")
+    parser.add_argument("--contender", choices=("book", "prep", "prep-bf16"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
 
+    if args.contender:
+        return contender(args)
+    from _peak import run_measured
+
+    from prep.engine.precision import cpu_has_bf16
     from prep.split.sample import write_sample
     from prep.split.api import split_dataset
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    args.device = str(device)
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         root = args.data or Path(tmp) / "data"
         if not (root / "train").is_dir():
@@ -125,12 +151,25 @@ def main() -> None:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         print(f"{args.arch}, {images} training images at {args.image_size} px, batch {args.batch_size}, "
               f"{args.workers} workers, {args.epochs} epochs, on {name}")
-        book = book_train_model(root, args, device)
-        ours = prep_train(root, args, Path(tmp) / "run")
-    print(f"{'':34s} {'images/s':>9s} {'vs book':>8s}")
-    print(f"{'book train_model (fp32)':34s} {book:9.0f} {1:7.2f}x")
-    label = "prep engine" + (" (AMP, channels_last, uint8)" if device.type == "cuda" else "")
-    print(f"{label:34s} {ours:9.0f} {ours / book:7.2f}x")
+        common = [
+            "--data", str(root), "--device", str(device), "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
+            "--workers", str(args.workers), "--epochs", str(args.epochs), "--arch", args.arch,
+        ]
+        names = ["book", "prep"] + (["prep-bf16"] if device.type == "cpu" and cpu_has_bf16() else [])
+        results = {name: run_measured([__file__, "--contender", name, *common]) for name in names}
+    book = results["book"][0]["images_per_s"]
+    print(f"{'':40s} {'images/s':>9s} {'vs book':>8s} {'valid acc':>9s} {'peak MB':>8s}")
+    labels = {
+        "book": "book train_model (fp32)",
+        "prep": "prep engine" + (" (AMP, channels_last, uint8)" if device.type == "cuda" else " (fp32)"),
+        "prep-bf16": "prep engine --amp bf16 (channels_last)",
+    }
+    for name, (figures, peak) in results.items():
+        rate = figures["images_per_s"]
+        print(f"{labels[name]:40s} {rate:9.0f} {rate / book:7.2f}x {figures['valid_acc']:9.3f} {peak / 2**20:8.0f}")
+    if "prep-bf16" in results:
+        ratio = results["prep-bf16"][0]["images_per_s"] / results["prep"][0]["images_per_s"]
+        print(f"--amp bf16 against float32 on this CPU: {ratio:.2f}x")
     print("target on a GPU: prep >= 2x the book's loop")
 
 

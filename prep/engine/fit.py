@@ -140,11 +140,11 @@ def _start(
     """The model on the device, its optimiser, schedule and freezer: the step that trains it,
     and the state that checkpoints it."""
     model.to(device)
-    if device.type == "cuda":
+    if settings.precision.wants_channels_last:
         model.to(memory_format=torch.channels_last)
+    ema = WeightAverage(model, config.ema) if config.ema else None
     # Built before any freezing: frozen parameters keep their groups and simply get no
     # gradient, so the optimiser state has the same shape in every phase and on resume.
-    ema = WeightAverage(model, config.ema) if config.ema else None
     groups = parameter_groups(model, lr=config.lr, weight_decay=config.weight_decay, head=head, backbone_lr_scale=config.backbone_lr_scale)
     optimizer = build_optimizer(config.optimizer, groups, lr=config.lr, momentum=config.momentum)
     freezer = BackboneFreezer(model, head, config.freeze_backbone_epochs)

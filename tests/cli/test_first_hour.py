@@ -123,7 +123,7 @@ def test_a_bare_command_names_the_dataset_it_picked_and_split_names_the_one_it_r
     (["--collate", "uint8"], "uint8-channels-last"),
     (["--optimizer", "adamx"], "--optimizer must be one of sgd, adam, adamw, rmsprop, not 'adamx'"),
     (["--scheduler", "cosin"], "--scheduler must be one of"),
-    (["--amp", "bf16"], "--amp bf16 needs a CUDA GPU"),
+    (["--amp", "fp16"], "--amp fp16 needs a CUDA GPU"),
     (["--recipe", "fast"], "--recipe must be one of this trainer's modern, book"),
     (["--cache", "of"], "--cache must be one of auto, ram, disk, off, not 'of'"),
 ])
@@ -132,6 +132,15 @@ def test_a_bad_option_value_exits_2_and_writes_nothing(tiny: Path, tmp_path: Pat
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "run").exists() and not (tiny / "stats.json").exists() and not (tiny / ".prep").exists()
+
+
+def test_bf16_on_a_cpu_without_bfloat16_instructions_is_one_line(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import prep.engine.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    result = _train(tiny, tmp_path / "run", "--amp", "bf16")
+    assert result.exit_code == 2 and "--amp bf16 needs a CUDA GPU or a CPU with bfloat16 instructions" in result.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_gpu_that_is_not_there_is_one_line(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

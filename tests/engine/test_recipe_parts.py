@@ -234,3 +234,21 @@ def test_best_checkpoint_takes_the_average_when_it_was_better():
     best = best_checkpoint(state)
     assert torch.equal(best["model"]["w"], torch.ones(1)) and "ema" not in best and "optimizer" not in best
     assert torch.equal(best_checkpoint({**state, "best_weights": "trained"})["model"]["w"], torch.zeros(1))
+
+
+# -- bfloat16 on CPUs -------------------------------------------------------------------------------
+
+
+def test_bf16_on_a_cpu_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights(imbalanced_root: Path, tmp_path: Path, monkeypatch):
+    import prep.engine.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)  # torch emulates it where the CPU lacks it
+    chosen = precision.Precision.choose("bf16", torch.device("cpu"))
+    assert chosen.dtype == torch.bfloat16 and chosen.wants_channels_last and not chosen.scaler.is_enabled()
+    with chosen.autocast():
+        assert torch.nn.Conv2d(3, 4, 3)(torch.randn(1, 3, 8, 8)).dtype == torch.bfloat16
+    assert precision.Precision.choose("auto", torch.device("cpu")).dtype is None  # auto stays float32 on CPUs
+    model, summary = _run(imbalanced_root, tmp_path / "run", TrainConfig(epochs=1, lr=0.05, amp="bf16"), _seeded(TinyNet))
+    assert summary["status"] == "completed" and math.isfinite(json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["train_loss"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
