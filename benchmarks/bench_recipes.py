@@ -91,6 +91,59 @@ def build_datasets(folder: Path) -> dict[str, Path]:
     return {"faces": faces, "digits": digits, "textures": textures}
 
 
+def build_imbalanced(folder: Path) -> dict[str, Path]:
+    """Imbalanced real data sets, split train/valid/test (0.6/0.2/0.2, stratified), kept
+    between runs: ``faces-30``, all 100 non-face patches of ``lfw_subset`` and 43 of its
+    faces (the faces are 30%); ``digits-8-30``, every scanned 8 of ``load_digits`` (174)
+    against 406 of the other digits ("not 8"), so the 8s are 30%; ``digits-long``, the ten
+    digits with a long tail of training scans, 100 of the 0s down to 10 of the 9s (each
+    next digit about 0.77x the one before), validated and tested on 30 scans of each."""
+    import numpy as np
+    import skimage.data
+    import sklearn.datasets
+    from PIL import Image
+
+    from prep.split.api import split_dataset
+    from prep.split.plan import SplitOptions
+    from prep.split.splitters import SplitSize
+
+    def write(raw: Path, pictures, labels, side: int) -> None:
+        for i, (picture, label) in enumerate(zip(pictures, labels)):
+            (raw / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(picture).convert("RGB").resize((side, side), Image.BICUBIC).save(raw / label / f"{label}_{i:04d}.png")
+
+    def split(raw: Path, out: Path) -> None:
+        split_dataset(raw, SplitOptions(valid=SplitSize(0.2, False), test=SplitSize(0.2, False), out=out))
+
+    made = {"faces-30": folder / "faces-30", "digits-8-30": folder / "digits-8-30", "digits-long": folder / "digits-long"}
+    rng = np.random.default_rng(0)
+    if not (made["faces-30"] / "test").is_dir():
+        photos = (skimage.data.lfw_subset() * 255).round().astype(np.uint8)
+        keep = list(range(43)) + list(range(100, 200))  # the first 100 are faces
+        write(folder / "faces-30_raw", photos[keep], ["face" if i < 100 else "other" for i in keep], 64)
+        split(folder / "faces-30_raw", made["faces-30"])
+    if not (made["digits-8-30"] / "test").is_dir():
+        scans = sklearn.datasets.load_digits()
+        eights = np.flatnonzero(scans.target == 8)
+        others = rng.choice(np.flatnonzero(scans.target != 8), size=406, replace=False)
+        chosen = np.concatenate([eights, others])
+        pictures = (scans.images[chosen] * 255 / 16).round().astype(np.uint8)
+        write(folder / "digits-8-30_raw", pictures, ["eight" if scans.target[i] == 8 else "not-eight" for i in chosen], 32)
+        split(folder / "digits-8-30_raw", made["digits-8-30"])
+    if not (made["digits-long"] / "test").is_dir():
+        scans = sklearn.datasets.load_digits()
+        for digit in range(10):
+            where = rng.permutation(np.flatnonzero(scans.target == digit))
+            count = round(100 * 0.1 ** (digit / 9))  # 100 of the 0s down to 10 of the 9s
+            for split_name, chosen in (("train", where[:count]), ("valid", where[100:130]), ("test", where[130:160])):
+                for i in chosen:
+                    folder_ = made["digits-long"] / split_name / str(digit)
+                    folder_.mkdir(parents=True, exist_ok=True)
+                    picture = (scans.images[i] * 255 / 16).round().astype(np.uint8)
+                    Image.fromarray(picture).convert("RGB").resize((32, 32), Image.BICUBIC).save(folder_ / f"{digit}_{i:04d}.png")
+    return made
+
+
 def lite0_plugin():
     """A trainer plugin: resnet-finetune's recipes on EfficientNet-Lite0 with its ImageNet weights."""
     import torch
@@ -143,6 +196,65 @@ def train_once(root: Path, size: int, epochs: int, seed: int, **options) -> list
             epochs=epochs, image_size=size, batch_size=32, seed=seed, workers=0, device="cpu", run_dir=run_dir, **options,
         ))
         return [json.loads(line)["valid_acc"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_and_test(root: Path, size: int, seed: int, split: str = "test", **options) -> dict:
+    """One run with the defaults plus ``options``, then its best.pt on the test split: the
+    test balanced accuracy and accuracy, what the run monitored and its epochs."""
+    from prep.inference.evaluate import evaluate_checkpoint
+    from prep.train.options import TrainOptions
+    from prep.train.run import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        summary = train(root, TrainOptions(image_size=size, seed=seed, workers=0, device="cpu", run_dir=run_dir, **options))
+        report = evaluate_checkpoint(run_dir / "best.pt", root, split, workers=0, device="cpu")
+    return {"balanced_acc": report["balanced_acc"], "acc": report["acc"], "monitor": summary["monitor"], "epochs": summary["epochs"]}
+
+
+def imbalanced_part(args) -> dict[str, list[dict]]:
+    """Each imbalanced data set fine-tuned from the ImageNet weights: the defaults (which
+    adapt to the imbalance), the defaults as they were before (accuracy monitored, no class
+    weights), and recipes by hand; test balanced accuracy, mean of the seeds."""
+    from prep.plugins import temporary_plugin
+
+    sizes = {"faces-30": 64, "digits-8-30": 32, "digits-long": 32}
+    recipes = {
+        "defaults": {},
+        "before: 3 epochs, valid_acc, no weights": {"epochs": 3, "monitor": "valid_acc", "_plain": True},
+        "defaults, no class weights": {"_plain": True},
+        "--sampler balanced": {"sampler": "balanced"},
+        "--loss focal": {"loss": "focal"},
+        "--class-weights auto --loss focal": {"class_weights": "auto", "loss": "focal"},
+        "--ema 0.99": {"ema": 0.99},
+        "--epochs 30": {"epochs": 30},
+    }
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp, temporary_plugin(lite0_plugin(), "bench-lite0"):
+        data = build_imbalanced(args.data or Path(tmp))
+        for task, root in data.items():
+            if task not in args.imbalanced_tasks:
+                continue
+            rows = []
+            for name, extra in recipes.items():
+                extra = dict(extra)
+                if extra.pop("_plain", False):
+                    extra["class_weights"] = [1.0] * len([p for p in (root / "train").iterdir() if p.is_dir()])
+                runs = [train_and_test(root, sizes[task], seed, plugin="lite0-finetune", **extra) for seed in range(args.seeds)]
+                scores = [r["balanced_acc"] for r in runs]
+                rows.append({
+                    "recipe": name, "final": statistics.mean(scores), "final_min": min(scores), "final_max": max(scores),
+                    "acc": statistics.mean(r["acc"] for r in runs), "monitor": runs[0]["monitor"], "epochs": runs[0]["epochs"],
+                })
+            print(f"\n{task}: EfficientNet-Lite0 ImageNet weights, test balanced accuracy, mean of {args.seeds} seeds")
+            print(f"  {'recipe':40s} {'bal. acc':>8s} {'(range)':>13s} {'acc':>6s} {'vs defaults':>11s} {'epochs':>6s}  monitored")
+            base = rows[0]["final"]
+            for row in rows:
+                spread = f"({row['final_min']:.3f}-{row['final_max']:.3f})"
+                delta = f"{row['final'] - base:+.3f}" if row is not rows[0] else ""
+                print(f"  {row['recipe']:40s} {row['final']:8.3f} {spread:>13s} {row['acc']:6.3f} {delta:>11s} {row['epochs']:6d}  {row['monitor']}", flush=True)
+            results[task] = rows
+    return results
 
 
 def linear_probe(root: Path, size: int) -> float:
@@ -247,9 +359,46 @@ def scratch_part(data: dict[str, Path], args) -> dict[str, list[dict]]:
     return results
 
 
+def long_part(data: dict[str, Path], args) -> dict[str, list[dict]]:
+    """ResNet-18 from scratch for ``--long-epochs`` on the digits and the textures: the
+    default recipe at that length (``light``), and with each addition of longer runs."""
+    epochs = args.long_epochs
+    additions = {
+        "default (light)": {},
+        "preset trivialaugment": {"preset": "trivialaugment"},
+        "preset randaugment": {"preset": "randaugment"},
+        "mixup 0.2 + cutmix 1.0": {"mixup": 0.2, "cutmix": 1.0},
+        "ema 0.99": {"ema": 0.99},
+        "ema 0.999": {"ema": 0.999},
+        "trivialaugment + mixing + ema 0.99": {"preset": "trivialaugment", "mixup": 0.2, "cutmix": 1.0, "ema": 0.99},
+    }
+    results = {}
+    for task, size in (("digits", 32), ("textures", 64)):
+        if task not in args.long_tasks:
+            continue
+        rows = []
+        for name, extra in additions.items():
+            if args.long_only and name not in args.long_only:
+                continue
+            split = "test" if (data[task] / "test").is_dir() else "valid"
+            runs = [
+                train_and_test(data[task], size, seed, split, epochs=epochs, arch="resnet18", weights="none", **extra)
+                for seed in range(args.seeds)
+            ]
+            scores = [r["acc"] for r in runs]
+            rows.append({"recipe": name, "final": statistics.mean(scores), "final_min": min(scores), "final_max": max(scores)})
+        print_table(f"{task}: ResNet-18 from scratch, {epochs} epochs, accuracy of best.pt on {split}, mean of {args.seeds} seeds", rows, "default (light)")
+        results[task] = rows
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("pretrained", "scratch", "all"), default="all")
+    parser.add_argument("--part", choices=("pretrained", "scratch", "imbalanced", "long", "all"), default="all")
+    parser.add_argument("--long-epochs", type=int, default=30)
+    parser.add_argument("--long-tasks", nargs="+", default=["digits", "textures"])
+    parser.add_argument("--long-only", nargs="*", default=None, help="Only these rows of the long part.")
+    parser.add_argument("--imbalanced-tasks", nargs="+", default=["faces-30", "digits-8-30", "digits-long"], help="The imbalanced part's data sets.")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--book-epochs", type=int, default=25, help="Also run the book recipe for its own length (0: not).")
     parser.add_argument("--scratch-epochs", type=int, default=2)
@@ -268,6 +417,10 @@ def main() -> None:
             results["pretrained"] = pretrained_part(data, args)
         if args.part in ("scratch", "all"):
             results["scratch"] = scratch_part(data, args)
+        if args.part in ("imbalanced", "all"):
+            results["imbalanced"] = imbalanced_part(args)
+        if args.part in ("long", "all"):
+            results["long"] = long_part(data, args)
     if args.json:
         json.dump(results, sys.stdout, indent=1)
 

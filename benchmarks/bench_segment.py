@@ -12,10 +12,12 @@ Three parts (``--part``, default all):
   resized to the training size. Baseline: PIL open + torchvision ``Resize`` (antialiased,
   nearest for masks) + ``PILToTensor`` in a DataLoader; prep: its segmentation dataset
   (JPEGs decoded at reduced scale, nearest masks) and collate function, same workers and batch.
+* ``brain``: real scans: the slices of nilearn's MNI152 T1 template, four tissue classes,
+  split and trained with the defaults; each class's Dice on the test slices.
 * ``quality``: Dice reached on the synthetic Carvana sample (``prep sample --kind
   segmentation``, split with the views of a car together) and the wall time, on this machine.
 
-Usage: python benchmarks/bench_segment.py [--part train|loader|quality|all] [--cars 60]
+Usage: python benchmarks/bench_segment.py [--part train|loader|quality|brain|all] [--cars 60]
        [--image-size 128] [--batch-size 8] [--workers N] [--epochs 2] [--arch unet-resnet34]
        [--large 48] [--device cpu|cuda]
 """
@@ -179,9 +181,68 @@ def bench_loader(args) -> tuple[float, float]:
     return base, ours
 
 
+BRAIN_CLASSES = ("background", "csf-and-other", "grey-matter", "white-matter")
+
+
+def brain_slices(folder: Path) -> Path:
+    """A real T1 brain scan as image/mask pairs: the axial slices of the ICBM 2009a MNI152
+    template that nilearn ships (``pip install -e .[bench]``), with four classes from its
+    tissue maps: background (outside the head), grey matter and white matter (where their
+    probability is the larger and over one half) and the rest of the head (CSF, skull,
+    scalp). Written as a raw folder, with a class table, for ``prep split``."""
+    import nibabel
+    import nilearn
+    import numpy as np
+    from PIL import Image
+
+    raw = folder / "brain_raw"
+    if (raw / "classes.csv").is_file():
+        return raw
+    data = Path(nilearn.__file__).parent / "datasets" / "data"
+    volume = {name: nibabel.load(data / f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz").get_fdata() for name in ("t1", "gm", "wm")}
+    (raw / "images").mkdir(parents=True)
+    (raw / "masks").mkdir()
+    for z in range(volume["t1"].shape[2]):
+        t1, gm, wm = (np.rot90(volume[name][:, :, z]) for name in ("t1", "gm", "wm"))
+        if (t1 > 20).mean() < 0.02:
+            continue  # a slice above or below the head
+        mask = np.zeros(t1.shape, np.uint8)
+        mask[t1 > 20] = 1
+        mask[(gm >= 128) & (gm >= wm)] = 2
+        mask[(wm >= 128) & (wm > gm)] = 3
+        Image.fromarray(np.clip(t1, 0, 255).astype(np.uint8)).convert("RGB").save(raw / "images" / f"slice_{z:03d}.png")
+        Image.fromarray(mask).save(raw / "masks" / f"slice_{z:03d}.png")
+    (raw / "classes.csv").write_text("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(BRAIN_CLASSES)))
+    return raw
+
+
+def brain_part(folder: Path, args) -> dict:
+    """``prep split`` and ``prep train --plugin unet`` with the defaults (``--image-size``),
+    and each class's Dice of best.pt on the test slices."""
+    from prep.inference.evaluate import evaluate_checkpoint
+    from prep.split.api import split_dataset
+    from prep.split.plan import SplitOptions
+    from prep.split.splitters import SplitSize
+    from prep.train.options import TrainOptions
+    from prep.train.run import train
+
+    raw = brain_slices(folder)
+    root = folder / "brain"
+    if not (root / "test").is_dir():
+        split_dataset(raw, SplitOptions(valid=SplitSize(0.2, False), test=SplitSize(0.2, False), out=root))
+    started = time.perf_counter()
+    summary = train(root, TrainOptions(plugin="unet", image_size=args.image_size, workers=args.workers, device=args.device, run_dir=folder / "brain-run"))
+    report = evaluate_checkpoint(folder / "brain-run" / "best.pt", root, "test", workers=args.workers, device=args.device)
+    print(f"brain: the MNI152 T1 template's slices, 4 classes, unet defaults ({summary['epochs']} epochs, {args.image_size} px), "
+          f"{time.perf_counter() - started:.0f} s; best.pt on the test slices:")
+    for name, scores in report["per_class"].items():
+        print(f"  {name:16s} Dice {scores['dice']:.3f}  IoU {scores['iou']:.3f}" if scores["dice"] is not None else f"  {name:16s} not in test")
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=("train", "loader", "quality", "all"), default="all")
+    parser.add_argument("--part", choices=("train", "loader", "quality", "brain", "all"), default="all")
     parser.add_argument("--cars", type=int, default=60)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -211,6 +272,8 @@ def main() -> None:
             print(f"{label:40s} {ours:9.1f} {ours / base:11.2f}x")
         if args.part in ("loader", "all"):
             bench_loader(args)
+        if args.part in ("brain", "all"):
+            brain_part(Path(tmp), args)
         if args.part in ("quality", "all"):
             started = time.perf_counter()
             result = prep_train(root, args, Path(tmp) / "quality", epochs=args.quality_epochs)

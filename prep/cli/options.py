@@ -18,7 +18,7 @@ Plugin = Annotated[str, typer.Option("--plugin", help="A registered trainer (see
 Arch = Annotated[Optional[str], typer.Option("--arch", help="The trainer's architecture (default: the trainer's; see the list below).", rich_help_panel="Model")]
 Weights = Annotated[Optional[str], typer.Option("--weights", help=WEIGHTS_HELP + " Default: the trainer's (resnet-finetune: imagenet).", rich_help_panel="Model")]
 Normalize = Annotated[str, typer.Option("--normalize", help=NORMALIZE_HELP, rich_help_panel="Model")]
-Recipe = Annotated[Optional[str], typer.Option("--recipe", help="The trainer's named recipe (default: its first; see the list below).", rich_help_panel="Model")]
+Recipe = Annotated[Optional[str], typer.Option("--recipe", help="The trainer's named recipe (default: its first); list: print what each recipe sets.", rich_help_panel="Model")]
 Optimizer = Annotated[Optional[str], typer.Option("--optimizer", help="sgd | adam | adamw | rmsprop (default: the recipe's).", rich_help_panel="Schedule")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch (per process under torchrun).", rich_help_panel="Data")]
 ImageSize = Annotated[int, typer.Option("--image-size", min=16, help="The side, in pixels, images are resized and cropped to.", rich_help_panel="Data")]

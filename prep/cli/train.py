@@ -124,7 +124,7 @@ def train_command(
     warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", min=0, rich_help_panel=ENGINE, help="Linear warmup, in epochs (0.3 is fine)."),
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", min=0, max=1, rich_help_panel=ENGINE, help="Share of each target spread over the other classes (0.1 is usual)."),
     loss: Optional[str] = typer.Option(None, "--loss", rich_help_panel=ENGINE, help="The task's loss (classification: ce (default) or focal; segmentation: dice, ce (bce), focal, tversky, weighted and summed, e.g. 0.5*dice+focal; default dice+bce or dice+ce)."),
-    class_weights: Optional[str] = typer.Option(None, "--class-weights", rich_help_panel=ENGINE, help="auto (inverse square root of each class's training images, or pixels) or one weight per class, comma-separated (1,5,5). Default: auto when the largest class has over 3x the smallest."),
+    class_weights: Optional[str] = typer.Option(None, "--class-weights", rich_help_panel=ENGINE, help="auto (inverse square root of each class's training images, or pixels) or one weight per class, comma-separated (1,5,5). Default: auto when the largest class has over 2x the smallest."),
     sampler: Optional[str] = typer.Option(None, "--sampler", rich_help_panel=ENGINE, help="shuffle (default) | balanced: draw each class about equally often (segmentation: images holding rare classes more often)."),
     mixup: Optional[float] = typer.Option(None, "--mixup", rich_help_panel=ENGINE, help="Mixup's alpha (0.2 is usual; classification)."),
     cutmix: Optional[float] = typer.Option(None, "--cutmix", rich_help_panel=ENGINE, help="CutMix's alpha (1.0 is usual; classification)."),
@@ -160,6 +160,8 @@ def train_command(
     from prep.train.options import TrainOptions, read_run_config
     from prep.train.run import train
 
+    if recipe == "list":
+        return _list_recipes(plugin, weights)
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir: the run to continue")
     if resume and config is None and (run_dir / "config.yaml").is_file():
@@ -207,6 +209,17 @@ def train_command(
         output.stdout.print(output.escape(describe(summary)))
     if summary["status"] == "interrupted":  # so that `prep train && prep export` stops here
         raise typer.Exit(INTERRUPTED_EXIT_CODE)
+
+
+def _list_recipes(plugin: str, weights: str | None) -> None:
+    """``--recipe list``: each recipe of the trainer and what it sets."""
+    from prep.train.options import describe_recipes
+    from prep.train.prepare import trainer_registration
+
+    trainer = trainer_registration(plugin).value
+    for name, lines in describe_recipes(trainer, weights).items():
+        default = " (default)" if name == trainer.recipes[0] else ""
+        output.stdout.print(output.escape(f"{name}{default}: " + "; ".join(lines)), soft_wrap=True)
 
 
 def _fold_number(text: str | None) -> int | None:

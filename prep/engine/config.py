@@ -17,6 +17,7 @@ class TrainConfig:
     """A run's settings; written to the run folder so that it can be repeated."""
 
     epochs: int = 3
+    min_steps: int | None = None  # without --epochs, more epochs until the run takes this many optimiser steps (see prep.train.options)
     max_steps: int | None = None  # stop after this many optimiser steps, whatever the epoch
     lr: float = 1e-3
     optimizer: str = "adamw"

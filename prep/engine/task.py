@@ -12,7 +12,8 @@ plugin's task is trained, evaluated and predicted with no change to prep.
 The keys of a metrics record (``metrics.jsonl``, TensorBoard, ``on_epoch_end``):
 
 * the engine's own: ``epoch``, ``step``, ``train_loss``, ``valid_loss``, ``lr``,
-  ``images_per_s``, ``backbone_frozen``;
+  ``images_per_s``, ``backbone_frozen``; with ``--ema``, the averaged weights' validation
+  numbers, prefixed ``ema_`` (``ema_valid_loss``, ``ema_valid_acc``);
 * the task's: every number its metrics compute, prefixed by the phase (``acc`` becomes
   ``train_acc`` and ``valid_acc``), and the lists and tables of the validation phase under
   their own names (``per_class_acc``, ``confusion``).
@@ -80,6 +81,20 @@ class Task(Protocol):
       ``classes`` is asked, drawing its progress (segmentation reads every mask);
     * ``monitor_for(classes) -> str``: the monitored key when it depends on the classes
       (segmentation monitors ``valid_dice`` for two classes, ``valid_iou`` for more);
+    * ``sample_classes(root, split, classes) -> list[tuple[int, ...]]``: the classes each
+      sample of ``dataset(root, split)`` holds, in its order (classification: its one
+      class; segmentation: those its mask holds): ``--sampler balanced`` draws by them, and
+      the run's header names a class the validation split lacks;
+    * ``class_counts(root, classes) -> list[int]`` with ``count_unit`` (``images``,
+      ``pixels``): the training split's samples per class, for ``--class-weights auto`` and
+      to tell an imbalanced split (``prep.stats.balance``);
+    * ``defaults_for_imbalance(classes) -> dict``: ``TrainConfig`` settings for an
+      imbalanced training split, applied where the user gave no option (classification:
+      ``monitor`` ``valid_balanced_acc`` and ``class_weights`` ``auto``);
+    * ``mixer(config, classes)``: the mixing of training batches that ``--mixup`` and
+      ``--cutmix`` ask for, called on the device as ``mixer(images, targets, rng) ->
+      (images, targets)`` with ``mixer.active(epoch)`` (without it, those options are
+      refused for the task);
     * ``examples(model, dataset, classes, mean, std, device, path) -> Path | None``: a PNG
       at ``path`` of the model's predictions on a few samples of ``dataset`` (decoded as for
       validation): ``examples.png`` at the end of ``prep train``, and ``prep evaluate``'s

@@ -2,7 +2,7 @@
 
 The task counts its training split's classes (``class_counts``: images for classification,
 pixels for segmentation, see ``prep.stats.balance``). When the largest class has more than
-3x the samples of the smallest, the task's ``defaults_for_imbalance`` apply to every setting
+2x the samples of the smallest, the task's ``defaults_for_imbalance`` apply to every setting
 whose option was not given: classification monitors ``valid_balanced_acc`` and weighs its
 loss with ``--class-weights auto``; multiclass segmentation weighs its pixels so. Class
 weights are not added to a run that draws classes evenly already (``--sampler balanced``).

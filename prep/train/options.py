@@ -3,6 +3,7 @@ a run's ``config.yaml`` is read back to repeat it."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -94,9 +95,21 @@ def config_from_data(data: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**_known_fields(TrainConfig, data))
 
 
-def resolve_config(trainer: Trainer, options: TrainOptions, request: ModelRequest, base: TrainConfig | None = None) -> TrainConfig:
+# A recipe's ``min_steps`` lengthens a run to at most this many epochs.
+MOST_EPOCHS_FOR_STEPS = 19
+
+
+def resolve_config(
+    trainer: Trainer, options: TrainOptions, request: ModelRequest, base: TrainConfig | None = None, *, train_samples: int | None = None,
+) -> TrainConfig:
     """The run's settings: ``base`` (default: the trainer's recipe), then every option that
     was given.
+
+    A recipe's ``min_steps`` applies when ``--epochs`` was not given and the training split
+    holds ``train_samples``: the epochs grow until the run takes that many optimiser steps,
+    to at most ``MOST_EPOCHS_FOR_STEPS`` (below the length from which ``auto`` augmentation
+    crops, so a short run stays one). A small dataset's three epochs are a few dozen steps,
+    too few to fine-tune (measured in benchmarks/bench_recipes.py --part imbalanced).
 
     Raises:
         UsageError: a recipe the trainer does not have.
@@ -107,9 +120,40 @@ def resolve_config(trainer: Trainer, options: TrainOptions, request: ModelReques
     for option, name in _OVERRIDES.items():
         if getattr(options, option) is not None:
             setattr(config, name, getattr(options, option))
+    if base is None and options.epochs is None and config.min_steps and train_samples:
+        batches = max(1, math.ceil(train_samples / options.batch_size))
+        steps_per_epoch = max(1, math.ceil(batches / config.accumulate))
+        needed = math.ceil(config.min_steps / steps_per_epoch)
+        config.epochs = max(config.epochs, min(needed, MOST_EPOCHS_FOR_STEPS))
     # After the options: --epochs decides what `auto` augmentation becomes.
     config.preset = resolve_preset(config.preset, config.epochs)
     return config
+
+
+def describe_recipes(trainer: Trainer, weights: str | None = None) -> dict[str, list[str]]:
+    """Each of ``trainer``'s recipes as ``setting value`` lines: what it sets beyond
+    ``TrainConfig``'s defaults, for ``weights`` (default: the trainer's), as ``prep train
+    --recipe list`` shows them."""
+    from prep.augment.presets import AUTO, CROP_FROM_EPOCHS
+
+    request = ModelRequest(classes=("a", "b"), arch=trainer.default_arch, weights=weights or trainer.default_weights)
+    defaults = TrainConfig()
+    described = {}
+    for name in trainer.recipes:
+        config = trainer.recipe(name, request)
+        lines = []
+        for setting in fields(TrainConfig):
+            value = getattr(config, setting.name)
+            if value == getattr(defaults, setting.name) and setting.name not in ("epochs", "preset"):
+                continue
+            text = f"{setting.name} {value}"
+            if setting.name == "preset" and value == AUTO:
+                text += f" (none under {CROP_FROM_EPOCHS} epochs, light from {CROP_FROM_EPOCHS})"
+            if setting.name == "min_steps" and value:
+                text += f" (without --epochs, more epochs until the run takes {value} steps, at most {MOST_EPOCHS_FOR_STEPS})"
+            lines.append(text)
+        described[name] = lines
+    return described
 
 
 @dataclass

@@ -74,7 +74,7 @@ def test_class_balance_says_when_a_split_is_imbalanced():
     balance = ClassBalance(("cat", "dog", "eel"), (400, 100, 0))
     assert balance.imbalanced and balance.ratio == 4.0 and balance.absent() == ["eel"]
     assert balance.describe() == "imbalanced: the largest class (cat, 400 images) has 4.0x the smallest (dog, 100)"
-    assert not ClassBalance(("a", "b"), (30, 10)).imbalanced
+    assert ClassBalance(("a", "b"), (70, 30)).imbalanced and not ClassBalance(("a", "b"), (60, 40)).imbalanced  # the threshold is 2x
 
 
 # -- Honest metrics ---------------------------------------------------------------------------

@@ -143,3 +143,21 @@ def test_a_class_missing_from_validation_is_said_in_one_line(tmp_path: Path):
     assert "valid has no images of eel, so it cannot be scored there" in " ".join(stats.output.split())
     evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "run" / "best.pt"), str(data), "--device", "cpu", "--workers", "0"])
     assert evaluated.exit_code == 0 and "eel: not in valid (no images)" in evaluated.output, evaluated.output
+
+
+def test_recipe_list_says_what_each_recipe_sets():
+    result = runner.invoke(app, ["train", "--recipe", "list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("modern (default): epochs 3; min_steps 100") and "label_smoothing 0.1" in lines[0]
+    assert lines[1].startswith("book: epochs 25; optimizer sgd")
+
+
+def test_a_small_split_trains_for_the_recipes_minimum_of_steps_unless_epochs_are_given(balanced: Path, tmp_path: Path):
+    quick = [a for a in QUICK if a not in ("--epochs", "1")]
+    result = runner.invoke(app, ["train", str(balanced), *quick, "--run-dir", str(tmp_path / "run"), "--max-steps", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    # 24 images at batch 8 are 3 steps an epoch: 100 steps would take 34 epochs, at most 19.
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["epochs"] == 19
+    given = _train(balanced, tmp_path / "given")
+    assert given.exit_code == 0 and yaml.safe_load((tmp_path / "given" / "config.yaml").read_text())["train"]["epochs"] == 1

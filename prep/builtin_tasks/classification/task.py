@@ -9,7 +9,7 @@ classes, ``valid_top5_acc`` (the share whose class is among the five highest),
 ``metrics.csv`` has a column per class), ``per_class_precision`` (``None`` for a class
 never predicted) and ``confusion`` (rows true classes, columns predictions). ``valid_acc``
 is monitored, higher is better, unless the training split is imbalanced (the largest class
-has more than 3x the images of the smallest, see ``prep.stats.balance``): then a run whose
+has more than 2x the images of the smallest, see ``prep.stats.balance``): then a run whose
 options do not say otherwise monitors ``valid_balanced_acc`` and weighs its loss with
 ``--class-weights auto``, so that a model that answers the largest class is not reported
 as good. The training loss is ``--loss`` (see ``losses``: ce or focal) with
