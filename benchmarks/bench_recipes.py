@@ -224,8 +224,8 @@ def imbalanced_part(args) -> dict[str, list[dict]]:
         "before: 3 epochs, valid_acc, no weights": {"epochs": 3, "monitor": "valid_acc", "_plain": True},
         "defaults, no class weights": {"_plain": True},
         "--sampler balanced": {"sampler": "balanced"},
-        "--loss focal": {"loss": "focal"},
-        "--class-weights auto --loss focal": {"class_weights": "auto", "loss": "focal"},
+        "--loss focal (and the auto weights)": {"loss": "focal"},
+        "--loss focal, no class weights": {"loss": "focal", "_plain": True},
         "--ema 0.99": {"ema": 0.99},
         "--epochs 30": {"epochs": 30},
     }

@@ -181,21 +181,25 @@ def bench_loader(args) -> tuple[float, float]:
     return base, ours
 
 
-BRAIN_CLASSES = ("background", "csf-and-other", "grey-matter", "white-matter")
+BRAIN_CLASSES = ("background", "head", "grey-matter", "white-matter", "inner-csf")
 
 
 def brain_slices(folder: Path) -> Path:
     """A real T1 brain scan as image/mask pairs: the axial slices of the ICBM 2009a MNI152
-    template that nilearn ships (``pip install -e .[bench]``), with four classes from its
+    template that nilearn ships (``pip install -e .[bench]``), with five classes from its
     tissue maps: background (outside the head), grey matter and white matter (where their
-    probability is the larger and over one half) and the rest of the head (CSF, skull,
-    scalp). Written as a raw folder, with a class table, for ``prep split``."""
+    probability is the larger and over one half), inner CSF (what the brain encloses but is
+    neither: the ventricles, a rare class, 1-2% of the pixels of the slices that hold it)
+    and the rest of the head (outer CSF, skull, scalp). Written as a raw folder, with a
+    class table, for ``prep split``."""
     import nibabel
     import nilearn
     import numpy as np
     from PIL import Image
+    from scipy.ndimage import binary_fill_holes
 
     raw = folder / "brain_raw"
+    # Named z<slice>, not slice_<z>: prep split would take slice_<z> for views of one object named slice.
     if (raw / "classes.csv").is_file():
         return raw
     data = Path(nilearn.__file__).parent / "datasets" / "data"
@@ -210,8 +214,10 @@ def brain_slices(folder: Path) -> Path:
         mask[t1 > 20] = 1
         mask[(gm >= 128) & (gm >= wm)] = 2
         mask[(wm >= 128) & (wm > gm)] = 3
-        Image.fromarray(np.clip(t1, 0, 255).astype(np.uint8)).convert("RGB").save(raw / "images" / f"slice_{z:03d}.png")
-        Image.fromarray(mask).save(raw / "masks" / f"slice_{z:03d}.png")
+        brain = (gm >= 128) | (wm >= 128)
+        mask[binary_fill_holes(brain) & ~brain & (t1 > 20)] = 4
+        Image.fromarray(np.clip(t1, 0, 255).astype(np.uint8)).convert("RGB").save(raw / "images" / f"z{z:03d}.png")
+        Image.fromarray(mask).save(raw / "masks" / f"z{z:03d}.png")
     (raw / "classes.csv").write_text("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(BRAIN_CLASSES)))
     return raw
 

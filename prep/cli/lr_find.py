@@ -18,7 +18,7 @@ def lr_find_command(
     normalize: options.Normalize = "auto",
     recipe: options.Recipe = None,
     optimizer: options.Optimizer = None,
-    batch_size: options.BatchSize = 64,
+    batch_size: options.BatchSize = None,
     image_size: options.ImageSize = 224,
     preset: options.Preset = None,
     start_lr: float = typer.Option(1e-7, "--start-lr", help="The first learning rate.", rich_help_panel="Range"),

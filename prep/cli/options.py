@@ -20,7 +20,7 @@ Weights = Annotated[Optional[str], typer.Option("--weights", help=WEIGHTS_HELP +
 Normalize = Annotated[str, typer.Option("--normalize", help=NORMALIZE_HELP, rich_help_panel="Model")]
 Recipe = Annotated[Optional[str], typer.Option("--recipe", help="The trainer's named recipe (default: its first); list: print what each recipe sets.", rich_help_panel="Model")]
 Optimizer = Annotated[Optional[str], typer.Option("--optimizer", help="sgd | adam | adamw | rmsprop (default: the recipe's).", rich_help_panel="Schedule")]
-BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch (per process under torchrun).", rich_help_panel="Data")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per batch (per process under torchrun; default: the trainer's, 64, unet 16).", rich_help_panel="Data")]
 ImageSize = Annotated[int, typer.Option("--image-size", min=16, help="The side, in pixels, images are resized and cropped to.", rich_help_panel="Data")]
 Preset = Annotated[Optional[str], typer.Option("--preset", help="Augmentation preset or pipeline file; auto: none for runs under 20 epochs, light from there (default: the recipe's).", rich_help_panel="Data")]
 Seed = Annotated[int, typer.Option("--seed", help="Seeds the initialisation, the order and the augmentations: the same seed repeats a run on CPU.", rich_help_panel="Run")]

@@ -115,7 +115,7 @@ def train_command(
     recipe: options.Recipe = None,
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the trainer's recipe).", rich_help_panel="Schedule"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many optimiser steps.", rich_help_panel="Schedule"),
-    batch_size: options.BatchSize = 64,
+    batch_size: options.BatchSize = None,
     image_size: options.ImageSize = 224,
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the head (default: the recipe's).", rich_help_panel="Schedule"),
     optimizer: options.Optimizer = None,

@@ -151,11 +151,19 @@ def cross_validate(
     return _summary(run_dir, summaries, count, "completed", oof, suspects, started, is_main, images, training_s)
 
 
+def _batch_size(options: TrainOptions) -> int:
+    """The folds' batch size, for predicting their held-out images too."""
+    from prep.train.options import batch_size_of
+    from prep.train.prepare import trainer_registration
+
+    return batch_size_of(options, trainer_registration(options.plugin).value)
+
+
 def _score_out_of_fold(index: "DatasetIndex", run_dir: Path, count: int, options: TrainOptions, progress: Progress):
     from prep.crossval.oof import OOF_FILE, out_of_fold, write_oof_csv
 
     oof = out_of_fold(
-        index, [fold_dir(run_dir, k) for k in range(count)], batch_size=options.batch_size, workers=options.workers,
+        index, [fold_dir(run_dir, k) for k in range(count)], batch_size=_batch_size(options), workers=options.workers,
         device=options.device, cache=options.cache, progress=progress,
     )
     write_oof_csv(run_dir / OOF_FILE, oof.rows)
@@ -182,7 +190,7 @@ def _write_oof_masks(index: "DatasetIndex", run_dir: Path, count: int, options: 
         if images:
             predict_images(
                 run_checkpoint(fold_dir(run_dir, fold)), images,
-                PredictOptions(out=partial, batch_size=options.batch_size, device=options.device), progress=progress,
+                PredictOptions(out=partial, batch_size=_batch_size(options), device=options.device), progress=progress,
             )
     shutil.rmtree(run_dir / OOF_MASKS, ignore_errors=True)
     partial.rename(run_dir / OOF_MASKS)

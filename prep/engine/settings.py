@@ -85,9 +85,9 @@ def resolve_settings(
     monitor, mode = resolve_monitor(task, config, classes)
     task_loss = task.loss(config, classes, train=True)  # the task checks --loss and --class-weights
     mixer = None
-    unused = [option for option, value, default in (
-        ("--mix-prob", config.mix_prob, 1.0), ("--mix-switch-prob", config.mix_switch_prob, 0.5), ("--mix-off-epoch", config.mix_off_epoch, None),
-    ) if value != default]
+    defaults = TrainConfig()
+    unused = [option for option, name in (("--mix-prob", "mix_prob"), ("--mix-switch-prob", "mix_switch_prob"), ("--mix-off-epoch", "mix_off_epoch"))
+              if getattr(config, name) != getattr(defaults, name)]
     if unused and not (config.mixup or config.cutmix):
         raise UsageError(f"{' and '.join(unused)} tune --mixup and --cutmix; give one of them, or leave out {' and '.join(unused)}")
     if config.mixup or config.cutmix:

@@ -23,7 +23,7 @@ class TrainOptions:
     recipe: str | None = None  # one of the trainer's named recipes (None: its default)
     epochs: int | None = None
     max_steps: int | None = None
-    batch_size: int = 64
+    batch_size: int | None = None  # None: the trainer's default_batch_size (64; unet 16)
     image_size: int = 224
     lr: float | None = None
     optimizer: str | None = None
@@ -95,8 +95,16 @@ def config_from_data(data: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**_known_fields(TrainConfig, data))
 
 
-# A recipe's ``min_steps`` lengthens a run to at most this many epochs.
+# A recipe's ``min_steps`` lengthens a run to at most this many epochs: below the length
+# from which ``auto`` augmentation crops, so that a short run stays one; with a preset of
+# its own (segmentation's light), further.
 MOST_EPOCHS_FOR_STEPS = 19
+MOST_EPOCHS_FOR_STEPS_FIXED_PRESET = 60
+
+
+def batch_size_of(options: TrainOptions, trainer: Trainer) -> int:
+    """``--batch-size``, else the trainer's ``default_batch_size``."""
+    return options.batch_size or getattr(trainer, "default_batch_size", 64)
 
 
 def resolve_config(
@@ -107,24 +115,27 @@ def resolve_config(
 
     A recipe's ``min_steps`` applies when ``--epochs`` was not given and the training split
     holds ``train_samples``: the epochs grow until the run takes that many optimiser steps,
-    to at most ``MOST_EPOCHS_FOR_STEPS`` (below the length from which ``auto`` augmentation
-    crops, so a short run stays one). A small dataset's three epochs are a few dozen steps,
-    too few to fine-tune (measured in benchmarks/bench_recipes.py --part imbalanced).
+    to at most ``MOST_EPOCHS_FOR_STEPS`` (``MOST_EPOCHS_FOR_STEPS_FIXED_PRESET`` when the
+    preset is not ``auto``). A small dataset's three epochs are a few dozen steps, too few to
+    fine-tune (measured in benchmarks/bench_recipes.py --part imbalanced), and ten epochs
+    of 84 slices at batch 64 are 20 steps, after which a U-Net has not found a class of 1%
+    of the pixels (bench_segment.py --part brain).
 
     Raises:
         UsageError: a recipe the trainer does not have.
     """
-    from prep.augment.presets import resolve_preset
+    from prep.augment.presets import AUTO, resolve_preset
 
     config = replace(base) if base is not None else trainer.recipe(trainer.choose_recipe(options.recipe), request)
     for option, name in _OVERRIDES.items():
         if getattr(options, option) is not None:
             setattr(config, name, getattr(options, option))
     if base is None and options.epochs is None and config.min_steps and train_samples:
-        batches = max(1, math.ceil(train_samples / options.batch_size))
+        batches = max(1, math.ceil(train_samples / batch_size_of(options, trainer)))
         steps_per_epoch = max(1, math.ceil(batches / config.accumulate))
         needed = math.ceil(config.min_steps / steps_per_epoch)
-        config.epochs = max(config.epochs, min(needed, MOST_EPOCHS_FOR_STEPS))
+        most = MOST_EPOCHS_FOR_STEPS if config.preset == AUTO else MOST_EPOCHS_FOR_STEPS_FIXED_PRESET
+        config.epochs = max(config.epochs, min(needed, most))
     # After the options: --epochs decides what `auto` augmentation becomes.
     config.preset = resolve_preset(config.preset, config.epochs)
     return config

@@ -14,7 +14,7 @@ from prep.engine.config import TrainConfig
 from prep.errors import FoldsError, PluginError, TaskMismatchError
 from prep.stats.normalization import Normalization
 from prep.util.progress import NO_PROGRESS, Progress
-from prep.train.options import TrainOptions, resolve_config
+from prep.train.options import TrainOptions, batch_size_of, resolve_config
 from prep.train.trainer import ModelRequest, Trainer, split_model
 
 if TYPE_CHECKING:
@@ -234,6 +234,7 @@ def prepare_run(
     world.barrier()
     if world.local_rank != 0:
         cache = cache_datasets(options.cache, index.root, datasets, pools=pools, builds=False)
+    options = replace(options, batch_size=batch_size_of(options, trainer))
     loaders = {
         split: _loader(
             dataset, train_collate if split == "train" else valid_collate, options, config, world, device, train=split == "train",
@@ -243,7 +244,7 @@ def prepare_run(
     }
     recorded = replace(
         options, collate=collate_name, arch=request.arch, weights=weights, preset=config.preset,
-        recipe=trainer.choose_recipe(options.recipe),
+        recipe=trainer.choose_recipe(options.recipe), batch_size=batch_size_of(options, trainer),
     )
     return PreparedRun(
         index, trainer, task, request, config, settings, recorded, model, head, normalization, loaders["train"],

@@ -61,6 +61,7 @@ class Trainer:
         recipes: the names ``--recipe`` accepts; the first is the default.
         default_weights: what ``--weights`` means when it is not given (``imagenet``,
             ``none``, or a file's path).
+        default_batch_size: images per batch when ``--batch-size`` is not given.
     """
 
     task: str = "classification"
@@ -69,6 +70,7 @@ class Trainer:
     default_arch: str | None = None
     recipes: tuple[str, ...] = ("default",)
     default_weights: str = "none"
+    default_batch_size: int = 64
 
     def build_model(self, request: ModelRequest) -> "torch.nn.Module | tuple[torch.nn.Module, torch.nn.Module | None]":
         """The model for ``request``: a module, or ``(model, head)`` where ``head`` is the
@@ -131,7 +133,7 @@ class Trainer:
             "task": self.task, "summary": doc[0] if doc else "",
             "architectures": list(self.architectures), "default_arch": self.default_arch,
             "recipes": list(self.recipes), "default_recipe": self.recipes[0] if self.recipes else None,
-            "collate": self.collate, "default_weights": self.default_weights,
+            "collate": self.collate, "default_weights": self.default_weights, "default_batch_size": self.default_batch_size,
         }
 
 

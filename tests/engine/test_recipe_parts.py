@@ -252,3 +252,48 @@ def test_bf16_on_a_cpu_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weigh
     assert summary["status"] == "completed" and math.isfinite(json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["train_loss"])
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+# -- Under torchrun -------------------------------------------------------------------------------
+
+
+def _ddp_recipe_rank(rank: int, port: int, root: str, out: str) -> None:
+    """One of two Gloo processes training with the balanced sampler, mixing and EMA."""
+    import os
+
+    from prep.engine.distributed import World
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    world = World(rank, rank, 2)
+    train_set = ClassificationDataset(Path(root), "train", transform=build_pipeline("light", 16, train=True, seed=0))
+    valid_set = ClassificationDataset(Path(root), "valid", transform=build_pipeline("light", 16, train=False))
+    weights = balanced_weights([(label,) for _, label in train_set.samples], 2)
+    place = {"rank": world.rank, "world_size": world.size}
+    model = _seeded(TinyNet)
+    config = TrainConfig(epochs=2, lr=0.05, seed=2, ema=0.9, mixup=0.4, cutmix=1.0)
+    summary = fit(
+        model, create_loader(train_set, 8, train=True, workers=0, weights=weights, **place),
+        create_loader(valid_set, 16, train=False, workers=0, **place), config, Path(out) / "run", task=TASK,
+        classes=train_set.classes, mean=MEAN, std=STD, head=model.head, world=world,
+    )
+    ema = load_checkpoint(Path(out) / "run" / "last.pt")["ema"] if rank == 0 else None
+    torch.save({"model": model.state_dict(), "steps": summary["steps"], "ema": ema}, Path(out) / f"rank{rank}.pt")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_torchrun_the_sampler_mixing_and_ema_keep_the_ranks_in_step(imbalanced_root: Path, tmp_path: Path):
+    from conftest import run_two_gloo_ranks
+
+    run_two_gloo_ranks(_ddp_recipe_rank, (str(imbalanced_root), str(tmp_path)), seconds=240)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    # 80 draws an epoch shared by two ranks at batches of 8: 5 steps an epoch.
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 10 and ranks[0]["ema"]["updates"] == 10
+    # The weights agree; BatchNorm's running statistics are each rank's own (DDP sends rank 0's
+    # at every forward pass, and the last one is kept where it was measured).
+    weights = [name for name, _ in TinyNet().named_parameters()]
+    for name in weights:
+        assert torch.equal(ranks[0]["model"][name], ranks[1]["model"][name]), name
+    assert any(not torch.equal(ranks[0]["ema"]["model"][name], ranks[0]["model"][name]) for name in weights)

@@ -154,10 +154,21 @@ def test_recipe_list_says_what_each_recipe_sets():
 
 
 def test_a_small_split_trains_for_the_recipes_minimum_of_steps_unless_epochs_are_given(balanced: Path, tmp_path: Path):
-    quick = [a for a in QUICK if a not in ("--epochs", "1")]
-    result = runner.invoke(app, ["train", str(balanced), *quick, "--run-dir", str(tmp_path / "run"), "--max-steps", "3", "--json"])
+    quick = ["--weights", "none", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--max-steps", "3"]
+    result = runner.invoke(app, ["train", str(balanced), *quick, "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    # 24 images at batch 8 are 3 steps an epoch: 100 steps would take 34 epochs, at most 19.
+    # 24 images at batch 8 are 3 steps an epoch: 100 steps would take 34 epochs; with the
+    # auto preset, at most 19 (a short run stays short); with a preset of its own, 34.
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["epochs"] == 19
+    fixed = runner.invoke(app, ["train", str(balanced), *quick, "--preset", "flip", "--run-dir", str(tmp_path / "fixed")])
+    assert fixed.exit_code == 0 and yaml.safe_load((tmp_path / "fixed" / "config.yaml").read_text())["train"]["epochs"] == 34
     given = _train(balanced, tmp_path / "given")
     assert given.exit_code == 0 and yaml.safe_load((tmp_path / "given" / "config.yaml").read_text())["train"]["epochs"] == 1
+
+
+def test_each_trainer_has_its_default_batch_size(three_class_masks: Path, balanced: Path, tmp_path: Path):
+    quick = ["--weights", "none", "--epochs", "1", "--image-size", "32", "--preset", "none", "--workers", "0", "--device", "cpu"]
+    runner.invoke(app, ["train", str(balanced), *quick, "--run-dir", str(tmp_path / "cls")])
+    runner.invoke(app, ["train", str(three_class_masks), "--plugin", "unet", "--arch", "unet-resnet18", *quick, "--run-dir", str(tmp_path / "seg")])
+    sizes = [yaml.safe_load((tmp_path / run / "config.yaml").read_text())["options"]["batch_size"] for run in ("cls", "seg")]
+    assert sizes == [64, 16]
