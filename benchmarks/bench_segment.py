@@ -239,7 +239,7 @@ def brain_part(folder: Path, args) -> dict:
     started = time.perf_counter()
     summary = train(root, TrainOptions(plugin="unet", image_size=args.image_size, workers=args.workers, device=args.device, run_dir=folder / "brain-run"))
     report = evaluate_checkpoint(folder / "brain-run" / "best.pt", root, "test", workers=args.workers, device=args.device)
-    print(f"brain: the MNI152 T1 template's slices, 4 classes, unet defaults ({summary['epochs']} epochs, {args.image_size} px), "
+    print(f"brain: the MNI152 T1 template's slices, {len(BRAIN_CLASSES)} classes, unet defaults ({summary['epochs']} epochs, {args.image_size} px), "
           f"{time.perf_counter() - started:.0f} s; best.pt on the test slices:")
     for name, scores in report["per_class"].items():
         print(f"  {name:16s} Dice {scores['dice']:.3f}  IoU {scores['iou']:.3f}" if scores["dice"] is not None else f"  {name:16s} not in test")
