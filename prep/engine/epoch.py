@@ -342,9 +342,9 @@ def train_epoch(
             if world.sum([float(batch.size == 0)], device)[0] if world.distributed else batch.size == 0:
                 advance(1)
                 continue
+            batch = step.mix(batch, state.epoch, index, world.rank)
             # The gradient of a step is the mean over its group of batches; the last group
             # of an epoch may be shorter than --accumulate.
-            batch = step.mix(batch, state.epoch, index, world.rank)
             group_start = index - index % config.accumulate
             group_size = min(config.accumulate, batches - group_start)
             steps_now = index + 1 == group_start + group_size
