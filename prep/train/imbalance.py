@@ -77,11 +77,13 @@ def check_sampler(sampler: str) -> str:
 
 
 def resolve_imbalance(
-    task: "Task", index: "DatasetIndex", classes: list[str], config: TrainConfig, options: TrainOptions, *, with_valid: bool = True,
+    task: "Task", index: "DatasetIndex", classes: list[str], config: TrainConfig, options: TrainOptions, *,
+    train_held: list[tuple[int, ...]] | None = None, with_valid: bool = True,
 ) -> Imbalance:
     """Count the training split's classes, apply the task's defaults for an imbalanced one
-    to ``config`` (in place), resolve ``--class-weights auto`` and ``--sampler balanced``,
-    and find the classes the validation split lacks (``with_valid``).
+    to ``config`` (in place), resolve ``--class-weights auto`` and ``--sampler balanced``
+    (from ``train_held``, the task's ``sample_classes`` of the training split, when the
+    caller has it), and find the classes the validation split lacks (``with_valid``).
 
     Raises:
         UsageError: ``auto`` or ``balanced`` for a task that does not count its classes,
@@ -109,19 +111,20 @@ def resolve_imbalance(
         config.class_weights = auto_class_weights(balance.counts)
         imbalance.auto_weights = True
     if config.sampler == "balanced":
-        imbalance.sample_weights = _sample_weights(task, index, classes)
+        imbalance.sample_weights = _sample_weights(task, index, classes, train_held)
     if with_valid and hasattr(task, "sample_classes"):
         held = {c for sample in task.sample_classes(index, "valid", classes) for c in sample}
         imbalance.absent_from_valid = [name for i, name in enumerate(classes) if i not in held]
     return imbalance
 
 
-def _sample_weights(task: "Task", index: "DatasetIndex", classes: list[str]) -> list[float]:
+def _sample_weights(task: "Task", index: "DatasetIndex", classes: list[str], held: list[tuple[int, ...]] | None) -> list[float]:
     from prep.data.sampling import balanced_weights
 
     if not hasattr(task, "sample_classes"):
         raise UsageError(f"--sampler balanced needs a task that knows each sample's classes; the {task.name} task does not")
-    held = task.sample_classes(index, "train", classes)
+    if held is None:
+        held = task.sample_classes(index, "train", classes)
     per_class = [0] * len(classes)
     for sample in held:
         for c in sample:

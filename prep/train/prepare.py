@@ -203,11 +203,11 @@ def prepare_run(
         task.prepare(index, progress)
     request = ModelRequest(tuple(task.classes(index)), trainer.choose_arch(options.arch), weights, options.image_size)
     classes = list(request.classes)
-    train_samples = len(task.sample_classes(index, "train", classes)) if hasattr(task, "sample_classes") else None
-    config = resolve_config(trainer, options, request, config, train_samples=train_samples)
+    train_held = task.sample_classes(index, "train", classes) if hasattr(task, "sample_classes") else None
+    config = resolve_config(trainer, options, request, config, train_samples=len(train_held) if train_held is not None else None)
     # Before the settings are checked: auto class weights become numbers, and an
     # imbalanced split changes the defaults (the monitor, the weights).
-    imbalance = resolve_imbalance(task, index, classes, config, options, with_valid=with_valid)
+    imbalance = resolve_imbalance(task, index, classes, config, options, train_held=train_held, with_valid=with_valid)
     world = World.from_env()
     device = world.device(config.device)
     settings = resolve_settings(task, config, classes, device, registration.call_method("loss", config, classes))
