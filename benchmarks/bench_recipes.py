@@ -387,6 +387,8 @@ def long_part(data: dict[str, Path], args) -> dict[str, list[dict]]:
             ]
             scores = [r["acc"] for r in runs]
             rows.append({"recipe": name, "final": statistics.mean(scores), "final_min": min(scores), "final_max": max(scores)})
+            # Each row as it comes: a long part takes an hour on a small CPU.
+            print(f"  {task} {name}: {rows[-1]['final']:.3f} ({rows[-1]['final_min']:.3f}-{rows[-1]['final_max']:.3f})", file=sys.stderr, flush=True)
         print_table(f"{task}: ResNet-18 from scratch, {epochs} epochs, accuracy of best.pt on {split}, mean of {args.seeds} seeds", rows, "default (light)")
         results[task] = rows
     return results
