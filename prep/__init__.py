@@ -11,7 +11,13 @@ start-up, when every plugin is loaded. The test kit is ``prep.testing``.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# albumentations asks PyPI for a newer version of itself each time it is imported: a network
+# call in every run, which prep promises not to make (and a warning on machines offline or
+# behind a proxy). A user who wants the check sets the variable to 0.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from prep.engine.config import TrainConfig
 from prep.errors import (

@@ -192,6 +192,27 @@ def describe_plugins(host: PluginHost) -> dict[str, Any]:
     return {"plugins": plugins, "trainers": trainer_rows, "failures": failures}
 
 
+def find_architectures(pattern: str) -> dict[str, Any]:
+    """What ``prep plugins --arch PATTERN`` lists: ``trainers``, trainer name -> the
+    architectures of ``Trainer.find_architectures(pattern)``, and ``failures``, a line for
+    each trainer whose listing failed."""
+    from prep.registry import Registration
+    from prep.train.trainer import Trainer
+
+    registry = REGISTRIES["register_trainers"]()
+    found: dict[str, list[dict[str, Any]]] = {}
+    failures = []
+    for name in registry.names():
+        registration: Registration = registry.registration(name)
+        if not isinstance(registration.value, Trainer):
+            continue
+        try:
+            found[name] = list(registration.call_method("find_architectures", pattern))
+        except PrepError as exc:
+            failures.append(str(exc))
+    return {"trainers": found, "failures": failures}
+
+
 def _describe_trainer(registration) -> dict[str, Any]:
     from prep.train.trainer import Trainer
 

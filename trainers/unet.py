@@ -7,7 +7,9 @@ torchvision's segmentation models: ``deeplabv3_resnet50``, ``deeplabv3_mobilenet
 auxiliary head, whose loss counts half). ``--weights imagenet`` starts the encoder from
 torchvision's ImageNet weights; ``PATH`` loads a file saved from this model, or from its
 encoder (a torchvision ResNet or MobileNetV2 classifier, or a resnet-finetune checkpoint);
-``none`` trains from scratch. A binary dataset (two classes) gets one logit, others one
+``none`` trains from scratch. ``unet-timm:NAME`` puts the U-Net on any of timm's CNN encoders
+(``features_only``; ``prep_trainers.timm_models``), whose ``--weights`` also take a
+``.safetensors`` file or a timm/Hugging Face cache folder. A binary dataset (two classes) gets one logit, others one
 per class. torch is imported only when a model is built.
 """
 
@@ -16,8 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from prep import ModelRequest, TrainConfig, Trainer, hookimpl
+from prep_trainers import timm_models
 
 UNET_ARCHS = tuple(f"unet-{name}" for name in ("resnet34", "resnet18", "resnet50", "mobilenet_v2"))
+TIMM_PREFIX = "unet-" + timm_models.PREFIX
 TORCHVISION_ARCHS = ("deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50")
 # torchvision's segmentation models and the encoder whose ImageNet weights they start from.
 _BACKBONES = {
@@ -42,8 +46,30 @@ class UNetTrainer(Trainer):
     # steps in ten epochs, too few for a class of 1% of the pixels (bench_segment.py --part brain).
     default_batch_size = 16
 
+    def choose_arch(self, requested: str | None) -> str | None:
+        if requested is not None and requested.startswith(TIMM_PREFIX):
+            return TIMM_PREFIX + timm_models.check_name(requested.removeprefix(TIMM_PREFIX), "--arch unet-timm:")
+        return super().choose_arch(requested)
+
+    def pretrained_normalization(self, request: ModelRequest):
+        arch = request.arch or self.default_arch
+        if arch.startswith(TIMM_PREFIX):
+            return timm_models.normalization(arch.removeprefix(TIMM_PREFIX), request.weights)
+        return None
+
+    def find_architectures(self, pattern: str) -> list[dict]:
+        # timm's CNNs: transformers of a fixed input size give no halving feature maps.
+        own = super().find_architectures(pattern)
+        timm_archs = timm_models.find_architectures(pattern, prefix=TIMM_PREFIX)
+        return own + [a for a in timm_archs if not timm_models.pretrained_config(a["arch"].removeprefix(TIMM_PREFIX), "none").get("fixed_input_size")]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "more_architectures": "unet-timm:NAME, a U-Net on any of timm's CNN encoders"}
+
     def build_model(self, request: ModelRequest):
         arch = request.arch or self.default_arch
+        if arch.startswith(TIMM_PREFIX):
+            return _timm_unet(arch.removeprefix(TIMM_PREFIX), request)
         if arch in UNET_ARCHS:
             return _unet(arch.removeprefix("unet-"), request)
         return _torchvision_segmentation(arch, request)
@@ -79,6 +105,25 @@ def _unet(encoder_name: str, request: ModelRequest):
     model = UNet(encoder_name, encoder, outputs_for(request.classes))
     if request.weights not in ("imagenet", "none"):
         _load_path(model, model.encoder, Path(request.weights), skip="fc" if encoder_name.startswith("resnet") else "classifier")
+    return model, model.decoder
+
+
+def _timm_unet(encoder_name: str, request: ModelRequest):
+    """A U-Net on timm's ``encoder_name``. ``--weights PATH`` is a file saved from this whole
+    model (a prep checkpoint), else the encoder's weights (a timm classifier's file or cache
+    folder), which timm's own loading maps onto its feature maps."""
+    from prep import WeightsError, load_matching_weights
+    from prep_trainers.unet_model import TimmUNet
+
+    whole = request.weights not in ("imagenet", "none") and Path(request.weights).is_file()
+    encoder, channels, strides = timm_models.encoder(encoder_name, "none" if whole else request.weights, request.image_size)
+    model = TimmUNet(encoder, channels, strides, outputs_for(request.classes))
+    if whole:
+        try:
+            load_matching_weights(model, Path(request.weights))
+        except WeightsError:
+            encoder, channels, strides = timm_models.encoder(encoder_name, request.weights, request.image_size)
+            model = TimmUNet(encoder, channels, strides, outputs_for(request.classes))
     return model, model.decoder
 
 

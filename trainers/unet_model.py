@@ -39,20 +39,27 @@ class DecoderBlock(nn.Module):
 
 class Decoder(nn.Module):
     """The U-Net's new part (the "head" for discriminative learning rates): decoder blocks
-    from stride 32 back to the input's scale, and a 3x3 convolution to the logits."""
+    from stride 32 back to the input's scale, each joining the encoder's features of its
+    stride where there are some, and a 3x3 convolution to the logits.
 
-    def __init__(self, encoder_channels: list[int], outputs: int) -> None:
+    ``encoder_strides`` are the strides of ``encoder_channels``' features, halving from one
+    to the next and ending at 32: torchvision's ResNets and timm's CNNs give 2 to 32, a
+    ConvNeXt 4 to 32 (its block at stride 2 then has no skip)."""
+
+    def __init__(self, encoder_channels: list[int], outputs: int, encoder_strides: tuple[int, ...] = (2, 4, 8, 16, 32)) -> None:
         super().__init__()
-        skips = list(reversed(encoder_channels[:-1])) + [0]  # strides 16, 8, 4, 2, then none
+        skip_of = dict(zip(encoder_strides, encoder_channels))
+        block_strides = [STRIDE >> (i + 1) for i in range(len(DECODER_CHANNELS))]  # 16, 8, 4, 2, 1
+        skips = [skip_of.get(stride, 0) for stride in block_strides]
         ins = [encoder_channels[-1], *DECODER_CHANNELS[:-1]]
         self.blocks = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, DECODER_CHANNELS))
         self.logits = nn.Conv2d(DECODER_CHANNELS[-1], outputs, 3, padding=1)
+        self.skip_at = [encoder_strides.index(s) if s in skip_of else None for s in block_strides]
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
-        skips = list(reversed(features[:-1])) + [None]
-        for block, skip in zip(self.blocks, skips):
-            x = block(x, skip)
+        for block, at in zip(self.blocks, self.skip_at):
+            x = block(x, features[at] if at is not None else None)
         return self.logits(x)
 
 
@@ -99,6 +106,24 @@ class UNet(nn.Module):
             x = stage(x)
             features.append(x)
         return self.decoder(features)[..., :height, :width]
+
+
+class TimmUNet(nn.Module):
+    """U-Net on a timm encoder built with ``features_only`` (``prep_trainers.timm_models.encoder``):
+    its feature maps at ``strides`` (halving, ending at 32) feed the same decoder as ``UNet``'s.
+    Padded and cropped like ``UNet``, so any size works."""
+
+    def __init__(self, encoder: nn.Module, channels: list[int], strides: list[int], outputs: int) -> None:
+        super().__init__()
+        if strides[-1] != STRIDE:
+            raise ValueError(f"the encoder's deepest features are at stride {strides[-1]}, not {STRIDE}")
+        self.encoder = encoder
+        self.decoder = Decoder(channels, outputs, tuple(strides))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        x = F.pad(images, (0, (-width) % STRIDE, 0, (-height) % STRIDE), mode="replicate")
+        return self.decoder(self.encoder(x))[..., :height, :width]
 
 
 class BatchNormForAnyBatch(nn.BatchNorm2d):

@@ -20,12 +20,14 @@ def evaluate_command(
     workers: options.Workers = None,
     device: options.Device = None,
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the PNG: the confusion matrix (default confusion.png) or, for segmentation, samples with truth and prediction (default examples.png)."),
+    cam: bool = typer.Option(False, "--cam", help="Also write cam.png beside the picture: Grad-CAM overlays of each class's most confident right answers and mistakes (classification, one CNN model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (with top-5 accuracy for more than 5 classes, and per-class precision and recall)."),
     complete_folds: bool = typer.Option(False, "--complete-folds", help="A cross-validation with a missing or unfinished fold: evaluate the complete folds instead of stopping."),
 ) -> None:
     """A model's metrics on held-out images, and a PNG of them.
 
-    Classification: accuracy, per-class recall and precision, and a confusion matrix.
+    Classification: accuracy, per-class recall and precision, and a confusion matrix;
+    with --cam, where the model looked (Grad-CAM).
     Segmentation: Dice, IoU, per-image Dice, pixel accuracy and per-class Dice/IoU, with an
     overlay of samples.
     """
@@ -43,7 +45,10 @@ def evaluate_command(
     root = rest[0] if rest else _trained_on(state)
     picture = picture_name(task)
     out = out or (Path(f"{picture}.png") if picture else None)
-    metrics = evaluate_checkpoint(models, root, split, tta=tta, batch_size=batch_size, workers=workers, device=device, out_png=out, complete_folds=complete_folds)
+    cam_png = ((out.parent if out else Path(".")) / "cam.png") if cam else None
+    metrics = evaluate_checkpoint(
+        models, root, split, tta=tta, batch_size=batch_size, workers=workers, device=device, out_png=out, complete_folds=complete_folds, cam_png=cam_png,
+    )
     if as_json:
         output.stdout.print_json(json.dumps(metrics))
         return

@@ -18,6 +18,8 @@ class TrainConfig:
 
     epochs: int = 3
     min_steps: int | None = None  # without --epochs, more epochs until the run takes this many optimiser steps (see prep.train.options)
+    long_run_from: int | None = None  # a run of at least this many epochs takes the settings of long_run that no option gave
+    long_run: dict[str, Any] | None = None  # TrainConfig settings for long runs, e.g. {"mixup": 0.2, "cutmix": 1.0}
     max_steps: int | None = None  # stop after this many optimiser steps, whatever the epoch
     lr: float = 1e-3
     optimizer: str = "adamw"

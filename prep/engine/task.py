@@ -112,7 +112,12 @@ class Task(Protocol):
     * ``report_lines(report) -> list[str]``: the result in words, as ``prep evaluate`` prints it;
     * ``draw_evaluation(report, *, model, dataset, mean, std, device, path, title) -> Path``,
       with ``evaluation_picture`` (the picture's name: ``confusion``): the picture, written
-      by default to ``<evaluation_picture>.png`` and reported as ``<evaluation_picture>_png``.
+      by default to ``<evaluation_picture>.png`` and reported as ``<evaluation_picture>_png``;
+    * ``draw_cam(*, model, layer, loader, dataset, classes, mean, std, device, path, title) ->
+      dict``: ``prep evaluate --cam``'s Grad-CAM picture at ``path`` (``layer``: the
+      ``prep.inference.cam.CamLayer`` found in the model; ``loader`` reads ``dataset`` in
+      order, collated); returns ``cam_png`` and ``cam_layer`` for the report. Without it,
+      ``--cam`` is refused for the task.
 
     For ``prep train --fold all`` (``prep.crossval``):
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 def evaluate_checkpoint(
     checkpoint: "Path | list[Path]", root: Path, split: str | None = None, *, tta: str = "none", batch_size: int = 64,
     workers: int | None = None, device: str | None = None, out_png: Path | None = None, complete_folds: bool = False,
+    cam_png: Path | None = None,
 ) -> dict[str, Any]:
     """The task's metrics on held-out images, with the loss: ``split``, ``images``, ``tta``,
     ``loss``, the task's numbers and ``classes`` (classification: accuracy ``acc``,
@@ -35,13 +36,17 @@ def evaluate_checkpoint(
     dataset. ``split`` None means ``valid``, else ``test``. ``tta="flip"`` averages each
     image's prediction with its mirror image's. With ``out_png``, the task's picture is
     written there, and its path reported under ``<picture>_png`` (``confusion_png``,
-    ``examples_png``).
+    ``examples_png``). With ``cam_png``, the task's Grad-CAM picture of one model is written
+    there (``cam_png``, ``cam_layer``), after a check, before anything is evaluated, that
+    the model has a convolutional map to explain.
 
     Raises:
         DatasetNotFoundError: no such folder or split, or no images in it.
         UnknownClassError: a class folder the model was not trained on.
         TaskMismatchError: a dataset of another layout than the model's task reads.
-        UsageError: an unknown ``tta``, or a split asked of bare class folders.
+        UsageError: an unknown ``tta``, a split asked of bare class folders, or ``cam_png``
+            for an ensemble or a task without ``draw_cam``.
+        CamError: ``cam_png`` for a model without a convolutional map (a vision transformer).
     """
     from prep.data.loader import create_loader
     from prep.data.resolution import source_side
@@ -57,9 +62,12 @@ def evaluate_checkpoint(
     target = pick_device(device)
     members = resolve_members(checkpoint if isinstance(checkpoint, list) else [checkpoint], complete_folds)
     check_members(members, [peek_checkpoint(member) for member in members])  # before any model is loaded
+    if cam_png is not None:
+        check_cam(members)
     model, state = load_ensemble(members, device)
     checkpoint = members[0]
     task = model_task(state)
+    layer = cam_layer(model, state, target) if cam_png is not None else None
     classes = state["classes"]
     transform = eval_transform(state, task.layout)
     dataset, split = held_out_dataset(task, state, root, split, transform=transform, decode_side=source_side(transform))
@@ -79,7 +87,45 @@ def evaluate_checkpoint(
         if picture is not None:
             drawn = draw_evaluation(task, metrics, model=model, dataset=dataset, state=state, device=target, path=out_png, title=title)
             metrics[f"{picture}_png"] = str(drawn) if drawn else None
+    if layer is not None:
+        title = f"{checkpoint.parent.name}/{checkpoint.name} on {split}"
+        metrics.update(task.draw_cam(
+            model=model, layer=layer, loader=loader, dataset=dataset, classes=classes, mean=state["mean"], std=state["std"],
+            device=target, path=cam_png, title=title,
+        ))
     return metrics
+
+
+def check_cam(members: list[Path]) -> None:
+    """Refuse ``--cam`` for what it cannot explain, before a model is loaded: an ensemble,
+    or a task without a Grad-CAM picture.
+
+    Raises:
+        UsageError: either.
+    """
+    from prep.errors import UsageError
+    from prep.inference.checkpoints import model_task, peek_checkpoint
+
+    if len(members) > 1:
+        raise UsageError(f"--cam explains one model, not an ensemble of {len(members)}: give one fold's best.pt")
+    task = model_task(peek_checkpoint(members[0]))
+    if not hasattr(task, "draw_cam"):
+        raise UsageError(f"--cam: the {task.name} task draws no Grad-CAM picture (classification does)")
+
+
+def cam_layer(model, state: dict[str, Any], device) -> Any:
+    """The model's map Grad-CAM explains, found with one image of the model's size.
+
+    Raises:
+        CamError: a model without one.
+    """
+    import torch
+
+    from prep.inference.cam import find_cam_layer
+
+    side = int(state["options"]["image_size"])
+    about = state["options"].get("arch") or "the model"
+    return find_cam_layer(model, torch.zeros(1, 3, side, side, device=device), about=about)
 
 
 def held_out_dataset(task: "Task", state: dict[str, Any], root: Path, split: str | None, *, transform: Any, decode_side: int | None) -> tuple[Any, str]:

@@ -95,6 +95,7 @@ def export_checkpoint(checkpoint: Path, format: str, out: Path | None = None, *,
     wrapped = _with_normalization(model, state["mean"], state["std"])
     size = image_size or state["options"]["image_size"]
     example = torch.rand(2, 3, size, size)
+    any_size = _takes_other_sizes(wrapped, size)
     classes_json = json.dumps(state["classes"])
     # Written beside ``out`` and renamed, so that ``out`` is whole or absent.
     tmp = out.with_name(f".{out.name}.tmp")
@@ -104,40 +105,64 @@ def export_checkpoint(checkpoint: Path, format: str, out: Path | None = None, *,
             # most C++ and mobile runtimes load, and the user asked for it.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
+                # A model's asserts on its input size become constants of the trace; the
+                # check below runs the file on two inputs, which is what the warning asks.
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 torch.jit.save(torch.jit.trace(wrapped, example), str(tmp), _extra_files={"classes.json": classes_json})
         else:
             batch, height, width = torch.export.Dim("batch"), torch.export.Dim("height", min=16), torch.export.Dim("width", min=16)
+            shapes = {0: batch, 2: height, 3: width} if any_size else {0: batch}
             # torch's exporter narrates its steps with print(): not on stdout, which is the
             # command's result, and not on the terminal, where the command's own line says
             # what was written (a failure still raises with its reason).
             with contextlib.redirect_stdout(io.StringIO()):
                 program = torch.onnx.export(
-                    wrapped, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
-                    dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
+                    wrapped, (example,), dynamo=True, input_names=["images"], output_names=["logits"], dynamic_shapes={"images": shapes},
                 )
             program.model.metadata_props["classes"] = classes_json
             program.save(str(tmp))
         tmp.replace(out)
+    except ExportError:
+        raise
+    except Exception as exc:  # the exporter's or the tracer's refusal of an operation
+        arch = state["options"].get("arch") or "this model"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ExportError(f"{arch} cannot be exported to {format}: {type(exc).__name__}: {reason}") from None
     finally:
         tmp.unlink(missing_ok=True)
     atomic_write_bytes(out.with_name(out.name + ".classes.json"), classes_json.encode("utf-8"))
-    checked = _check_export(out, format, wrapped, size)
+    checked = _check_export(out, format, wrapped, size, any_size)
     return {
-        "path": str(out), "format": format, "classes": state["classes"], "input": "float32 N x 3 x H x W in [0, 1]",
+        "path": str(out), "format": format, "classes": state["classes"],
+        "input": f"float32 N x 3 x {'H x W' if any_size else f'{size} x {size}'} in [0, 1]",
         "checked": checked,
     }
 
 
-def _check_export(path: Path, format: str, wrapped, size: int) -> str:
-    """Run the written file on two inputs (the training size, and another shape) and compare
-    with the checkpoint's model; say what was checked.
+def _takes_other_sizes(wrapped, size: int) -> bool:
+    """Whether the model runs on images of another size than it was trained at: a ViT's
+    patch grid is fixed when it is built, so its export takes that size only."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            wrapped(torch.rand(1, 3, size + 24, max(size - 40, 32)))
+    except Exception:
+        return False
+    return True
+
+
+def _check_export(path: Path, format: str, wrapped, size: int, any_size: bool = True) -> str:
+    """Run the written file on two inputs (the training size, and another shape, or another
+    batch for a model of one size) and compare with the checkpoint's model; say what was
+    checked.
 
     Raises:
         ExportError: the outputs differ (the file is kept, for a bug report).
     """
     import torch
 
-    inputs = [torch.rand(2, 3, size, size), torch.rand(1, 3, size + 24, max(size - 40, 32))]
+    inputs = [torch.rand(2, 3, size, size), torch.rand(1, 3, size + 24, max(size - 40, 32)) if any_size else torch.rand(3, 3, size, size)]
     if format == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # see export_checkpoint

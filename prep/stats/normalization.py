@@ -23,8 +23,13 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 AUTO, IMAGENET, DATASET = "auto", "imagenet", "dataset"
+# What ``auto`` resolves to when the starting weights name their own mean and std.
+PRETRAINED = "pretrained"
 MODES = (AUTO, IMAGENET, DATASET)
-NORMALIZE_HELP = "auto (ImageNet's constants for pretrained weights, else the dataset's stats.json) | imagenet | dataset."
+NORMALIZE_HELP = (
+    "auto (for pretrained weights, the constants they were trained with: ImageNet's, or a timm model's own; "
+    "else the dataset's stats.json) | imagenet | dataset."
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,8 @@ class Normalization:
     """A run's normalisation and where it came from.
 
     Attributes:
-        mode: ``imagenet`` or ``dataset``, as resolved from ``auto``.
+        mode: ``imagenet``, ``dataset`` or (the weights' own constants) ``pretrained``, as
+            resolved from ``auto``.
         source: where the numbers came from, for people (``ImageNet's constants``,
             ``stats.json``, ``stats.json, computed now``).
     """
@@ -53,9 +59,11 @@ def check_normalize(mode: str) -> str:
 
 def resolve_normalization(
     root: Path, mode: str, pretrained: bool, workers: int | None, may_compute: bool = True, progress: "Progress | None" = None,
+    pretrained_constants: "tuple[list[float], list[float], str] | None" = None,
 ) -> Normalization:
-    """The run's mean and std: ImageNet's for ``imagenet`` (and ``auto`` with pretrained
-    weights), else the dataset's ``stats.json``, computed and written when missing and
+    """The run's mean and std: ImageNet's for ``imagenet``; for ``auto`` with pretrained
+    weights, ``pretrained_constants`` (mean, std, their source: what the weights were
+    trained with) or else ImageNet's; otherwise the dataset's ``stats.json``, computed and written when missing and
     ``may_compute``; for a fold of a cross-validation (``root.fold``), the statistics of
     that fold's training part (``prep.stats.fold_stats``).
 
@@ -63,6 +71,9 @@ def resolve_normalization(
         UsageError: an unknown mode. StatsNotFoundError: no stats.json and not ``may_compute``.
     """
     check_normalize(mode)
+    if mode == AUTO and pretrained and pretrained_constants is not None:
+        mean, std, source = pretrained_constants
+        return Normalization(PRETRAINED, list(mean), list(std), source)
     if mode == IMAGENET or (mode == AUTO and pretrained):
         return Normalization(IMAGENET, IMAGENET_MEAN, IMAGENET_STD, "ImageNet's constants")
     if getattr(root, "fold", None) is not None:

@@ -121,8 +121,14 @@ def resolve_config(
     of 84 slices at batch 64 are 20 steps, after which a U-Net has not found a class of 1%
     of the pixels (bench_segment.py --part brain).
 
+    A recipe's ``long_run`` settings apply, each unless its option was given, when the run
+    has at least ``long_run_from`` epochs: what helps a 30-epoch run from scratch (mixing,
+    in bench_recipes.py --part long) hurts a 3-epoch fine-tune, which has no time to fit
+    the mixed targets.
+
     Raises:
         UsageError: a recipe the trainer does not have.
+        PluginError: a recipe whose ``long_run`` names a setting ``TrainConfig`` lacks.
     """
     from prep.augment.presets import AUTO, resolve_preset
 
@@ -136,9 +142,25 @@ def resolve_config(
         needed = math.ceil(config.min_steps / steps_per_epoch)
         most = MOST_EPOCHS_FOR_STEPS if config.preset == AUTO else MOST_EPOCHS_FOR_STEPS_FIXED_PRESET
         config.epochs = max(config.epochs, min(needed, most))
+    if base is None and config.long_run and config.long_run_from is not None and config.epochs >= config.long_run_from:
+        _apply_long_run(trainer, options, config)
     # After the options: --epochs decides what `auto` augmentation becomes.
     config.preset = resolve_preset(config.preset, config.epochs)
     return config
+
+
+def _apply_long_run(trainer: Trainer, options: TrainOptions, config: TrainConfig) -> None:
+    """Set ``config.long_run``'s settings on ``config``, except those an option gave."""
+    from prep.errors import PluginError
+
+    settings = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(config.long_run) - settings)
+    if unknown:
+        raise PluginError(f"trainer {type(trainer).__name__}: its recipe's long_run names settings TrainConfig lacks: {', '.join(unknown)}")
+    given = {name for option, name in _OVERRIDES.items() if getattr(options, option) is not None}
+    for name, value in config.long_run.items():
+        if name not in given:
+            setattr(config, name, value)
 
 
 def describe_recipes(trainer: Trainer, weights: str | None = None) -> dict[str, list[str]]:
@@ -160,9 +182,17 @@ def describe_recipes(trainer: Trainer, weights: str | None = None) -> dict[str, 
             text = f"{setting.name} {value}"
             if setting.name == "preset" and value == AUTO:
                 text += f" (none under {CROP_FROM_EPOCHS} epochs, light from {CROP_FROM_EPOCHS})"
+            if setting.name == "long_run_from":
+                continue
+            if setting.name == "long_run" and value:
+                text = f"from {config.long_run_from} epochs: " + ", ".join(f"{k} {v}" for k, v in value.items())
             if setting.name == "min_steps" and value:
                 text += f" (without --epochs, more epochs until the run takes {value} steps, at most {MOST_EPOCHS_FOR_STEPS})"
             lines.append(text)
+        scratch = trainer.recipe(name, ModelRequest(classes=request.classes, arch=request.arch, weights="none"))
+        if scratch.long_run and not config.long_run:
+            settings = ", ".join(f"{k} {v}" for k, v in scratch.long_run.items())
+            lines.append(f"with --weights none, from {scratch.long_run_from} epochs: {settings}")
         described[name] = lines
     return described
 
@@ -182,6 +212,8 @@ def _fits(setting: Any, default: Any) -> bool:
     if isinstance(setting, bool) or isinstance(default, bool):
         return isinstance(setting, bool) and isinstance(default, bool)
     if default is None:
+        if isinstance(setting, dict):  # long_run
+            return all(isinstance(k, str) for k in setting)
         if isinstance(setting, list):  # class weights
             return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in setting)
         return setting is None or isinstance(setting, (int, float, str))

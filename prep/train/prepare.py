@@ -224,7 +224,7 @@ def prepare_run(
     # Under torchrun every rank would compute and write stats.json at once.
     normalization = resolve_normalization(
         index, options.normalize, trainer.pretrained(request), options.workers, may_compute=not world.distributed,
-        progress=progress,
+        progress=progress, pretrained_constants=registration.call_method("pretrained_normalization", request),
     )
     # Last, when everything else has been checked: building a cache decodes every image once.
     # Under torchrun the first process of each machine builds it; the others then take it.

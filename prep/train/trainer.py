@@ -99,6 +99,20 @@ class Trainer:
         every published one is; ``--normalize dataset`` says otherwise."""
         return request.weights != "none"
 
+    def pretrained_normalization(self, request: ModelRequest) -> "tuple[list[float], list[float], str] | None":
+        """The mean and std that the starting weights were trained with, and where they
+        come from in words, for ``--normalize auto`` when ``pretrained(request)``; ``None``:
+        ImageNet's constants. A timm architecture's come from its pretrained configuration."""
+        return None
+
+    def find_architectures(self, pattern: str) -> list[dict[str, Any]]:
+        """The architectures matching the shell pattern ``pattern``, as ``prep plugins
+        --arch`` lists them: ``arch`` and ``pretrained``, the names of the pretrained
+        weights known for it (empty: none, or unknown). Default: ``architectures``."""
+        import fnmatch
+
+        return [{"arch": arch, "pretrained": []} for arch in self.architectures if fnmatch.fnmatchcase(arch, pattern)]
+
     def choose_arch(self, requested: str | None) -> str | None:
         """The architecture to build: ``requested`` (checked against ``architectures``),
         else ``default_arch``.

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 
 IMAGENET = "imagenet"
 NONE = "none"
-WEIGHTS_HELP = "imagenet (torchvision's; downloaded once, needs internet) | none | PATH to a state dict or a prep checkpoint."
+WEIGHTS_HELP = (
+    "imagenet (torchvision's or timm's; downloaded once, needs internet) | none | PATH to a state dict, a prep "
+    "checkpoint, or (timm architectures) a .safetensors file or a timm/Hugging Face cache folder."
+)
 
 
 class WeightsError(PrepError):
@@ -30,15 +33,16 @@ class WeightsError(PrepError):
 
 
 def check_weights(value: str) -> str:
-    """``imagenet``, ``none`` or the path of an existing file, as given.
+    """``imagenet``, ``none`` or the path of an existing file or folder (a cache folder, for
+    trainers that take one), as given.
 
     Raises:
         UsageError: anything else.
     """
     if value in (IMAGENET, NONE):
         return value
-    if not Path(value).is_file():
-        raise UsageError(f"--weights must be imagenet, none or a weights file; {value} is not a file")
+    if not Path(value).exists():
+        raise UsageError(f"--weights must be imagenet, none, or a weights file or folder; {value} does not exist")
     return value
 
 
@@ -122,6 +126,8 @@ def load_matching_weights(model: "torch.nn.Module", path: Path, *, skip: str | N
     """
     import torch
 
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder; this architecture takes a weights file (cache folders are for timm:NAME architectures)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

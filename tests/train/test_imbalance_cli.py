@@ -150,7 +150,52 @@ def test_recipe_list_says_what_each_recipe_sets():
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert lines[0].startswith("modern (default): epochs 3; min_steps 100") and "label_smoothing 0.1" in lines[0]
+    assert "with --weights none, from 30 epochs: mixup 0.2, cutmix 1.0" in lines[0]
     assert lines[1].startswith("book: epochs 25; optimizer sgd")
+
+
+def test_a_long_run_from_scratch_mixes_its_batches_unless_an_option_says_otherwise(balanced: Path, tmp_path: Path):
+    quick = ["--weights", "none", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--max-steps", "2"]
+
+    def train_settings(name: str, *extra: str) -> dict:
+        result = runner.invoke(app, ["train", str(balanced), *quick, "--run-dir", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        return yaml.safe_load((tmp_path / name / "config.yaml").read_text())["train"]
+
+    long = train_settings("long", "--epochs", "30")
+    assert (long["mixup"], long["cutmix"]) == (0.2, 1.0)
+    short = train_settings("short", "--epochs", "29")
+    assert (short["mixup"], short["cutmix"]) == (0.0, 0.0)
+    told = train_settings("told", "--epochs", "30", "--mixup", "0")
+    assert (told["mixup"], told["cutmix"]) == (0.0, 1.0)
+    # Fine-tuning pretrained weights for as long does not mix (it cost accuracy).
+    from prep.train.options import TrainOptions, resolve_config
+    from prep.train.trainer import ModelRequest
+    from prep_trainers.resnet_finetune import ResNetFinetune
+
+    tuned = resolve_config(ResNetFinetune(), TrainOptions(epochs=30), ModelRequest(("a", "b"), "resnet18", "imagenet"))
+    assert (tuned.mixup, tuned.cutmix) == (0.0, 0.0)
+    # A repeat takes the settings as they were, long-run ones included.
+    repeated = runner.invoke(app, ["train", "--config", str(tmp_path / "long" / "config.yaml"), "--run-dir", str(tmp_path / "again")])
+    assert repeated.exit_code == 0, repeated.output
+    again = yaml.safe_load((tmp_path / "again" / "config.yaml").read_text())["train"]
+    assert (again["mixup"], again["cutmix"], again["epochs"]) == (0.2, 1.0, 30)
+
+
+def test_a_recipes_long_run_naming_an_unknown_setting_names_the_trainer():
+    from prep.engine.config import TrainConfig
+    from prep.errors import PluginError
+    from prep.train.options import TrainOptions, resolve_config
+    from prep.train.trainer import ModelRequest, Trainer
+
+    class Careless(Trainer):
+        task = "classification"
+
+        def recipe(self, name, request):
+            return TrainConfig(epochs=40, long_run_from=30, long_run={"mixpu": 0.2})
+
+    with pytest.raises(PluginError, match="trainer Careless: its recipe's long_run names settings TrainConfig lacks: mixpu"):
+        resolve_config(Careless(), TrainOptions(), ModelRequest(("a", "b"), "x", "none"))
 
 
 def test_a_small_split_trains_for_the_recipes_minimum_of_steps_unless_epochs_are_given(balanced: Path, tmp_path: Path):

@@ -134,7 +134,7 @@ def test_train_errors_are_messages(split_sample: Path):
     result = runner.invoke(app, ["train", "--weights", "none", str(split_sample), "--amp", "fp8", "--epochs", "1", "--workers", "0", "--run-dir", str(split_sample.parent / "amp")])
     assert result.exit_code == 2 and "--amp must be one of auto, bf16, fp16, off" in result.output
     result = runner.invoke(app, ["train", "--weights", "none", str(split_sample), "--arch", "resnet9000", "--epochs", "1", "--workers", "0"])
-    assert result.exit_code == 2 and "--arch must be resnet18, resnet34, resnet50 or another torchvision classifier, not 'resnet9000'" in result.output
+    assert result.exit_code == 2 and "--arch must be resnet18, resnet34, resnet50, another torchvision classifier or timm:NAME, not 'resnet9000'" in result.output
     assert not (Path("runs")).exists()  # refused before anything was written
 
 

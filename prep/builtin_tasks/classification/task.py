@@ -164,6 +164,8 @@ class ClassificationTask:
                 lines.append(f"  {name}: recall {_number(scores['recall'])}, precision {_number(scores['precision'])} ({scores['images']} images)")
         if report.get("confusion_png"):
             lines.append(f"Confusion matrix: {report['confusion_png']}")
+        if report.get("cam_png"):
+            lines.append(f"Grad-CAM: {report['cam_png']} (at {report['cam_layer']})")
         return lines
 
     def draw_evaluation(self, report: dict[str, Any], *, path: Path, title: str, **_: Any) -> Path:
@@ -171,6 +173,12 @@ class ClassificationTask:
         from prep.builtin_tasks.classification.plots import plot_confusion
 
         return plot_confusion(report["confusion"], report["classes"], path, title=title)
+
+    def draw_cam(self, *, model, layer, loader, dataset, classes: list[str], mean, std, device, path: Path, title: str) -> dict[str, Any]:
+        """Grad-CAM overlays of each class's most confident right answers and mistakes."""
+        from prep.builtin_tasks.classification.cam import draw_cam
+
+        return draw_cam(model, layer, loader, dataset, classes, mean=mean, std=std, device=device, path=path, title=title)
 
     # -- prep train --fold all: out-of-fold predictions -----------------------------------
 
