@@ -142,7 +142,7 @@ def timm_loop(root: Path, args, device) -> dict:
                 correct += int((predicted == labels).sum())
                 total += labels.numel()
         accuracy = correct / max(total, 1)
-        print(f"  timm  epoch {epoch + 1}: loss {float(loss):.4f} valid_acc {accuracy:.4f}", file=sys.stderr)
+        print(f"  timm  epoch {epoch + 1}: loss {loss.item():.4f} valid_acc {accuracy:.4f}", file=sys.stderr)
     return {"images_per_s": rate, "valid_acc": accuracy}
 
 
