@@ -111,6 +111,25 @@ def test_a_timm_cnn_starts_from_a_weights_file_and_its_checkpoint_is_used_offlin
     assert model.state_dict()["fc.weight"].shape == (2, 512)
 
 
+def test_a_convnext_from_a_torch_file_evaluates_and_exports_offline(data: Path, tmp_path: Path, offline):
+    weights = tmp_path / "convnext.pth"
+    saved = _save_weights("convnext_atto", weights)
+    result = _train(data, tmp_path / "run", "--arch", "timm:convnext_atto", "--weights", str(weights), "--max-steps", "1", "--freeze-backbone", "1")
+    assert result.exit_code == 0, result.output
+    from prep.inference.checkpoints import load_model
+
+    model, _ = load_model(tmp_path / "run" / "best.pt", "cpu")
+    # --freeze-backbone: one step trained the head alone; the backbone is the file's.
+    assert torch.equal(model.state_dict()["stem.0.weight"], saved["stem.0.weight"])
+    assert model.state_dict()["head.fc.weight"].shape == (2, 320)
+    best = str(tmp_path / "run" / "best.pt")
+    evaluated = runner.invoke(app, ["evaluate", best, str(data), "--tta", "flip", "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "c.png")])
+    assert evaluated.exit_code == 0 and "valid: acc" in evaluated.output, evaluated.output
+    exported = runner.invoke(app, ["export", best, "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--json"])
+    assert exported.exit_code == 0 and json.loads(exported.output)["checked"], exported.output
+    assert offline == []
+
+
 def test_a_cache_folders_configuration_decides_the_normalisation(data: Path, tmp_path: Path, offline):
     snapshot = tmp_path / "hub" / "models--timm--resnet18.a1_in1k" / "snapshots" / "0123abcd"
     snapshot.mkdir(parents=True)
