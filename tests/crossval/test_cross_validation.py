@@ -337,5 +337,9 @@ def test_planted_wrong_masks_rank_first_and_are_overlaid(tmp_path: Path):
     summary = cross_validate(tmp_path / "data", quick(tmp_path / "cv", plugin="unet", epochs=6, image_size=48, batch_size=6))
     ranked = list(csv.DictReader((tmp_path / "cv" / "suspects.csv").open()))
     assert {Path(r["path"]).name for r in ranked[:3]} == wrong
-    assert summary["suspects"]["count"] == 3 and Path(summary["suspects"]["png"]).is_file()
+    flagged = {Path(r["path"]).name for r in ranked if r["suspect"] == "1"}
+    # The fence follows the clean pairs' spread, so a six-epoch model's weakest clean pair can
+    # sit at it (0.834 against 0.824 here, under it on another CPU): allow one of the 27.
+    assert wrong <= flagged and len(flagged) <= 4 and summary["suspects"]["count"] == len(flagged)
+    assert Path(summary["suspects"]["png"]).is_file()
     assert summary["oof"]["dice"] > 0.7
