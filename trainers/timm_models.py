@@ -29,9 +29,9 @@ from typing import Any
 from prep import UsageError, WeightsError
 
 PREFIX = "timm:"
-# Inside a cache folder: what timm and the Hugging Face hub write, best first.
 # How long the hub may take to answer before a download is given up as offline.
 REACH_TIMEOUT_S = 5
+# Inside a cache folder: what timm and the Hugging Face hub write, best first.
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 

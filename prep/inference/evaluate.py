@@ -61,9 +61,10 @@ def evaluate_checkpoint(
     check_tta(tta)
     target = pick_device(device)
     members = resolve_members(checkpoint if isinstance(checkpoint, list) else [checkpoint], complete_folds)
-    check_members(members, [peek_checkpoint(member) for member in members])  # before any model is loaded
+    peeked = [peek_checkpoint(member) for member in members]
+    check_members(members, peeked)  # before any model is loaded
     if cam_png is not None:
-        check_cam(members)
+        check_cam(peeked)
     model, state = load_ensemble(members, device)
     checkpoint = members[0]
     task = model_task(state)
@@ -96,19 +97,22 @@ def evaluate_checkpoint(
     return metrics
 
 
-def check_cam(members: list[Path]) -> None:
+def check_cam(peeked: list[dict[str, Any]]) -> None:
     """Refuse ``--cam`` for what it cannot explain, before a model is loaded: an ensemble,
     or a task without a Grad-CAM picture.
+
+    Args:
+        peeked: the members' checkpoints, as ``peek_checkpoint`` reads them.
 
     Raises:
         UsageError: either.
     """
     from prep.errors import UsageError
-    from prep.inference.checkpoints import model_task, peek_checkpoint
+    from prep.inference.checkpoints import model_task
 
-    if len(members) > 1:
-        raise UsageError(f"--cam explains one model, not an ensemble of {len(members)}: give one fold's best.pt")
-    task = model_task(peek_checkpoint(members[0]))
+    if len(peeked) > 1:
+        raise UsageError(f"--cam explains one model, not an ensemble of {len(peeked)}: give one fold's best.pt")
+    task = model_task(peeked[0])
     if not hasattr(task, "draw_cam"):
         raise UsageError(f"--cam: the {task.name} task draws no Grad-CAM picture (classification does)")
 
