@@ -38,6 +38,7 @@ _LAZY = {
     "Task": "prep.engine.task",
     "EpochMetrics": "prep.engine.task",
     "ClassificationTask": "prep.builtin_tasks.classification.task",
+    "MultiLabelTask": "prep.builtin_tasks.multilabel.task",
     "ConfusionMatrix": "prep.builtin_tasks.classification.metrics",
     "WeightsError": "prep.train.weights",
     "torchvision_model": "prep.train.weights",

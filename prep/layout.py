@@ -6,6 +6,9 @@
 * a segmentation dataset: ``ROOT/<split>/images/<image>`` and ``ROOT/<split>/masks/<mask>``,
   a mask named like its image (a ``_mask`` suffix is allowed), and optionally the class
   table ``ROOT/classes.csv`` (see ``prep.masks.class_table``);
+* a multi-label dataset: ``ROOT/<split>/images/<image>`` and ``ROOT/<split>/labels.csv``
+  (``image,tags``: every image of ``images/`` by file name, and its tags separated by
+  single spaces, as Kaggle's Planet CSV has them; see ``prep.split.tag_manifest``);
 * a dataset split into folds for cross-validation (``prep split --folds K``): no ``valid/``,
   and the manifest ``ROOT/folds.csv`` (``path,fold``: every image of ``train/``, relative
   to ROOT, and its fold, 0 to K-1; see ``prep.split.folds``);
@@ -30,12 +33,20 @@ MASK_SUFFIX = "_mask"
 CLASS_TABLE = "classes.csv"
 # Which fold of a cross-validation each train image is in (``path,fold``), beside the splits.
 FOLDS_FILE = "folds.csv"
+# A multi-label split's images and their tags (``image,tags``), in the split's folder.
+LABELS_FILE = "labels.csv"
+LABELS_HEADER = ("image", "tags")
+TAG_SEPARATOR = " "
 
 CLASSIFICATION = "classification"
 SEGMENTATION = "segmentation"
+MULTILABEL = "multilabel"
 # What the train split of each layout holds, in words (for messages about a dataset that
 # does not fit a trainer).
-LAYOUT_SHAPES = {CLASSIFICATION: "class folders", SEGMENTATION: "images/ and masks/ folders"}
+LAYOUT_SHAPES = {
+    CLASSIFICATION: "class folders", SEGMENTATION: "images/ and masks/ folders",
+    MULTILABEL: f"an images/ folder and {LABELS_FILE} (tags per image)",
+}
 
 IMAGE_EXTENSIONS = {
     ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
@@ -73,6 +84,11 @@ def is_junk(name: str, is_dir: bool = False) -> bool:
 
 
 def split_kind(split_dir: Path) -> str:
-    """``segmentation`` when a split folder holds ``images/`` and ``masks/``, else
-    ``classification`` (class folders)."""
-    return SEGMENTATION if (split_dir / IMAGES_DIR).is_dir() and (split_dir / MASKS_DIR).is_dir() else CLASSIFICATION
+    """``segmentation`` when a split folder holds ``images/`` and ``masks/``, ``multilabel``
+    when it holds ``images/`` and ``labels.csv``, else ``classification`` (class folders)."""
+    if (split_dir / IMAGES_DIR).is_dir():
+        if (split_dir / MASKS_DIR).is_dir():
+            return SEGMENTATION
+        if (split_dir / LABELS_FILE).is_file():
+            return MULTILABEL
+    return CLASSIFICATION

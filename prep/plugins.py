@@ -44,6 +44,7 @@ DEFAULT_PLUGINS = (
     "prep.augment.presets",
     "prep.data.collate_plugin",
     "prep.builtin_tasks.classification.task",
+    "prep.builtin_tasks.multilabel.task",
     "prep.builtin_tasks.segmentation.task",
 )
 

@@ -7,8 +7,9 @@
         summary = train_briefly("my-trainer", data, tmp_path / "run")
         assert summary["status"] == "completed"
 
-* ``make_classification_dataset`` and ``make_segmentation_dataset`` write tiny split datasets
-  (as ``prep split`` leaves them) whose classes a model can tell apart within an epoch or two;
+* ``make_classification_dataset``, ``make_multilabel_dataset`` and ``make_segmentation_dataset``
+  write tiny split datasets (as ``prep split`` leaves them) whose classes a model can tell
+  apart within an epoch or two;
 * ``train_briefly`` trains one short epoch with a registered trainer, on CPU, in one process;
 * ``installed_plugin`` registers a module or object of hook implementations for the length of
   a ``with`` block, as if it were an installed plugin.
@@ -51,6 +52,42 @@ def make_classification_dataset(
                 y, x = rng.integers(0, size - side, 2)
                 pixels[y : y + side, x : x + side] = _PALETTE[index % len(_PALETTE)]
                 Image.fromarray(pixels).save(folder / f"{name}_{i}.png")
+    return Path(root)
+
+
+def make_multilabel_dataset(
+    root: Path, tags: Sequence[str] = ("red", "blue", "green"), *, per_split: Mapping[str, int] | None = None,
+    size: int = 32, seed: int = 0,
+) -> Path:
+    """Write ``root/<split>/images/*.png`` and ``root/<split>/labels.csv``: noisy images
+    holding a square of each of their tags' colours, every image at least one tag, every
+    tag in every split.
+
+    Returns:
+        ``root``.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from prep.split.tag_manifest import labels_text
+    from prep.layout import LABELS_FILE, TAG_SEPARATOR
+
+    rng = np.random.default_rng(seed)
+    for split, count in (per_split or {"train": 12, "valid": 6}).items():
+        images = Path(root) / split / IMAGES_DIR
+        images.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i in range(count):
+            held = [t for t in range(len(tags)) if rng.random() < 0.5]
+            held = sorted(set(held) | {i % len(tags)})  # every image a tag, every tag an image
+            pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            side = size // 3
+            for tag in held:
+                y, x = rng.integers(0, size - side, 2)
+                pixels[y : y + side, x : x + side] = _PALETTE[tag % len(_PALETTE)]
+            Image.fromarray(pixels).save(images / f"{i}.png")
+            rows.append((f"{i}.png", TAG_SEPARATOR.join(tags[t] for t in held)))
+        (Path(root) / split / LABELS_FILE).write_text(labels_text(rows), encoding="utf-8")
     return Path(root)
 
 

@@ -47,9 +47,11 @@ LONG_RUN = {"mixup": 0.2, "cutmix": 1.0}
 
 
 class ResNetFinetune(Trainer):
-    """torchvision classifiers (ResNet by default) with a new head for your classes."""
+    """torchvision classifiers (ResNet by default) with a new head for your classes or tags."""
 
     task = "classification"
+    # A multi-label model is the same network: a logit per tag instead of per class.
+    tasks = ("classification", "multilabel")
     architectures = ("resnet18", "resnet34", "resnet50")
     default_arch = "resnet18"
     recipes = ("modern", "book")
@@ -112,7 +114,8 @@ class ResNetFinetune(Trainer):
         return model, head
 
     def recipe(self, name: str, request: ModelRequest) -> TrainConfig:
-        """``modern`` (default): AdamW, cosine with warmup, label smoothing and, for
+        """``modern`` (default): AdamW, cosine with warmup, label smoothing (not for
+        multi-label tags) and, for
         pretrained weights, a ten times lower learning rate for the backbone, whose
         BatchNorm layers keep their pretrained statistics; augmentation follows the run's
         length (``auto``). ``book``: the PyTorch book's transfer-learning recipe, SGD at
@@ -128,9 +131,12 @@ class ResNetFinetune(Trainer):
                 scheduler="step", step_size=7, gamma=0.1, preset="light",
             )
         pretrained = self.pretrained(request)
+        # Smoothing spreads one answer over the classes; a multi-label model's yes/no targets
+        # stay as they are, since its thresholds are tuned on the probabilities they train.
+        smoothing = 0.0 if request.task == "multilabel" else 0.1
         return TrainConfig(
             epochs=3, min_steps=MIN_STEPS, lr=1e-3, optimizer="adamw", weight_decay=0.05, scheduler="cosine",
-            warmup_epochs=0.3, label_smoothing=0.1, backbone_lr_scale=0.1 if pretrained else 1.0,
+            warmup_epochs=0.3, label_smoothing=smoothing, backbone_lr_scale=0.1 if pretrained else 1.0,
             freeze_norm_stats=pretrained, preset="auto",
             long_run_from=None if pretrained else LONG_RUN_FROM, long_run=None if pretrained else dict(LONG_RUN),
         )

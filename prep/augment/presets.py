@@ -3,10 +3,11 @@
 Also a built-in plugin: it registers ``none``, ``flip``, ``light``, ``medium``, ``heavy``, and
 the policies of longer runs, ``randaugment``, ``trivialaugment`` and ``erasing`` (see
 ``prep.augment.policies``). Each
-preset builds a train or an eval pipeline for a task (``classification`` or
+preset builds a train or an eval pipeline for a task (``classification``, ``multilabel`` or
 ``segmentation``). Eval pipelines only resize the short side to ``size / 0.875`` and take
-the centre ``size x size`` crop (segmentation: resize the whole image to ``size x size``,
-so that every pixel is scored). Geometric transforms move masks with the image using
+the centre ``size x size`` crop (segmentation and multilabel: resize the whole image to
+``size x size``, so that every pixel is scored and no tag at the border is cut away; their
+random crops keep at least 35% of the image). Geometric transforms move masks with the image using
 nearest-neighbour interpolation (albumentations' default for masks), so a mask never gains
 a value it did not have; colour transforms touch the image only.
 """
@@ -20,7 +21,10 @@ from prep.errors import PluginError, UsageError, check_choice
 from prep.hookspecs import hookimpl
 from prep.registry import Registration
 
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "multilabel", "segmentation")
+# The tasks whose labels are about the whole image's content: eval never crops, training
+# crops keep more (a crop that drops the river drops the tag "water", or the mask's object).
+WHOLE_IMAGE_TASKS = ("multilabel", "segmentation")
 AUTO = "auto"
 # Runs shorter than this train without augmentation, longer ones with `light`. Measured in
 # benchmarks/bench_recipes.py: in 3-epoch fine-tuning, no augmentation was never worse than
@@ -34,7 +38,7 @@ Preset = Callable[[int, bool, str], list]
 def eval_transforms(size: int, task: str = "classification") -> list:
     import albumentations as A
 
-    if task == "segmentation":
+    if task in WHOLE_IMAGE_TASKS:
         # The whole image is scored (and predicted): resized, never cropped.
         return [A.Resize(height=size, width=size)]
     return [A.SmallestMaxSize(max_size=round(size / 0.875)), A.CenterCrop(height=size, width=size)]
@@ -43,8 +47,8 @@ def eval_transforms(size: int, task: str = "classification") -> list:
 def _crop(size: int, task: str, smallest: float) -> list:
     import albumentations as A
 
-    # Segmentation keeps more of the image: tiny crops lose the objects being outlined.
-    low = max(smallest, 0.35) if task == "segmentation" else smallest
+    # Segmentation and tags keep more of the image: tiny crops lose the objects outlined or tagged.
+    low = max(smallest, 0.35) if task in WHOLE_IMAGE_TASKS else smallest
     return [A.RandomResizedCrop(size=(size, size), scale=(low, 1.0)), A.HorizontalFlip(p=0.5)]
 
 
@@ -131,7 +135,7 @@ def build_pipeline(preset: str, image_size: int, *, train: bool, task: str = "cl
             ``.yml`` or ``.json`` file written by ``albumentations.save``.
         image_size: output side in pixels (ignored by pipeline files).
         train: the train pipeline, or the eval one (resize and centre crop).
-        task: ``classification`` or ``segmentation``.
+        task: ``classification``, ``multilabel`` or ``segmentation``.
         seed: makes the random choices repeat; the same seed gives the same augmentations.
 
     Raises:

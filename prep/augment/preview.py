@@ -9,7 +9,7 @@ import numpy as np
 
 from prep.augment.presets import build_pipeline
 from prep.data.index import DatasetIndex
-from prep.layout import SEGMENTATION
+from prep.layout import MULTILABEL, SEGMENTATION
 from prep.util.files import atomic_write_bytes
 from prep.images.decode import load_rgb
 
@@ -66,6 +66,11 @@ def render_preview(
         chosen = random.Random(seed).sample(pairs, min(images, len(pairs)))
         table = index.class_table()  # colour-coded masks need it
         rows = [(load_rgb(i), mask_ids(m, table).astype("uint16"), i.name) for i, m in chosen]
+    elif layout == MULTILABEL:  # each image named with its tags
+        tags = index.class_names()
+        samples = index.multilabel_samples(split, tags)
+        chosen = random.Random(seed).sample(samples, min(images, len(samples)))
+        rows = [(load_rgb(p), None, f"{p.name}: {' '.join(tags[t] for t in held)}") for p, held in chosen]
     else:
         samples = index.classification_samples(split, index.class_names())
         chosen = random.Random(seed).sample(samples, min(images, len(samples)))

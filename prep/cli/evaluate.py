@@ -20,6 +20,7 @@ def evaluate_command(
     workers: options.Workers = None,
     device: options.Device = None,
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the PNG: the confusion matrix (default confusion.png) or, for segmentation, samples with truth and prediction (default examples.png)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Multi-label: every tag's decision threshold (default: each tag's threshold tuned on the validation split)."),
     cam: bool = typer.Option(False, "--cam", help="Also write cam.png beside the picture: Grad-CAM overlays of each class's most confident right answers and mistakes (classification, one CNN model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (with top-5 accuracy for more than 5 classes, and per-class precision and recall)."),
     complete_folds: bool = typer.Option(False, "--complete-folds", help="A cross-validation with a missing or unfinished fold: evaluate the complete folds instead of stopping."),
@@ -28,6 +29,7 @@ def evaluate_command(
 
     Classification: accuracy, per-class recall and precision, and a confusion matrix;
     with --cam, where the model looked (Grad-CAM).
+    Multi-label: F2, F1 (per image), macro F1, mAP and each tag's scores, with a chart of them.
     Segmentation: Dice, IoU, per-image Dice, pixel accuracy and per-class Dice/IoU, with an
     overlay of samples.
     """
@@ -47,7 +49,7 @@ def evaluate_command(
     out = out or (Path(f"{picture}.png") if picture else None)
     cam_png = ((out.parent if out else Path(".")) / "cam.png") if cam else None
     metrics = evaluate_checkpoint(
-        models, root, split, tta=tta, batch_size=batch_size, workers=workers, device=device, out_png=out, complete_folds=complete_folds, cam_png=cam_png,
+        models, root, split, tta=tta, batch_size=batch_size, workers=workers, device=device, out_png=out, complete_folds=complete_folds, cam_png=cam_png, threshold=threshold,
     )
     if as_json:
         output.stdout.print_json(json.dumps(metrics))

@@ -56,7 +56,8 @@ def plugins_command(
         archs = ", ".join(f"{a}*" if a == trainer["default_arch"] else a for a in trainer["architectures"]) or "-"
         recipes = ", ".join(f"{r}*" if r == trainer["default_recipe"] else r for r in trainer["recipes"]) or "-"
         weights = trainer.get("default_weights") or "-"
-        trainers.add_row(*(output.escape(v) for v in (trainer["name"], trainer["task"], archs, recipes, weights)))
+        trained = ", ".join(trainer.get("tasks") or [trainer["task"]])
+        trainers.add_row(*(output.escape(v) for v in (trainer["name"], trained, archs, recipes, weights)))
     output.stdout.print(trainers)
     output.stdout.print("* the default")
     for trainer in described["trainers"]:

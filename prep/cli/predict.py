@@ -13,10 +13,10 @@ from prep.cli import options, output
 def predict_command(
     checkpoint: Path = typer.Argument(..., help="A best.pt or last.pt, a run folder, or a cross-validation's folder (its folds' models averaged)."),
     images: List[Path] = typer.Argument(..., help="Image files or folders; more checkpoints (.pt) first make an ensemble with CHECKPOINT."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Classification: the CSV (default predictions.csv). Segmentation: the folder for the masks (default masks/), or the CSV with --kaggle-submission (default submission.csv)."),
-    kaggle_submission: bool = typer.Option(False, "--kaggle-submission", help="Classification: Kaggle's id,label with label = P(dog). Segmentation: Carvana's img,rle_mask."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Classification and multi-label: the CSV (default predictions.csv; multi-label with --kaggle-submission: submission.csv). Segmentation: the folder for the masks (default masks/), or the CSV with --kaggle-submission (default submission.csv)."),
+    kaggle_submission: bool = typer.Option(False, "--kaggle-submission", help="Classification: Kaggle's id,label with label = P(dog). Multi-label: Planet's image_name,tags (space-separated). Segmentation: Carvana's img,rle_mask."),
     rle_order: str = typer.Option("row", "--rle-order", help="Segmentation submissions: row (Carvana: pixels numbered along rows) | column (numbered down the columns)."),
-    threshold: float = typer.Option(0.5, "--threshold", help="Segmentation, binary: the foreground probability from which a pixel is foreground."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Binary segmentation: the foreground probability from which a pixel is foreground (default 0.5). Multi-label: every tag's (default: each tag's threshold tuned on the validation split)."),
     tta: str = typer.Option("none", "--tta", help="none | flip (average each prediction with the mirror image's)."),
     tile: Optional[int] = typer.Option(None, "--tile", min=16, help="Segmentation: predict large images window by window at their own resolution, in windows of this side."),
     overlap: int = typer.Option(64, "--overlap", min=0, help="Segmentation with --tile: pixels shared by neighbouring windows."),
@@ -29,6 +29,7 @@ def predict_command(
     """Predict images: class probabilities or masks, or a Kaggle submission.
 
     Classification: a CSV of class probabilities (or Kaggle dogs-vs-cats' id,label).
+    Multi-label: each image's tags and their probabilities (or Planet's image_name,tags).
     Segmentation: masks at each image's own size (or a Kaggle RLE submission).
     """
     from prep.inference.predict import PredictOptions, predict_images
@@ -44,7 +45,8 @@ def predict_command(
     skipped = len(report["skipped"])
     unreadable = f"; skipped {skipped} unreadable image{'s' if skipped != 1 else ''}" if skipped else ""
     averaged = f" (the average of {report['models']} models)" if report["models"] > 1 else ""
-    output.info(output.escape(f"Wrote {report['written']} {report['what']}{averaged} to {report['out']}{unreadable}"))
+    thresholds = f"; thresholds {report['thresholds']}" if report.get("thresholds") else ""
+    output.info(output.escape(f"Wrote {report['written']} {report['what']}{averaged} to {report['out']}{unreadable}{thresholds}"))
 
 
 def leading_checkpoints(first: Path, rest: List[Path]) -> tuple[list[Path], list[Path]]:

@@ -30,6 +30,8 @@ def split_command(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Kaggle label CSV mapping file ids to labels."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="CSV column with file ids (default: id, else the first)."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="CSV column with labels (default: the other of two)."),
+    multi_label: Optional[bool] = typer.Option(None, "--multi-label/--single-label", help="Whether the --labels cells hold several tags (Planet's 'clear primary water'); default: decided from the cells, and the report says which.", show_default=False),
+    tag_separator: Optional[str] = typer.Option(None, "--tag-separator", help="What separates the tags in a --labels cell (default: the one of ' ', ';', '|', ',' the cells use)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of segmentation masks, paired with images by name."),
     mask_suffix: str = typer.Option("_mask", "--mask-suffix", help="What a mask's name adds to its image's name."),
     group_pattern: Optional[str] = typer.Option(None, "--group-pattern", help="Regex; files whose match (or first group) is equal stay in one split (none: no groups; default for <id>_<view> image/mask pairs: the views of one id together)."),
@@ -42,8 +44,8 @@ def split_command(
 ) -> None:
     """Split a raw image folder into train/valid(/test) class folders, safely.
 
-    Understands Kaggle's flat folders (labels in file names), class folders, label CSVs and
-    image/mask pairs. Journaled: a killed run is finished by running it again, and --undo
+    Understands Kaggle's flat folders (labels in file names), class folders, label CSVs
+    (multi-label ones too: images/ and labels.csv per split) and image/mask pairs. Journaled: a killed run is finished by running it again, and --undo
     restores the original layout.
     """
     from prep.split.api import split_dataset, undo_split
@@ -65,6 +67,7 @@ def split_command(
         valid=SplitSize.parse(valid if valid is not None else ("0" if folds else "0.2"), "--valid"), folds=folds, test=SplitSize.parse(test, "--test"), seed=seed, mode=mode,
         out=out, splitter=splitter, label_parser=label_parser, label_pattern=label_pattern,
         group_pattern=group_pattern, labels_csv=labels, id_column=id_column, label_column=label_column,
+        multi_label=multi_label, tag_separator=tag_separator if tag_separator is None else _separator(tag_separator),
         masks=masks, mask_suffix=mask_suffix, class_table=classes, dedupe=dedupe, verify=verify, max_pixels=max_pixels,
         **({"workers": workers} if workers else {}),
     )
@@ -81,3 +84,16 @@ def split_command(
         instead = f", instead of {output.escape(str(replaced))}" if replaced is not None else ""
         train = f"prep train --fold all ({len(report.folds)} models, one per fold)" if report.folds else "prep train"
         output.info(f"Next: prep stats, then {train}; with no path, they use {output.escape(report.out)}{instead}.", soft_wrap=True)
+
+
+def _separator(text: str) -> str:
+    """``--tag-separator``'s value: one character or a few, never empty or a line break.
+
+    Raises:
+        UsageError: an empty separator, or one holding a line break or a quote.
+    """
+    from prep.errors import UsageError
+
+    if not text or any(ch in text for ch in "\r\n\"") or text.isspace() and text != " ":
+        raise UsageError(f"--tag-separator {text!r}: give the character(s) between two tags, such as ' ' or '|'")
+    return text

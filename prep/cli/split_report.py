@@ -21,18 +21,21 @@ def render_split_report(report: SplitReport, verbose: bool = False) -> None:
     stdout.print(f"Layout: {report.layout} ({report.description}); mode {report.mode}, seed {report.seed}")
     splits = [s for s in ("train", "valid", "test") if s in report.splits]
     classes = sorted({c for counts in report.splits.values() for c in counts})
-    table = Table(title="Samples per split and class", min_width=40)
-    table.add_column("class")
+    tagged = report.images is not None
+    table = Table(title="Images holding each tag, per split" if tagged else "Samples per split and class", min_width=40)
+    table.add_column("tag" if tagged else "class")
     for split in splits:
         table.add_column(split, justify="right")
     for name in classes:
-        table.add_row(name or "(all)", *(str(report.splits[s].get(name, 0)) for s in splits))
-    table.add_row("[bold]total[/]", *(f"[bold]{data['totals'][s]}[/]" for s in splits))
+        table.add_row(escape(name) or "(all)", *(str(report.splits[s].get(name, 0)) for s in splits))
+    table.add_row(f"[bold]{'images' if tagged else 'total'}[/]", *(f"[bold]{data['totals'][s]}[/]" for s in splits))
     stdout.print(table)
     for split, classes in (report.missing_classes or {}).items():
+        one = len(classes) == 1
+        lacks = f"no image tagged {', '.join(classes)}" if tagged else f"no mask of {', '.join(classes)}"
+        few = f"images carry {'it' if one else 'them'}" if tagged else f"masks hold {'it' if one else 'them'}"
         stdout.print(escape(
-            f"{split} holds no mask of {', '.join(classes)}: too few masks hold {'it' if len(classes) == 1 else 'them'} "
-            f"to reach every split, so {'its' if len(classes) == 1 else 'their'} scores there will be n/a"
+            f"{split} holds {lacks}: too few {few} to reach every split, so {'its' if one else 'their'} scores there will be n/a"
         ))
     if report.folds is not None:
         _render_folds(report)

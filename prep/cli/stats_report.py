@@ -49,6 +49,8 @@ def render_stats(stats: dict[str, Any], path: Path) -> None:
         elif balance["max_over_min"] and balance["max_over_min"] > 1.5:
             stdout.print(f"[yellow]Somewhat imbalanced: the largest class has {balance['max_over_min']:.1f}x the images of the smallest[/]")
         _absent(stats.get("absent", {}), "images")
+    elif "tags" in stats:
+        _render_tags(stats)
     else:
         stdout.print("Images per split: " + ", ".join(f"{s} {n}" for s, n in splits.items()))
     sizes = stats["sizes"]
@@ -80,3 +82,32 @@ def render_stats(stats: dict[str, Any], path: Path) -> None:
         for line in masks["advice"]:
             stdout.print(f"[yellow]{line}[/]")
     stdout.print(f"Written to {path} ({stats['seconds']:.2f}s)")
+
+
+def _render_tags(stats: dict[str, Any]) -> None:
+    """A multi-label dataset's tags: images holding each per split, the training split's
+    shares, tags per image, and the pairs of tags that come together most."""
+    splits, tags = stats["splits"], stats["tags"]
+    counts = Table(title="Images holding each tag, per split")
+    counts.add_column("tag")
+    for split in splits:
+        counts.add_column(split, justify="right")
+    counts.add_column("train share", justify="right")
+    for name in sorted(tags, key=lambda t: -stats["tag_shares"][t]):
+        counts.add_row(escape(name), *(str(splits[s].get(name, 0)) for s in splits), f"{stats['tag_shares'][name]:.1%}")
+    counts.add_row("[bold]images[/]", *(f"[bold]{stats['images_per_split'][s]}[/]" for s in splits), "")
+    stdout.print(counts)
+    per_image = stats["tags_per_image"]
+    stdout.print(f"Tags per train image: {per_image['mean']:.2f} on average ({per_image['min']} to {per_image['max']})")
+    together = stats["co_occurrence"]
+    pairs = sorted(
+        ((together[a][b], tags[a], tags[b]) for a in range(len(tags)) for b in range(a + 1, len(tags)) if together[a][b]),
+        key=lambda pair: (-pair[0], pair[1], pair[2]),
+    )
+    if pairs:
+        shown = ", ".join(f"{a} + {b} {n}" for n, a, b in pairs[:6])
+        stdout.print(escape(f"Most frequent pairs (train images): {shown}"))
+    balance = stats["class_balance"]
+    if balance.get("imbalanced"):
+        stdout.print(escape(f"Imbalanced tags: {balance['about'].removeprefix('imbalanced: ')}.") + " [yellow]prep train monitors valid_map, which weighs every tag equally; --sampler balanced or --class-weights auto weigh the rare ones more.[/]")
+    _absent(stats.get("absent", {}), "images")

@@ -5,6 +5,7 @@
   targets as an int64 tensor. ``to_device_normalized`` then converts to float and
   normalises on the device, giving ``N x 3 x H x W`` in channels_last memory format.
 * ``segmentation``: images as above, masks stacked as ``N x H x W`` int64.
+* ``multilabel``: images as above, multi-hot targets stacked as ``N x tags`` float32.
 * ``targets-as-list``: images stacked, targets kept as a list, for variable-size targets
   such as boxes.
 
@@ -69,6 +70,13 @@ def uint8_channels_last_collate(samples: Sequence[Any]) -> Batch:
     """(image uint8 HxWx3, int target) samples -> Batch(N x H x W x 3 uint8, N int64)."""
     good, skipped = _split_good(samples)
     targets = torch.tensor([int(s[1]) for s in good], dtype=torch.int64)
+    return Batch(_stack_images(good), targets, skipped)
+
+
+def multilabel_collate(samples: Sequence[Any]) -> Batch:
+    """(image uint8 HxWx3, float multi-hot vector) samples -> Batch(N x H x W x 3 uint8, N x tags float32)."""
+    good, skipped = _split_good(samples)
+    targets = stack(s[1].float() for s in good) if good else torch.empty((0, 0), dtype=torch.float32)
     return Batch(_stack_images(good), targets, skipped)
 
 

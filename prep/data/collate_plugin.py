@@ -17,4 +17,5 @@ from prep.registry import Imported
 def register_collate_fns(register: Callable[[str, Callable], None]) -> None:
     register("uint8-channels-last", Imported("prep.data.collate:uint8_channels_last_collate"))
     register("segmentation", Imported("prep.data.collate:segmentation_collate"))
+    register("multilabel", Imported("prep.data.collate:multilabel_collate"))
     register("targets-as-list", Imported("prep.data.collate:targets_as_list_collate"))

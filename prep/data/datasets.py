@@ -1,4 +1,4 @@
-"""Torch datasets over a split dataset: classification and segmentation.
+"""Torch datasets over a split dataset: classification, multi-label and segmentation.
 
 Samples are returned as uint8 arrays in channels-last layout (``H x W x 3``); converting to
 float and normalising is left to the device (see ``prep.data.collate``), which is where it
@@ -136,6 +136,33 @@ class ClassificationDataset(_Decoded, _SeedsOncePerBatch, torch.utils.data.Datas
         if self.transform is not None:
             pixels = _transform(self.transform, seed, image=pixels)["image"]
         return torch.from_numpy(np.ascontiguousarray(pixels)), self.samples[index][1]
+
+
+class MultiLabelDataset(ClassificationDataset):
+    """``ROOT/<split>/images`` with ``labels.csv`` -> (``H x W x 3`` uint8 tensor, float32
+    multi-hot vector of the tags, in ``classes`` order).
+
+    Args:
+        classes: the tags, in the order of the model's outputs (default: the train split's,
+            sorted). Other arguments as for ``ClassificationDataset`` (``split`` is a name).
+    """
+
+    def __init__(self, root: "Path | DatasetIndex", split: str = "train", transform: Any = None, classes: list[str] | None = None, decode_side: int | None = None) -> None:
+        index = DatasetIndex.of(root)
+        self.root = index.root
+        self.classes = classes or index.class_names()
+        self.class_to_index = {name: i for i, name in enumerate(self.classes)}
+        self.samples = index.multilabel_samples(split, self.classes)
+        self.transform = transform
+        self.decoder = ImageDecoder(decode_side)
+
+    def _item(self, index: int, seed: int | None):
+        item = super()._item(index, seed)
+        if isinstance(item, CorruptSample):
+            return item
+        target = torch.zeros(len(self.classes), dtype=torch.float32)
+        target[list(item[1])] = 1.0
+        return item[0], target
 
 
 def load_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -3,8 +3,8 @@
 A dataset split with ``prep split --folds K`` keeps its training pool in ``train/`` and names
 each image's fold in ``folds.csv`` (``prep.split.folds``). The view of fold k lists the
 other folds' images as its ``train`` split and fold k's as its ``valid`` split, so a task that
-lists its samples through the index (``classification_samples``, ``segmentation_pairs``, as
-the built-in tasks do) trains on a fold with no change. Everything the folds share (the
+lists its samples through the index (``classification_samples``, ``segmentation_pairs``,
+``multilabel_samples``, as the built-in tasks do) trains on a fold with no change. Everything the folds share (the
 listings, the masks' scan, the class table) is read once, by the dataset's own index.
 """
 
@@ -106,6 +106,12 @@ class FoldIndex(DatasetIndex):
             return self.parent.segmentation_pairs(split)
         pairs, unpaired = self.parent.segmentation_pairs("train")
         return [(i, m) for i, m in pairs if self._keeps(side, i)], [i for i in unpaired if self._keeps(side, i)]
+
+    def multilabel_samples(self, split: str, tags: list[str]) -> list[tuple[Path, tuple[int, ...]]]:
+        side = self._side(split)
+        if side is None:
+            return self.parent.multilabel_samples(split, tags)
+        return [(path, held) for path, held in self.parent.multilabel_samples("train", tags) if self._keeps(side, path)]
 
     def mask_scan(self, workers: int | None = None, progress: Progress = NO_PROGRESS) -> "MaskScan":
         return self.parent.mask_scan(workers, progress)  # the same masks, read once for every fold

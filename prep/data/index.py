@@ -1,7 +1,8 @@
 """A split dataset, listed once: ``DatasetIndex``.
 
 The layout is the contract in ``prep.layout``: ``ROOT/<split>/<class>/<image>`` for
-classification, ``ROOT/<split>/images|masks/`` for segmentation. A command opens the index
+classification, ``ROOT/<split>/images|masks/`` for segmentation, ``ROOT/<split>/images/`` and
+``labels.csv`` for multi-label classification. A command opens the index
 of its dataset once and hands it on, to the task, the datasets, the statistics and the
 cache; each folder is listed the first time something asks for it, and the masks are read
 once (``mask_scan``), however many parts need them.
@@ -19,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from prep.errors import DatasetNotFoundError, UnfinishedSplitError
 from prep.layout import (
-    CLASS_TABLE, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR, REJECTED_DIR, SPLITS, canonical_split_name,
-    is_image_name, is_junk, split_kind,
+    CLASS_TABLE, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR, MULTILABEL, REJECTED_DIR, SEGMENTATION, SPLITS,
+    canonical_split_name, is_image_name, is_junk, split_kind,
 )
 from prep.split.journal import Status, split_status
 from prep.util.progress import NO_PROGRESS, Progress
@@ -114,8 +115,8 @@ class DatasetIndex:
 
     @property
     def kind(self) -> str:
-        """``segmentation`` or ``classification``: the layout of the train split (see
-        ``prep.layout``)."""
+        """``classification``, ``segmentation`` or ``multilabel``: the layout of the train
+        split (see ``prep.layout``)."""
         return self._memoised("kind", lambda: split_kind(self.splits["train"]))
 
     def folder(self, split: str) -> Path:
@@ -130,8 +131,43 @@ class DatasetIndex:
         return self.splits[name]
 
     def class_names(self) -> list[str]:
-        """The train split's class folders, sorted: their order is the class index."""
+        """The train split's class folders, sorted: their order is the class index (for a
+        multi-label dataset: every tag its labels.csv names, sorted)."""
+        if self.kind == MULTILABEL:
+            return sorted({tag for tags in self.split_tags("train").values() for tag in tags})
         return class_folders(self._entries(self.splits["train"]))
+
+    def split_tags(self, split: str) -> dict[str, tuple[str, ...]]:
+        """A multi-label split's ``labels.csv``: image file name -> its tags (read once).
+
+        Raises:
+            LabelsFileError: a missing or malformed labels.csv, or one that does not name
+                exactly the images of the split's images/ (see ``prep.split.tag_manifest``).
+        """
+        from prep.split.tag_manifest import read_labels
+
+        folder = self.folder(split)
+        return self._memoised(("tags", folder), lambda: read_labels(folder, images_in(self._entries(folder / IMAGES_DIR))))
+
+    def multilabel_samples(self, split: str, tags: list[str]) -> list[tuple[Path, tuple[int, ...]]]:
+        """(image, the indices of its tags in ``tags``) for every image of a multi-label split,
+        in file name order.
+
+        Raises:
+            DatasetNotFoundError: the split has a tag that ``tags`` lacks.
+        """
+        folder = self.folder(split)
+        index = {name: i for i, name in enumerate(tags)}
+        samples = []
+        for name, held in sorted(self.split_tags(split).items()):
+            unknown = next((tag for tag in held if tag not in index), None)
+            if unknown is not None:
+                raise DatasetNotFoundError(
+                    f"{folder / IMAGES_DIR / name} is tagged {unknown!r}, a tag that the train split does not have "
+                    f"({len(tags)} tags: {', '.join(tags[:8])}{', ...' if len(tags) > 8 else ''})"
+                )
+            samples.append((folder / IMAGES_DIR / name, tuple(index[tag] for tag in held)))
+        return samples
 
     def classification_samples(self, split: str | Path, classes: list[str]) -> list[tuple[Path, int]]:
         """(image, class index) for every image of a split (or of a folder of class folders),
@@ -200,10 +236,12 @@ class DatasetIndex:
         return FoldIndex(self, fold)
 
     def train_images(self) -> list[Path]:
-        """Every image of the train split, whatever the layout (classification or segmentation)."""
-        if self.kind == "segmentation":
+        """Every image of the train split, whatever the layout."""
+        if self.kind == SEGMENTATION:
             pairs, unpaired = self.segmentation_pairs("train")
             return sorted([image for image, _ in pairs] + unpaired)
+        if self.kind == MULTILABEL:
+            return images_in(self._entries(self.splits["train"] / IMAGES_DIR))
         return [path for path, _ in self.classification_samples("train", self.class_names())]
 
     # -- The class table and the masks ----------------------------------------------------

@@ -117,6 +117,8 @@ def fit(
             state.schedule.after_epoch(valid_loss)
             record = _epoch_record(state, trained, valid_loss, valid_metrics, averaged)
             improved = state.judge(*_monitored(record, settings))
+            if improved and hasattr(task, "model_state"):  # what the model needs of its own validation
+                state.task_state = task.model_state(averaged[1] if state.best_weights == "ema" else valid_metrics)
             if log_book is not None:
                 log_book.append(record)
             # last.pt first, and repair_best on resume: whenever a kill comes, best.pt is what last.pt calls best.

@@ -56,6 +56,8 @@ class RunState:
 
     Attributes:
         epoch: epochs completed. step: optimiser steps taken.
+        task_state: what the task keeps of the validation of the weights ``best.pt`` holds
+            (``Task.model_state``: a multi-label model's tuned thresholds), or None.
         best: the best monitored value so far (``-inf`` or ``inf`` before the first).
         best_epoch: the epoch that reached it (None before). bad_epochs: epochs since.
         partial: what an epoch cut short by a Ctrl-C had done (``batches``, ``seen``,
@@ -76,6 +78,7 @@ class RunState:
         self.best = -math.inf if mode == "max" else math.inf
         self.best_epoch: int | None = None
         self.best_weights: str | None = None  # trained | ema: which weights best.pt holds
+        self.task_state: dict[str, Any] | None = None  # what the task keeps of best.pt's validation (Task.model_state)
         self.partial: dict[str, Any] | None = None
 
     def improves(self, value: float | None) -> bool:
@@ -102,6 +105,7 @@ class RunState:
             "scaler": self.precision.state_dict(), "rng": capture_rng_state(),
             "epoch": self.epoch, "step": self.step, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
             "backbone_frozen": self.freezer.frozen, "partial_epoch": partial_epoch, "best_weights": self.best_weights,
+            "task_state": self.task_state,
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "classes": self.classes, "mean": self.mean, "std": self.std, "config": asdict(self.config), **self.extra,
         }
@@ -123,6 +127,7 @@ class RunState:
         restore_rng_state(state["rng"])
         self.epoch, self.step, self.best, self.bad_epochs = state["epoch"], state["step"], state["best"], state["bad_epochs"]
         self.best_epoch, self.best_weights = state.get("best_epoch"), state.get("best_weights")
+        self.task_state = state.get("task_state")
         self.partial = state.get("partial_epoch")
         if self.ema is not None:
             if not state.get("ema"):

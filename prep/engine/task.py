@@ -4,7 +4,7 @@ The training loop runs steps, sums what the metrics ask it to sum, and saves. Ev
 that depends on the kind of problem comes from a ``Task``: the dataset of a split, the
 collate function, the default loss, the metric accumulators, the number to monitor and its
 direction, and the pictures at the end of a run. Tasks are registered by name through the
-``register_tasks`` hook (``classification`` and ``segmentation`` are built in, and register
+``register_tasks`` hook (``classification``, ``multilabel`` and ``segmentation`` are built in, and register
 exactly as a plugin's do) and a trainer names its task. What ``prep evaluate`` and ``prep
 predict`` do with a task's model is the task's too (its optional methods, below), so a
 plugin's task is trained, evaluated and predicted with no change to prep.
@@ -91,6 +91,11 @@ class Task(Protocol):
     * ``defaults_for_imbalance(classes) -> dict``: ``TrainConfig`` settings for an
       imbalanced training split, applied where the user gave no option (classification:
       ``monitor`` ``valid_balanced_acc`` and ``class_weights`` ``auto``);
+    * ``model_state(metrics) -> dict``: what a trained model needs of the validation pass
+      that made it ``best.pt`` (``metrics``: that pass's, of the weights best.pt holds),
+      kept in its checkpoints as ``task_state`` (multilabel: each tag's tuned threshold);
+    * ``auto_class_weights(root, classes, counts) -> list[float]``: what ``--class-weights
+      auto`` means for the task (default: ``prep.stats.balance.auto_class_weights``);
     * ``mixer(config, classes)``: the mixing of training batches that ``--mixup`` and
       ``--cutmix`` ask for, called on the device as ``mixer(images, targets, rng) ->
       (images, targets)`` with ``mixer.active(epoch)`` (without it, those options are
@@ -99,6 +104,16 @@ class Task(Protocol):
       at ``path`` of the model's predictions on a few samples of ``dataset`` (decoded as for
       validation): ``examples.png`` at the end of ``prep train``, and ``prep evaluate``'s
       picture when the task has no ``draw_evaluation``.
+
+    For ``prep evaluate`` and ``prep predict``, and the models of a cross-validation:
+
+    * ``for_model(state, threshold=None) -> Task``: the task as a trained model uses it,
+      given the checkpoint's state (multilabel: with the model's tuned thresholds, or
+      ``threshold`` for every tag); without it, ``--threshold`` is refused for the task
+      in evaluate;
+    * ``scores``: how the model's outputs become probabilities when TTA or an ensemble
+      averages them: ``"softmax"`` (the default: over the channels, or the sigmoid of a
+      single logit) or ``"sigmoid"`` (each output on its own, multilabel).
 
     For ``prep evaluate`` (``prep.inference.evaluate``); without them, evaluate reads the
     ``--split`` (default ``valid``) of a split dataset, reports the validation metrics as

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prep.errors import PrepError
+from prep.errors import PrepError, UsageError
 from prep.train.options import options_from_data
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def load_model(checkpoint: Path, device: str | None = None) -> "tuple[torch.nn.M
         raise PrepError(f"{checkpoint} does not say which trainer made it; it was not written by prep train")
     options = options_from_data(state["options"])
     # The checkpoint has the weights.
-    request = ModelRequest(tuple(state["classes"]), options.arch, "none", options.image_size)
+    request = ModelRequest(tuple(state["classes"]), options.arch, "none", options.image_size, model_task(state).name)
     model, _ = split_model(trainer_registration(options.plugin).call_method("build_model", request))
     load_model_weights(model, state["model"], checkpoint)
     model.to(pick_device(device)).eval()
@@ -64,16 +64,25 @@ def peek_checkpoint(checkpoint: Path) -> dict[str, Any]:
     return state
 
 
-def model_task(state: dict[str, Any]) -> "Task":
-    """The task of the trainer that wrote a checkpoint, from the installed plugins.
+def model_task(state: dict[str, Any], threshold: float | None = None) -> "Task":
+    """The task of the model of a checkpoint, from the installed plugins: as the trained
+    model uses it (``Task.for_model``: a multi-label model's tuned thresholds, or
+    ``threshold`` for every tag) when the task says so.
 
     Raises:
         UnknownNameError: the trainer, or its task, is not installed.
+        UsageError: a ``threshold`` the task does not take.
     """
     from prep.plugins import tasks
     from prep.train.prepare import trainer_registration
 
-    return tasks().get(trainer_registration(state["options"]["plugin"]).value.task)
+    # Checkpoints name their task; those written before trainers could train several do not.
+    task = tasks().get(state.get("task") or trainer_registration(state["options"]["plugin"]).value.task)
+    if hasattr(task, "for_model"):
+        return task.for_model(state, threshold)
+    if threshold is not None:
+        raise UsageError(f"--threshold sets the tags' decision threshold of a multi-label model; this is a {task.name} model")
+    return task
 
 
 def eval_transform(state: dict[str, Any], layout: str) -> Any:

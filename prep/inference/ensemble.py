@@ -5,7 +5,8 @@
 input is the batch as the first model's run validated (normalised with its statistics, at its
 size), and each member sees it normalised with its own statistics and, when it was trained at
 another size, resized to that size. The members' probabilities (softmax over classes, or the
-sigmoid of a single logit) are averaged, and returned as logits again (their logarithm), as
+sigmoid of a single logit; each output's sigmoid for a multi-label model) are averaged, and
+returned as logits again (their logarithm, or the logit of sigmoids), as
 ``prep.inference.tta.FlipAveraged`` returns them; maps of other sizes are resized to the
 first member's first. The mean is taken one member at a time (m += (p - m) / k), so that
 members that agree exactly give exactly their probabilities.
@@ -113,14 +114,15 @@ def check_members(checkpoints: Sequence[Path], states: Sequence[dict[str, Any]])
 def load_ensemble(checkpoints: Sequence[Path], device: str | None = None) -> "tuple[torch.nn.Module, dict[str, Any]]":
     """The model of one checkpoint, or the ``Ensemble`` of several, and the state that
     stands for it (the first checkpoint's, with ``ensemble``: the checkpoints' paths)."""
-    from prep.inference.checkpoints import load_model
+    from prep.inference.checkpoints import load_model, model_task
 
     if len(checkpoints) == 1:
         return load_model(checkpoints[0], device)
     loaded = [load_model(checkpoint, device) for checkpoint in checkpoints]
     check_members(checkpoints, [state for _, state in loaded])
     reference = loaded[0][1]
-    ensemble = Ensemble([model for model, _ in loaded], [state for _, state in loaded])
+    sigmoid = getattr(model_task(reference), "scores", "softmax") == "sigmoid"
+    ensemble = Ensemble([model for model, _ in loaded], [state for _, state in loaded], sigmoid=sigmoid)
     return ensemble.to(next(iter(loaded[0][0].parameters())).device).eval(), {**reference, "ensemble": [str(c) for c in checkpoints]}
 
 
@@ -129,11 +131,13 @@ def _channels(values: Sequence[float]) -> torch.Tensor:
 
 
 class Ensemble(torch.nn.Module):
-    """The members' probabilities averaged (see the module docstring)."""
+    """The members' probabilities averaged (see the module docstring); ``sigmoid``: each
+    output's on its own (a multi-label model's)."""
 
-    def __init__(self, models: Sequence[torch.nn.Module], states: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, models: Sequence[torch.nn.Module], states: Sequence[dict[str, Any]], sigmoid: bool = False) -> None:
         super().__init__()
         self.members = torch.nn.ModuleList(models)
+        self.sigmoid = sigmoid
         reference = states[0]
         self.sizes = [int(state["options"]["image_size"]) for state in states]
         for k, state in enumerate(states):
@@ -154,16 +158,16 @@ class Ensemble(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> Any:
         mean = None
         for k, model in enumerate(self.members):
-            probabilities = _probabilities(model(self._input(images, k)))
+            probabilities = _probabilities(model(self._input(images, k)), self.sigmoid)
             mean = probabilities if mean is None else _towards(mean, _resized_like(probabilities, mean), k + 1)
-        return _as_logits(mean)
+        return _as_logits(mean, self.sigmoid)
 
 
-def _probabilities(outputs: Any) -> Any:
+def _probabilities(outputs: Any, sigmoid: bool) -> Any:
     if isinstance(outputs, dict):  # torchvision's segmentation models: {"out": ..., "aux": ...}
-        return {key: _probabilities(value) for key, value in outputs.items()}
+        return {key: _probabilities(value, sigmoid) for key, value in outputs.items()}
     outputs = outputs.float()
-    return outputs.sigmoid() if outputs.shape[1] == 1 else outputs.softmax(dim=1)
+    return outputs.sigmoid() if sigmoid or outputs.shape[1] == 1 else outputs.softmax(dim=1)
 
 
 def _resized_like(value: Any, like: Any) -> Any:
@@ -180,9 +184,9 @@ def _towards(mean: Any, value: Any, k: int) -> Any:
     return mean + (value - mean) / k
 
 
-def _as_logits(probabilities: Any) -> Any:
+def _as_logits(probabilities: Any, sigmoid: bool) -> Any:
     if isinstance(probabilities, dict):
-        return {key: _as_logits(value) for key, value in probabilities.items()}
-    if probabilities.shape[1] == 1:
+        return {key: _as_logits(value, sigmoid) for key, value in probabilities.items()}
+    if sigmoid or probabilities.shape[1] == 1:
         return torch.logit(probabilities, eps=1e-7)
     return probabilities.clamp_min(1e-12).log()

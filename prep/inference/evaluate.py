@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def evaluate_checkpoint(
     checkpoint: "Path | list[Path]", root: Path, split: str | None = None, *, tta: str = "none", batch_size: int = 64,
     workers: int | None = None, device: str | None = None, out_png: Path | None = None, complete_folds: bool = False,
-    cam_png: Path | None = None,
+    cam_png: Path | None = None, threshold: float | None = None,
 ) -> dict[str, Any]:
     """The task's metrics on held-out images, with the loss: ``split``, ``images``, ``tta``,
     ``loss``, the task's numbers and ``classes`` (classification: accuracy ``acc``,
@@ -38,7 +38,8 @@ def evaluate_checkpoint(
     written there, and its path reported under ``<picture>_png`` (``confusion_png``,
     ``examples_png``). With ``cam_png``, the task's Grad-CAM picture of one model is written
     there (``cam_png``, ``cam_layer``), after a check, before anything is evaluated, that
-    the model has a convolutional map to explain.
+    the model has a convolutional map to explain. ``threshold``: a multi-label model's
+    decision threshold for every tag (None: its tuned thresholds).
 
     Raises:
         DatasetNotFoundError: no such folder or split, or no images in it.
@@ -63,11 +64,12 @@ def evaluate_checkpoint(
     members = resolve_members(checkpoint if isinstance(checkpoint, list) else [checkpoint], complete_folds)
     peeked = [peek_checkpoint(member) for member in members]
     check_members(members, peeked)  # before any model is loaded
+    model_task(peeked[0], threshold)  # a --threshold the model cannot take, too
     if cam_png is not None:
         check_cam(peeked)
     model, state = load_ensemble(members, device)
     checkpoint = members[0]
-    task = model_task(state)
+    task = model_task(state, threshold)
     layer = cam_layer(model, state, target) if cam_png is not None else None
     classes = state["classes"]
     transform = eval_transform(state, task.layout)
@@ -77,7 +79,7 @@ def evaluate_checkpoint(
     collate = collate_registration(task.collate, classes)
     loader = create_loader(dataset, batch_size, train=False, collate_fn=collate.call, collate_origin=collate.origin, workers=workers, device=target)
     loss_fn = task.loss(config_from_data(state.get("config", {})), classes, train=False)
-    loss, computed, images = validate(with_tta(model, tta), loader, task, loss_fn, classes, state["mean"], state["std"], target)
+    loss, computed, images = validate(with_tta(model, tta, getattr(task, "scores", "softmax")), loader, task, loss_fn, classes, state["mean"], state["std"], target)
     metrics = {"split": split, "images": images, "tta": tta, "models": len(members), "loss": loss, **computed, "classes": classes}
     if hasattr(task, "report"):
         metrics = task.report(metrics, classes)
@@ -138,16 +140,31 @@ def held_out_dataset(task: "Task", state: dict[str, Any], root: Path, split: str
     whose layout the task reads."""
     from prep.data.index import DatasetIndex
     from prep.layout import canonical_split_name
-    from prep.train.prepare import task_for, trainer_registration
 
     classes = state["classes"]
     if hasattr(task, "evaluation_dataset"):
         return task.evaluation_dataset(root, split, classes=classes, transform=transform, decode_side=decode_side)
     index = DatasetIndex.of(root)
-    plugin = state["options"]["plugin"]
-    task_for(plugin, trainer_registration(plugin).value, index)  # the dataset's layout is the task's
+    check_layout(task, index)
     name = canonical_split_name(split or "valid")
     return task.dataset(index, name, classes=classes, transform=transform, decode_side=decode_side), name
+
+
+def check_layout(task: "Task", index: "DatasetIndex") -> None:
+    """Refuse a dataset of another layout than the model's task reads (when it is one prep
+    knows, ``prep.layout.LAYOUT_SHAPES``).
+
+    Raises:
+        TaskMismatchError: naming both.
+    """
+    from prep.errors import TaskMismatchError
+    from prep.layout import LAYOUT_SHAPES
+
+    if task.layout in LAYOUT_SHAPES and index.kind != task.layout:
+        raise TaskMismatchError(
+            f"The model is a {task.name} model, but {index.root} is a {index.kind} dataset (its train split has "
+            f"{LAYOUT_SHAPES.get(index.kind, index.kind)}, not {LAYOUT_SHAPES[task.layout]})"
+        )
 
 
 def picture_name(task: "Task") -> str | None:

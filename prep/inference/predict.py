@@ -35,7 +35,9 @@ class PredictOptions:
         batch_size: images per forward pass. device: where to run (None: CUDA when present).
         positive, clip: class scores: the class whose probability a two-class submission
             holds (default ``dog``), and the bounds [clip, 1 - clip] probabilities are kept in.
-        threshold, tile, overlap, rle_order: segmentation (see ``prep predict --help``).
+        threshold: a binary segmentation's foreground threshold (None: 0.5), or every tag's
+            of a multi-label model (None: the thresholds tuned on its validation split).
+        tile, overlap, rle_order: segmentation (see ``prep predict --help``).
         complete_folds: a cross-validation missing a fold predicts with its complete folds
             instead of refusing.
     """
@@ -47,7 +49,7 @@ class PredictOptions:
     device: str | None = None
     positive: str | None = None
     clip: float = 0.0
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the task's default (segmentation 0.5; multi-label: the tuned ones)
     tile: int | None = None
     overlap: int = 64
     rle_order: str = "row"
@@ -151,9 +153,10 @@ def predict_class_scores(request: PredictRequest, layout: str) -> dict[str, Any]
     return request.report(len(results), "predictions", path)
 
 
-def class_probabilities(request: PredictRequest, layout: str) -> list[tuple[Path, list[float]]]:
+def class_probabilities(request: PredictRequest, layout: str, scores: str = "softmax") -> list[tuple[Path, list[float]]]:
     """``(file, probabilities in class order)`` for each readable image, decoded as in the
-    run's validation; with ``tta="flip"`` averaged with the mirror image's.
+    run's validation; with ``tta="flip"`` averaged with the mirror image's. ``scores``: the
+    softmax over the classes, or (``sigmoid``, multi-label) each output's sigmoid.
 
     Raises:
         PrepError: the model's outputs are not class scores (``N x classes``).
@@ -168,7 +171,7 @@ def class_probabilities(request: PredictRequest, layout: str) -> list[tuple[Path
     options, state, classes = request.options, request.state, request.state["classes"]
     transform = request.eval_transform(layout)
     side = source_side(transform)  # decoded as in training's validation
-    predictor = with_tta(request.model, options.tta)
+    predictor = with_tta(request.model, options.tta, scores)
     results: list[tuple[Path, list[float]]] = []
     with torch.no_grad(), request.progress.task("Predicting", len(request.files)) as advance:
         for start in range(0, len(request.files), options.batch_size):
@@ -189,7 +192,7 @@ def class_probabilities(request: PredictRequest, layout: str) -> list[tuple[Path
                     f"{request.checkpoint}'s model returns {shape} for {len(chunk)} images, not class scores "
                     f"({len(chunk)} x {len(classes)}); its task needs a predict method to say what to write (see the plugin guide)"
                 )
-            probabilities = outputs.float().softmax(dim=1)
+            probabilities = outputs.float().sigmoid() if scores == "sigmoid" else outputs.float().softmax(dim=1)
             results += list(zip(chunk, probabilities.cpu().tolist()))
     return results
 

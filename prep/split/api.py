@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator
 from prep.util.version import __version__
 from prep.errors import JournalError, TargetExistsError
 from prep.util.progress import NO_PROGRESS, Progress
+from prep.layout import SPLITS
 from prep.split.journal import JOURNAL_NAME, Journal, Status
 from prep.split.sources import discover
 from prep.split.placement import place, remove_empty_dirs, stopped_half_way, unplace
@@ -62,13 +63,14 @@ class SplitReport:
     rare_classes: dict[str, int] | None = None  # segmentation: classes in fewer masks than folds -> masks
     missing_classes: dict[str, list[str]] | None = None  # segmentation: split -> classes some mask holds but none of its masks
     folds_file: str | None = None  # OUT/folds.csv
+    images: dict[str, int] | None = None  # multi-label: split -> images (splits count images per tag)
 
     def to_dict(self) -> dict[str, Any]:
         by_reason: dict[str, int] = {}
         for item in self.rejected:
             by_reason[item["reason"]] = by_reason.get(item["reason"], 0) + 1
         data = dict(self.__dict__)
-        data["totals"] = {s: sum(c.values()) for s, c in self.splits.items()}
+        data["totals"] = dict(self.images) if self.images is not None else {s: sum(c.values()) for s, c in self.splits.items()}
         data["rejected_by_reason"] = by_reason
         return data
 
@@ -123,7 +125,7 @@ def _plan_info(plan: Plan) -> dict[str, Any]:
         },
         "examples": [{"from": e.src, "to": e.dst} for e in moves[:EXAMPLE_MOVES]],
         "grouping": plan.grouping, "folds": plan.folds, "fold_sizes": plan.fold_sizes, "rare_classes": plan.rare_classes,
-        "missing_classes": plan.missing_classes,
+        "missing_classes": plan.missing_classes, "images": plan.images,
     }
 
 
@@ -224,6 +226,49 @@ def _place_folds_manifest(journal: Journal) -> None:
         atomic_write_bytes(Path(journal.out_root) / FOLDS_FILE, text.encode("utf-8"))
 
 
+def _tag_manifests(journal: Journal) -> dict[str, str]:
+    """Each split's ``labels.csv`` that a multi-label split writes: split -> its text."""
+    from prep.split.sources import MULTILABEL_CSV
+
+    if journal.layout != MULTILABEL_CSV:
+        return {}
+    from prep.split.tag_manifest import labels_text
+
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for entry in journal.entries:
+        if entry.split in SPLITS:
+            rows.setdefault(entry.split, []).append((entry.dst.rpartition("/")[2], entry.label or ""))
+    return {split: labels_text(split_rows) for split, split_rows in rows.items()}
+
+
+def _check_tag_manifest_targets(out: Path, plan: Plan) -> None:
+    """Refuse, before anything moves, to replace a split's ``labels.csv`` already in OUT."""
+    from prep.layout import LABELS_FILE
+
+    for split in sorted(plan.images or {}):
+        if (out / split / LABELS_FILE).exists():
+            raise TargetExistsError(f"{out / split / LABELS_FILE} exists already; move it away, or run prep split --undo {out} if an earlier split made it")
+
+
+def _place_tag_manifests(journal: Journal) -> None:
+    """Write each split's labels.csv, after every file is in place: it names them."""
+    from prep.layout import LABELS_FILE
+    from prep.util.files import atomic_write_bytes
+
+    for split, text in _tag_manifests(journal).items():
+        atomic_write_bytes(Path(journal.out_root) / split / LABELS_FILE, text.encode("utf-8"))
+
+
+def _remove_tag_manifests(journal: Journal) -> None:
+    """Remove the labels.csv files the split wrote, when they are still as written."""
+    from prep.layout import LABELS_FILE
+
+    for split, text in _tag_manifests(journal).items():
+        target = Path(journal.out_root) / split / LABELS_FILE
+        if target.is_file() and target.read_bytes() == text.encode("utf-8"):
+            target.unlink()
+
+
 def _finish(journal: Journal, progress: Progress, resuming: bool) -> int:
     out = Path(journal.out_root)
     _place_class_table(journal)
@@ -237,6 +282,7 @@ def _finish(journal: Journal, progress: Progress, resuming: bool) -> int:
     if journal.mode == "move":
         remove_empty_dirs(_emptied_source_dirs(Path(journal.src_root), journal))
     _place_folds_manifest(journal)
+    _place_tag_manifests(journal)
     journal.status = Status.DONE
     journal.save(durable=False)
     return result.copied_instead_of_linked
@@ -277,6 +323,7 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
         check_targets(src, out, plan.entries)
         _check_class_table_target(table, out)
         _check_folds_target(out, plan)
+        _check_tag_manifest_targets(out, plan)
     from prep.layout import CLASS_TABLE, FOLDS_FILE
 
     info = (_inventory_info(inventory), {
@@ -394,6 +441,7 @@ def undo_split(out: Path, progress: Progress = NO_PROGRESS) -> UndoReport:
             restored = unplace(journal, advance)
         _remove_class_table_copy(journal)
         _remove_folds_manifest(journal)
+        _remove_tag_manifests(journal)
         remove_empty_dirs([out / rel for rel in journal.created_dirs if rel != "."])
         journal.path.unlink()
         Journal.discard_stale_temp(out)

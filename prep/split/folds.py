@@ -10,7 +10,8 @@ units are put in a stable order, shuffled with a string seed (SHA-512 inside
 ``random.Random``, the same on every machine), then taken largest group first, each into the
 fold holding the fewest of its stratum (ties: the fewest samples, then the lowest fold). A
 unit is a group from ``--group-pattern`` or a set of identical files, so neither ever
-straddles two folds.
+straddles two folds. Multi-label units are dealt out by iterative stratification over their
+tags instead (``prep.split.iterative``), each fold wanting an equal share of every tag.
 """
 
 from __future__ import annotations
@@ -70,6 +71,15 @@ def assign_folds(units: "Sequence[Unit]", folds: int, seed: int, *, stratified: 
             f"is larger than a fold: {folds} folds of {total} samples hold about {math.floor(share)} each. "
             f"Use fewer --folds or a finer --group-pattern."
         )
+    if stratified and units[0].tags is not None:
+        from prep.split.iterative import iterative_parts
+
+        parts = [str(k) for k in range(folds)]
+        dealt = iterative_parts(
+            [u.tags or frozenset() for u in units], [u.size for u in units], [u.key for u in units],
+            parts, {part: 1 / folds for part in parts}, f"{seed}:folds:tags",
+        )
+        return [int(part) for part in dealt]
     stratum_of: "Callable[[Unit], str]" = (lambda u: u.label or "") if stratified else (lambda u: "")
     by_stratum: dict[str, list[int]] = defaultdict(list)
     for index, unit in enumerate(units):

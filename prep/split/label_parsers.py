@@ -1,4 +1,4 @@
-"""Reading class labels out of file names, and making labels safe as folder names.
+"""Reading class labels out of file names (``prep.split.safe_names`` makes them safe).
 
 Also a built-in plugin: it registers the parsers that ``--label-parser`` can name.
 """
@@ -6,19 +6,14 @@ Also a built-in plugin: it registers the parsers that ``--label-parser`` can nam
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Callable
 
-from prep.errors import UnsafeLabelError, UsageError
+from prep.errors import UsageError
 from prep.hookspecs import hookimpl
 
 LabelParser = Callable[[str], "str | None"]
 
 _PREFIX = re.compile(r"^([^._\-]+)[._\-]")
-
-# Names that would collide with prep's own folders in the output.
-_RESERVED = {"_rejected"}
-
 
 def prefix_label(file_name: str) -> str | None:
     """The part of the name before the first ``.``, ``_`` or ``-``: ``cat.0.jpg`` -> ``cat``.
@@ -61,41 +56,6 @@ def regex_label_parser(pattern: str) -> LabelParser:
         return match.group(1) if match and match.group(1) else None
 
     return parse
-
-
-def sanitize_class_name(raw: str, origin: str) -> str:
-    """Return ``raw`` as a safe class folder name, or refuse it.
-
-    Surrounding white space is stripped and Unicode is normalised (NFC) so that the same
-    label typed two ways lands in one folder.
-
-    Args:
-        raw: the label as read from a file name, folder name or CSV cell.
-        origin: where it came from, for the error message (a path or ``file.csv line 7``).
-
-    Raises:
-        UnsafeLabelError: the label is empty, contains a path separator, ``..``, a NUL
-            or control character, starts with a dot, or is absolute.
-    """
-    name = unicodedata.normalize("NFC", raw.strip())
-    problem = None
-    if not name:
-        problem = "is empty"
-    elif "/" in name or "\\" in name:
-        problem = "contains a path separator"
-    elif ".." in name:
-        problem = "contains '..'"
-    elif name.startswith("."):
-        problem = "starts with a dot"
-    elif any(unicodedata.category(ch) == "Cc" for ch in name):
-        problem = "contains a control character"
-    elif re.match(r"^[A-Za-z]:", name):
-        problem = "looks like an absolute Windows path"
-    elif name in _RESERVED:
-        problem = "is reserved by prep"
-    if problem:
-        raise UnsafeLabelError(f"Class name {raw!r} from {origin} {problem}; refusing to use it.")
-    return name
 
 
 @hookimpl

@@ -23,7 +23,7 @@ from prep.split.checks import DEFAULT_MAX_PIXELS, Probe, Reason, Verify, probe_p
 from prep.split.duplicates import find_duplicates
 from prep.split.journal import Entry
 from prep.layout import IMAGES_DIR, MASKS_DIR, REJECTED_DIR, SPLITS, is_junk
-from prep.split.sources import Inventory, LayoutOptions, Sample
+from prep.split.sources import MULTILABEL_CSV, Inventory, LayoutOptions, Sample
 from prep.split.label_parsers import regex_label_parser
 from prep.split.mask_strata import mask_strata
 from prep.split.splitters import SplitRequest, SplitSize, Unit
@@ -50,6 +50,8 @@ class SplitOptions:
     label_column: str | None = None
     masks: Path | None = None
     mask_suffix: str = "_mask"
+    multi_label: bool | None = None  # a label CSV's cells are tags (None: decided from them)
+    tag_separator: str | None = None  # what separates them (None: found in the cells)
     dedupe: bool = False  # set aside all but one copy of identical files
     verify: Verify = Verify.quick
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -70,8 +72,10 @@ class SplitOptions:
             "masks": str(self.masks) if self.masks else None, "mask_suffix": self.mask_suffix,
             "class_table": str(self.class_table) if self.class_table else None,
             "dedupe": self.dedupe, "verify": self.verify.value, "max_pixels": self.max_pixels,
-            # Only when asked: the journals of splits without folds stay as they were.
+            # Only when asked: the journals of splits without them stay as they were.
             **({"folds": self.folds} if self.folds else {}),
+            **({"multi_label": self.multi_label} if self.multi_label is not None else {}),
+            **({"tag_separator": self.tag_separator} if self.tag_separator is not None else {}),
         }
 
     def layout_options(self) -> LayoutOptions:
@@ -79,7 +83,9 @@ class SplitOptions:
             regex_label_parser(self.label_pattern) if self.label_pattern
             else label_parsers().get(self.label_parser)
         )
-        return LayoutOptions(parser, self.labels_csv, self.id_column, self.label_column, self.masks, self.mask_suffix)
+        return LayoutOptions(
+            parser, self.labels_csv, self.id_column, self.label_column, self.masks, self.mask_suffix, self.multi_label, self.tag_separator,
+        )
 
 
 @dataclass
@@ -87,7 +93,7 @@ class Plan:
     """The placements, and what the report says about them."""
 
     entries: list[Entry]
-    counts: dict[str, dict[str, int]]  # split -> class -> samples
+    counts: dict[str, dict[str, int]]  # split -> class -> samples (multi-label: tag -> images holding it)
     rejected: list[dict[str, str]]
     duplicate_groups: int = 0
     duplicate_files: int = 0  # files beyond the first of each group
@@ -96,7 +102,8 @@ class Plan:
     folds: dict[str, dict[str, int]] | None = None  # fold -> class -> samples (segmentation: images holding it)
     fold_sizes: dict[str, int] | None = None  # fold -> samples
     rare_classes: dict[str, int] | None = None  # segmentation: classes in fewer masks than folds -> masks
-    missing_classes: dict[str, list[str]] | None = None  # segmentation: split -> classes some mask holds but none of its masks
+    missing_classes: dict[str, list[str]] | None = None  # segmentation, multi-label: split -> classes some sample holds but none of its
+    images: dict[str, int] | None = None  # multi-label: split -> images (counts are per tag)
 
 
 class _UnionFind:
@@ -324,6 +331,9 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
 
     roots, members_of, units = builder.units(good, union)
     request = SplitRequest(SplitSize(0.0, False) if options.folds else options.valid, options.test)
+    tagged = inventory.layout == MULTILABEL_CSV
+    if tagged:  # multi-label units carry their tags, and their rarest as the stratum
+        units = _tagged_units(samples, good, roots, members_of, units)
     masks = _MaskClasses.read(src, samples, good, options, class_table, progress) if inventory.layout == "segmentation" else None
     if masks is not None:  # pairs are stratified by the rarest class their masks hold
         strata = mask_strata([masks.unit_ids(members_of[root]) for root in roots], 1 + len(request.held_out))
@@ -332,15 +342,50 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     split_of = {i: split for root, split in zip(roots, assigned) for i in members_of[root]}
     if masks is not None:
         plan.missing_classes = masks.missing(split_of)
+    if tagged:
+        plan.missing_classes = _missing_tags(samples, split_of)
     fold_of = _assign_folds(inventory, options, plan, roots, members_of, units, assigned, masks) if options.folds else {}
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    images: Counter = Counter()
     for index in sorted(good, key=lambda i: samples[i].rel):
         sample = samples[index]
         split = split_of[index]
-        _add_sample(builder.entries, builder.destinations, sample, split, image_probes[index].size, digest_of.get(index), mask_probe, fold_of.get(index))
-        counts[split][sample.label or ""] += 1
+        _add_sample(builder.entries, builder.destinations, sample, split, image_probes[index].size, digest_of.get(index), mask_probe, fold_of.get(index), tagged)
+        images[split] += 1
+        for name in sample_tags(sample) if tagged else [sample.label or ""]:
+            counts[split][name] += 1
     plan.counts = {s: dict(c) for s, c in counts.items()}
+    if tagged:
+        plan.images = dict(images)
     return plan
+
+
+def sample_tags(sample: Sample) -> list[str]:
+    """A multi-label sample's tags (its label holds them, joined by spaces)."""
+    from prep.layout import TAG_SEPARATOR
+
+    return sample.label.split(TAG_SEPARATOR) if sample.label else []
+
+
+def _tagged_units(samples, good: list[int], roots, members_of, units: list[Unit]) -> list[Unit]:
+    """The units with their images' tags, and the rarest of them (over the good samples)
+    as the stratum a plugin's splitter sees."""
+    holding = Counter(tag for i in good for tag in sample_tags(samples[i]))
+    tagged = []
+    for root, unit in zip(roots, units):
+        tags = frozenset(tag for i in members_of[root] for tag in sample_tags(samples[i]))
+        rarest = min(tags, key=lambda t: (holding[t], t)) if tags else None
+        tagged.append(Unit(unit.key, rarest, unit.size, tags))
+    return tagged
+
+
+def _missing_tags(samples, split_of: dict[int, str]) -> dict[str, list[str]]:
+    """Each split -> the tags some image holds but none of that split's images do."""
+    held: dict[str, set[str]] = defaultdict(set)
+    for index, split in split_of.items():
+        held[split].update(sample_tags(samples[index]))
+    every = set().union(*held.values()) if held else set()
+    return {split: sorted(every - tags) for split, tags in sorted(held.items()) if every - tags}
 
 
 def _check_fold_options(options: SplitOptions) -> None:
@@ -406,12 +451,18 @@ def _assign_folds(
         plan.rare_classes = {masks.name(i): n for i, n in rare_mask_classes(holding, options.folds).items()}
     else:
         pool_units = [units[u] for u in pool]
-    folds = assign_folds(pool_units, options.folds, options.seed, stratified=options.splitter == "stratified", every_class=masks is None)
+    tagged = inventory.layout == MULTILABEL_CSV
+    if tagged:
+        holding = Counter(t for u in pool for i in members_of[roots[u]] for t in sample_tags(samples[i]))
+        plan.rare_classes = {tag: n for tag, n in sorted(holding.items()) if n < options.folds}
+    folds = assign_folds(pool_units, options.folds, options.seed, stratified=options.splitter == "stratified", every_class=masks is None and not tagged)
     fold_of = {i: fold for u, fold in zip(pool, folds) for i in members_of[roots[u]]}
     per_fold: dict[str, Counter] = {str(f): Counter() for f in range(options.folds)}
     for index, fold in fold_of.items():
         if masks is not None:
             per_fold[str(fold)].update(masks.name(c) for c in masks.ids_of.get(index, ()))
+        elif tagged:
+            per_fold[str(fold)].update(sample_tags(samples[index]))
         else:
             per_fold[str(fold)][samples[index].label or ""] += 1
     plan.folds = {f: dict(sorted(c.items())) for f, c in per_fold.items()}
@@ -474,7 +525,10 @@ def _check_name_lengths(out: Path, entries: list[Entry]) -> None:
                 )
 
 
-def _add_sample(entries, destinations, sample: Sample, split: str, size: int, digest, mask_probe, fold: int | None = None) -> None:
+def _add_sample(entries, destinations, sample: Sample, split: str, size: int, digest, mask_probe, fold: int | None = None, tagged: bool = False) -> None:
+    if tagged:  # the tags stay in the journal's entry, for the split's labels.csv
+        entries.append(Entry(sample.rel, destinations.claim(f"{split}/{IMAGES_DIR}", sample.rel), split, sample.label, size, digest, fold))
+        return
     if sample.mask_rel is None:
         entries.append(Entry(sample.rel, destinations.claim(f"{split}/{sample.label}", sample.rel), split, sample.label, size, digest, fold))
         return

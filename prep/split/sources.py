@@ -4,7 +4,9 @@ Layouts, tried in this order:
 
 1. ``segmentation``: an images folder and a masks folder paired by name (``--masks``, or
    found automatically as ``train/`` + ``train_masks/`` or ``images/`` + ``masks/``).
-2. ``csv-labels``: a Kaggle label CSV (``--labels``) naming files by id.
+2. ``csv-labels``: a Kaggle label CSV (``--labels``) naming files by id; ``multilabel-csv``
+   when its label cells hold several tags (Planet's ``image_name,tags``, the Human Protein
+   Atlas's ``Id,Target``; see ``multi_label_separator``).
 3. ``class-folders``: ``SRC/Cat/1.jpg`` (also under ``train/`` or Microsoft's ``PetImages/``).
 4. ``filename-labels``: Kaggle's flat ``SRC/train/cat.0.jpg`` or ``SRC/cat.0.jpg``.
 """
@@ -14,13 +16,15 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from prep.errors import LabelsFileError, LayoutError
 from prep.layout import REJECTED_DIR, SPLITS, canonical_split_name, is_image_name, is_junk
-from prep.split.label_parsers import LabelParser, sanitize_class_name
+from prep.split.label_parsers import LabelParser
+from prep.split.safe_names import sanitize_class_name
 
 # Kaggle ships its unlabeled images as test/, test1/, test2/ beside the labeled ones.
 UNLABELED_FOLDER = re.compile(r"^test\d*$", re.IGNORECASE)
@@ -56,6 +60,13 @@ class LayoutOptions:
     label_column: str | None = None
     masks: Path | None = None
     mask_suffix: str = "_mask"
+    multi_label: bool | None = None  # None: decided from the label CSV's cells
+    tag_separator: str | None = None  # None: found in the cells
+
+
+MULTILABEL_CSV = "multilabel-csv"
+# The separators a multi-label cell is looked for with, when --tag-separator is not given.
+TAG_SEPARATORS = (" ", ";", "|", ",")
 
 
 def _walk(root: Path, base: Path, skip: set[Path], ignored: list[str]) -> list[str]:
@@ -143,7 +154,8 @@ def _discover_segmentation(src: Path, images: Path, masks: Path, options: Layout
     )
 
 
-def _read_label_csv(path: Path, id_column: str | None, label_column: str | None) -> dict[str, tuple[str, int]]:
+def _read_csv_rows(path: Path, id_column: str | None, label_column: str | None) -> list[tuple[int, str, str]]:
+    """(line, id, label cell) of every row of a label CSV."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as file:
             reader = csv.DictReader(file)
@@ -157,23 +169,103 @@ def _read_label_csv(path: Path, id_column: str | None, label_column: str | None)
                     raise LabelsFileError(
                         f"{path}: choose the column with {option}; the columns are {', '.join(columns) or 'none'}"
                     )
-            labels: dict[str, tuple[str, int]] = {}
+            rows = []
             for line, row in enumerate(reader, start=2):
                 key, label = (row.get(id_column) or "").strip(), row.get(label_column)
                 if not key or label is None:
                     raise LabelsFileError(f"{path} line {line}: missing {id_column!r} or {label_column!r}")
-                label = sanitize_class_name(label, f"{path} line {line}")
-                if key in labels and labels[key][0] != label:
-                    raise LabelsFileError(
-                        f"{path} line {line}: id {key!r} is labeled {label!r} here but "
-                        f"{labels[key][0]!r} on line {labels[key][1]}"
-                    )
-                labels[key] = (label, line)
-            return labels
+                rows.append((line, key, label))
+            return rows
     except OSError as exc:
         raise LabelsFileError(f"Cannot read label file {path}: {exc.strerror}") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise LabelsFileError(f"{path} is not a readable CSV file: {exc}") from None
+
+
+def multi_label_separator(path: Path, rows: list[tuple[int, str, str]], multi_label: bool | None, separator: str | None) -> str | None:
+    """The separator of a multi-label CSV's tags, or None for one class per row.
+
+    ``--multi-label`` (``multi_label`` True) or ``--tag-separator`` says so; otherwise a CSV is
+    multi-label when its cells hold one separator of ``TAG_SEPARATORS`` and most of its
+    distinct cells with several parts are made of parts that other cells hold too (Planet's
+    ``clear primary`` beside ``haze primary water``), which class names with spaces in them
+    do not (``wheat`` of ``Common wheat`` is in no other class's name).
+
+    Raises:
+        LabelsFileError: cells that separate tags two ways (``a b`` on one line, ``c|d`` on
+            another), so that the separator must be given.
+    """
+    if multi_label is False:
+        return None
+    if separator is not None:
+        return separator
+    first: dict[str, int] = {}
+    for line, _, cell in rows:
+        for candidate in TAG_SEPARATORS:
+            if candidate in cell.strip():
+                first.setdefault(candidate, line)
+    if len(first) > 1:
+        (a, line_a), (b, line_b) = sorted(first.items(), key=lambda kv: kv[1])[:2]
+        raise LabelsFileError(
+            f"{path}: line {line_a} separates its labels with {a!r} and line {line_b} with {b!r}; "
+            f"say which separates tags with --tag-separator (or --single-label: one class per row)"
+        )
+    found = next(iter(first), None)
+    if multi_label:
+        return found or " "
+    if found is None:
+        return None
+    cells = {cell.strip() for _, _, cell in rows}
+    parts_of = {cell: {part.strip() for part in cell.split(found)} for cell in cells}
+    cells_with = Counter(part for parts in parts_of.values() for part in parts)
+    several = [parts for parts in parts_of.values() if len(parts) > 1]
+    recurring = sum(all(cells_with[part] > 1 for part in parts) for parts in several)
+    return found if several and 2 * recurring >= len(several) else None
+
+
+def _tags(cell: str, separator: str, origin: str) -> str:
+    """A multi-label cell as prep keeps it: its distinct tags, sorted, joined by spaces.
+
+    Raises:
+        LabelsFileError: no tags, an empty tag, or a tag holding a space (prep's
+            ``labels.csv`` separates tags with spaces).
+        UnsafeLabelError: a tag with a path separator or a control character.
+    """
+    from prep.layout import TAG_SEPARATOR
+
+    text = cell.strip()
+    if not text:
+        raise LabelsFileError(f"{origin}: no tags")
+    tags = set()
+    for position, raw in enumerate(text.split(separator), start=1):
+        tag = raw.strip()
+        if not tag:
+            raise LabelsFileError(f"{origin}: tag {position} of {cell!r} is empty (two separators {separator!r} in a row?)")
+        if any(ch.isspace() for ch in tag):
+            raise LabelsFileError(
+                f"{origin}: the tag {tag!r} holds a space; prep's labels.csv separates tags with spaces, so rename it (such as {'_'.join(tag.split())!r})"
+            )
+        tags.add(sanitize_class_name(tag, origin, what="Tag"))
+    return TAG_SEPARATOR.join(sorted(tags))
+
+
+def _read_label_csv(path: Path, options: LayoutOptions) -> tuple[dict[str, tuple[str, int]], str | None]:
+    """Each id's label (a multi-label CSV's: its tags, see ``_tags``) and line, and the tag
+    separator (None: one class per row)."""
+    rows = _read_csv_rows(path, options.id_column, options.label_column)
+    separator = multi_label_separator(path, rows, options.multi_label, options.tag_separator)
+    labels: dict[str, tuple[str, int]] = {}
+    for line, key, cell in rows:
+        origin = f"{path} line {line}"
+        label = sanitize_class_name(cell, origin) if separator is None else _tags(cell, separator, origin)
+        if key in labels and labels[key][0] != label:
+            what = "tagged" if separator is not None else "labeled"
+            raise LabelsFileError(
+                f"{path} line {line}: id {key!r} is {what} {label!r} here but "
+                f"{labels[key][0]!r} on line {labels[key][1]}"
+            )
+        labels[key] = (label, line)
+    return labels, separator
 
 
 def _discover_csv(src: Path, options: LayoutOptions, skip: set[Path]) -> Inventory:
@@ -181,7 +273,7 @@ def _discover_csv(src: Path, options: LayoutOptions, skip: set[Path]) -> Invento
     csv_path = options.labels_csv
     if not csv_path.exists() and (src / csv_path).exists():
         csv_path = src / csv_path
-    labels = _read_label_csv(csv_path, options.id_column, options.label_column)
+    labels, separator = _read_label_csv(csv_path, options)
     root = src / "train" if (src / "train").is_dir() else src
     ignored: list[str] = []
     samples, unlabeled, seen = [], [], set()
@@ -196,9 +288,13 @@ def _discover_csv(src: Path, options: LayoutOptions, skip: set[Path]) -> Invento
             raise LabelsFileError(f"{csv_path}: id {key!r} matches more than one file (another is {rel})")
         seen.add(key)
         samples.append(Sample(_as_posix(rel), labels[key][0]))
+    if separator is not None:
+        layout, description = MULTILABEL_CSV, f"multi-label: tags separated by {separator!r} in {csv_path}, for images in {root}"
+    else:
+        layout, description = "csv-labels", f"labels from {csv_path} for images in {root}"
     return Inventory(
-        "csv-labels",
-        f"labels from {csv_path} for images in {root}",
+        layout,
+        description,
         samples,
         unlabeled=unlabeled,
         ignored=ignored,

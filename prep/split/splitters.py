@@ -84,8 +84,9 @@ class Unit:
     """Files that must land in the same split, seen from the splitter."""
 
     key: str  # stable identity, used to order units before the seeded shuffle
-    label: str | None  # the stratum (majority class); None for segmentation
+    label: str | None  # the stratum (majority class; segmentation: the rarest class its masks hold; multi-label: its rarest tag)
     size: int  # number of files
+    tags: frozenset[str] | None = None  # multi-label: every tag of its images (else None)
 
 
 Splitter = Callable[[Sequence[Unit], SplitRequest, int], list[str]]
@@ -195,8 +196,34 @@ def _split_by_strata(
 
 
 def stratified_split(units: Sequence[Unit], request: SplitRequest, seed: int) -> list[str]:
-    """Split every class in the requested proportions (the default)."""
+    """Split every class in the requested proportions (the default); multi-label units by
+    iterative stratification over their tags (``prep.split.iterative``)."""
+    if units and units[0].tags is not None:
+        return _split_by_tags(units, request, seed)
     return _split_by_strata(units, request, seed, lambda u: u.label or "")
+
+
+def _split_by_tags(units: Sequence[Unit], request: SplitRequest, seed: int) -> list[str]:
+    from prep.split.iterative import iterative_parts
+
+    total = sum(unit.size for unit in units)
+    shares = {}
+    for split in request.held_out:
+        size = request.size_of(split)
+        shares[split] = size.value / total if size.is_count else size.value
+    asked = sum(int(request.size_of(s).value) for s in request.held_out if request.size_of(s).is_count)
+    if asked >= total and asked:
+        raise UsageError(f"--valid and --test ask for {asked} samples but there are only {total}")
+    shares["train"] = 1 - sum(shares.values())
+    parts = ("train", *reversed(request.held_out))
+    assigned = iterative_parts(
+        [unit.tags or frozenset() for unit in units], [unit.size for unit in units], [unit.key for unit in units],
+        parts, shares, f"{seed}:tags", at_least_one=request.held_out,
+    )
+    for split in request.held_out:  # a tiny split: never leave a requested part empty
+        if split not in assigned and assigned.count("train") > 1:
+            assigned[assigned.index("train")] = split
+    return assigned
 
 
 def random_split(units: Sequence[Unit], request: SplitRequest, seed: int) -> list[str]:

@@ -5,7 +5,9 @@
 * ``mean``, ``std``: three floats each, RGB, values in [0, 1], over every train pixel;
 * ``exact``: false when ``fast`` or ``sample`` made them approximate;
 * ``fast``, ``sample``: the options used; ``images``, ``pixels``: what was decoded;
-* ``splits``: split -> class -> images (classification) or split -> images;
+* ``splits``: split -> class -> images (classification), split -> tag -> images holding
+  it (multi-label, with ``tags``, ``images_per_split``, ``tag_shares``, ``tags_per_image``
+  and ``co_occurrence``: see ``tag_stats``), or split -> images (segmentation);
 * ``classes``, ``class_balance`` (class -> share of train, and ``max_over_min``);
 * ``sizes``: ``width`` and ``height`` each with ``min``, ``median``, ``max`` and a
   ``histogram`` (``edges``, ``counts``), from the train images' headers;
@@ -32,7 +34,7 @@ from prep.util.version import __version__
 from prep.data.index import DatasetIndex
 from prep.stats.balance import ClassBalance
 from prep.errors import DatasetNotFoundError, StatsNotFoundError
-from prep.layout import SEGMENTATION
+from prep.layout import MULTILABEL, SEGMENTATION
 from prep.util.files import atomic_write_json
 from prep.images.decode import ImageDecodeError, decode_image
 from prep.util.parallel import map_chunks
@@ -129,6 +131,9 @@ def compute_dataset_stats(
             if name == "train":
                 train_images = [str(i) for i, _ in pairs] + [str(i) for i in missing]
         stats["splits"] = per_split
+    elif index.kind == MULTILABEL:
+        stats.update(tag_stats(index))
+        train_images = [str(path) for path, _ in index.multilabel_samples("train", stats["tags"])]
     else:
         classes = index.class_names()
         counts = {}
@@ -165,6 +170,38 @@ def compute_dataset_stats(
     stats["created"] = time.time()
     stats["seconds"] = round(time.perf_counter() - started, 3)
     return stats
+
+
+def tag_stats(index: DatasetIndex) -> dict[str, Any]:
+    """A multi-label dataset's tags: images holding each tag per split (``splits``, with
+    ``images`` per split), the training split's balance and tags per image, how often two
+    tags come together there (``co_occurrence``, a row per tag), and the tags a split lacks."""
+    tags = index.class_names()
+    splits, images = {}, {}
+    for name in index.splits:
+        samples = index.multilabel_samples(name, tags)
+        held = [0] * len(tags)
+        for _, sample_tags in samples:
+            for tag in sample_tags:
+                held[tag] += 1
+        splits[name] = dict(zip(tags, held))
+        images[name] = len(samples)
+    train = index.multilabel_samples("train", tags)
+    together = [[0] * len(tags) for _ in tags]
+    for _, sample_tags in train:
+        for a in sample_tags:
+            for b in sample_tags:
+                together[a][b] += 1
+    per_image = [len(sample_tags) for _, sample_tags in train]
+    balance = ClassBalance(tuple(tags), tuple(splits["train"][t] for t in tags))
+    return {
+        "tags": tags, "splits": splits, "images_per_split": images,
+        "tag_shares": {t: splits["train"][t] / max(images["train"], 1) for t in tags},
+        "tags_per_image": {"mean": sum(per_image) / len(per_image) if per_image else 0.0, "min": min(per_image, default=0), "max": max(per_image, default=0)},
+        "co_occurrence": together,
+        "class_balance": {"max_over_min": balance.ratio, "imbalanced": balance.imbalanced, "about": balance.describe()},
+        "absent": {split: [t for t, n in counts.items() if n == 0] for split, counts in splits.items()},
+    }
 
 
 def _mask_classes(index: DatasetIndex) -> dict[str, Any]:

@@ -108,7 +108,10 @@ def resolve_imbalance(
     if config.class_weights == AUTO:
         if balance is None:
             raise UsageError(f"--class-weights auto needs a task that counts its classes; the {task.name} task does not: give one number per class")
-        config.class_weights = auto_class_weights(balance.counts)
+        if hasattr(task, "auto_class_weights"):
+            config.class_weights = [float(w) for w in task.auto_class_weights(index, classes, balance.counts)]
+        else:
+            config.class_weights = auto_class_weights(balance.counts)
         imbalance.auto_weights = True
     if config.sampler == "balanced":
         imbalance.sample_weights = _sample_weights(task, index, classes, train_held)

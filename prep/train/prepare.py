@@ -60,24 +60,25 @@ def task_for(trainer_name: str, trainer: Trainer, index: "DatasetIndex") -> "Tas
     from prep.layout import LAYOUT_SHAPES
     from prep.plugins import tasks, trainers
 
-    task = tasks().get(trainer.task)
     kind = index.kind
-    if task.layout in LAYOUT_SHAPES and task.layout != kind:
-        fitting = [name for name in trainers().names() if _layout_of(trainers().get(name)) == kind]
-        advice = f"use a {kind} trainer: --plugin {' or '.join(fitting)}" if fitting else f"no installed trainer trains {kind}"
-        raise TaskMismatchError(
-            f"The trainer {trainer_name!r} trains {trainer.task}, but {index.root} is a {kind} dataset "
-            f"(its train split has {LAYOUT_SHAPES[kind]}); {advice}."
-        )
-    return task
+    candidates = [tasks().get(name) for name in trainer.trained_tasks()]
+    fits = [task for task in candidates if task.layout == kind or task.layout not in LAYOUT_SHAPES]
+    if fits:
+        return fits[0]
+    fitting = [name for name in trainers().names() if kind in _layouts_of(trainers().get(name))]
+    advice = f"use a {kind} trainer: --plugin {' or '.join(fitting)}" if fitting else f"no installed trainer trains {kind}"
+    raise TaskMismatchError(
+        f"The trainer {trainer_name!r} trains {' and '.join(trainer.trained_tasks())}, but {index.root} is a {kind} dataset "
+        f"(its train split has {LAYOUT_SHAPES.get(kind, kind)}); {advice}."
+    )
 
 
-def _layout_of(trainer: Any) -> str | None:
-    """The layout of the task a registered trainer trains (None when that task is not installed)."""
+def _layouts_of(trainer: Any) -> list[str]:
+    """The layouts of the tasks a registered trainer trains (those installed)."""
     from prep.plugins import tasks
 
-    name = getattr(trainer, "task", None)
-    return tasks().get(name).layout if name in tasks() else None
+    names = trainer.trained_tasks() if isinstance(trainer, Trainer) else (getattr(trainer, "task", None),)
+    return [tasks().get(name).layout for name in names if name in tasks()]
 
 
 def _lr_lambdas(scheduler: str) -> dict[str, Any]:
@@ -201,7 +202,7 @@ def prepare_run(
     task = task_for(options.plugin, trainer, index)
     if hasattr(task, "prepare"):
         task.prepare(index, progress)
-    request = ModelRequest(tuple(task.classes(index)), trainer.choose_arch(options.arch), weights, options.image_size)
+    request = ModelRequest(tuple(task.classes(index)), trainer.choose_arch(options.arch), weights, options.image_size, task.name)
     classes = list(request.classes)
     train_held = task.sample_classes(index, "train", classes) if hasattr(task, "sample_classes") else None
     config = resolve_config(trainer, options, request, config, train_samples=len(train_held) if train_held is not None else None)

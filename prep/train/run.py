@@ -65,7 +65,7 @@ def train(
             callbacks=[PluginCallbacks(plugin_host()), *callbacks], lr_lambdas=run.lr_lambdas,
             resume=options.resume, progress=progress, world=world, setup=setup,
             extra={
-                "data": str(index.root.resolve()), "options": options_as_data(recorded),
+                "data": str(index.root.resolve()), "task": task.name, "options": options_as_data(recorded),
                 "class_table": index.class_table_text(), "normalization": norm.mode,
             },
         )

@@ -30,18 +30,21 @@ class ModelRequest:
     """What ``Trainer.build_model`` receives: everything a model needs, nothing of the CLI.
 
     Attributes:
-        classes: the class names, in the order of the model's outputs.
+        classes: the class names, in the order of the model's outputs (a multi-label
+            model's: its tags).
         arch: the architecture asked for with ``--arch``, else the trainer's
             ``default_arch`` (``None`` when the trainer has no architectures).
         weights: ``"imagenet"``, ``"none"``, or the path of a weights file (see
             ``prep.train.weights``, which loads any of them for you).
         image_size: the side of the training images, in pixels.
+        task: the name of the task the model is for (one of the trainer's ``tasks``).
     """
 
     classes: tuple[str, ...]
     arch: str | None = None
     weights: str = "none"
     image_size: int = 224
+    task: str = "classification"
 
     @property
     def num_classes(self) -> int:
@@ -53,6 +56,9 @@ class Trainer:
 
     Attributes:
         task: the name of the task it trains (``"classification"``; see ``prep plugins``).
+        tasks: the tasks it trains when there are several (``("classification",
+            "multilabel")``): a run takes the one whose layout the dataset has, and
+            ``build_model`` is told which in ``request.task``. Empty: only ``task``.
         collate: the name of the collate function for training batches (``None``: the
             task's); ``--collate`` overrides it.
         architectures: the names ``--arch`` accepts, shown in ``prep train --help`` and
@@ -65,6 +71,7 @@ class Trainer:
     """
 
     task: str = "classification"
+    tasks: tuple[str, ...] = ()
     collate: str | None = None
     architectures: tuple[str, ...] = ()
     default_arch: str | None = None
@@ -113,6 +120,10 @@ class Trainer:
 
         return [{"arch": arch, "pretrained": []} for arch in self.architectures if fnmatch.fnmatchcase(arch, pattern)]
 
+    def trained_tasks(self) -> tuple[str, ...]:
+        """The names of the tasks this trainer trains: ``tasks``, else ``(task,)``."""
+        return tuple(self.tasks) or (self.task,)
+
     def choose_arch(self, requested: str | None) -> str | None:
         """The architecture to build: ``requested`` (checked against ``architectures``),
         else ``default_arch``.
@@ -144,7 +155,7 @@ class Trainer:
         """What ``prep plugins`` and ``prep train --help`` show about this trainer."""
         doc = (type(self).__doc__ or "").strip().splitlines()
         return {
-            "task": self.task, "summary": doc[0] if doc else "",
+            "task": self.task, "tasks": list(self.trained_tasks()), "summary": doc[0] if doc else "",
             "architectures": list(self.architectures), "default_arch": self.default_arch,
             "recipes": list(self.recipes), "default_recipe": self.recipes[0] if self.recipes else None,
             "collate": self.collate, "default_weights": self.default_weights, "default_batch_size": self.default_batch_size,

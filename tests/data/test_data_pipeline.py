@@ -81,7 +81,7 @@ def test_collates_drop_corrupt_samples():
 
 
 def test_collate_functions_are_registered_by_name():
-    assert collate_fns().names() == ["segmentation", "targets-as-list", "uint8-channels-last"]
+    assert collate_fns().names() == ["multilabel", "segmentation", "targets-as-list", "uint8-channels-last"]
     assert collate_fns().get("uint8-channels-last") is uint8_channels_last_collate
 
 

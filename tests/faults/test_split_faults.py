@@ -135,3 +135,39 @@ def test_sigkill_during_undo_then_undo_again(template: Path, tmp_path: Path):
             undo_split(data)
         assert snapshot(data) == expected_original
         shutil.rmtree(data)
+
+
+def test_sigkill_of_a_multilabel_split_then_rerun_writes_the_same_labels(tmp_path: Path):
+    """A multi-label split writes each split's labels.csv after its files are in place: a
+    kill anywhere leaves a split that a re-run finishes to the uninterrupted one's result."""
+    rng = random.Random(7)
+    template = tmp_path / "template"
+    tags = ["clear primary", "haze primary water", "clear primary road", "cloudy", "clear primary water road"]
+    rows = ["image_name,tags"]
+    for i in range(2 * FILES_PER_CLASS):
+        write(template / "train-jpg" / f"train_{i}.jpg", jpeg_bytes(300_000 + i, size=(16, 16)))
+        rows.append(f"train_{i},{tags[i % len(tags)]}")
+    (template / "train_v2.csv").write_text("\n".join(rows) + "\n")
+    expected_original = snapshot(template)
+    args = ["--labels", "train_v2.csv", "--seed", "5"]
+    reference = tmp_path / "reference"
+    shutil.copytree(template, reference)
+    began = time.monotonic()
+    assert subprocess.run([sys.executable, "-m", "prep", "--quiet", "split", str(reference), *args]).returncode == 0
+    full_run = time.monotonic() - began
+    expected_split = {k: v for k, v in snapshot(reference).items() if k != JOURNAL_NAME}
+    assert "train/labels.csv" in expected_split and "valid/labels.csv" in expected_split
+    options = SplitOptions(seed=5, labels_csv=Path("train_v2.csv"))
+    for attempt in range(6):
+        data = tmp_path / f"run{attempt}"
+        shutil.copytree(template, data)
+        kill_at(start(["split", str(data), *args]), data / JOURNAL_NAME, rng, full_run)
+        assert contents(data) == contents(template) + Counter(
+            v for k, v in snapshot(data).items() if k.endswith("labels.csv")
+        )  # every image (and the CSV) exactly once, beside the labels.csv files written so far
+        if (data / JOURNAL_NAME).exists():
+            split_dataset(data, options)
+            assert {k: v for k, v in snapshot(data).items() if k != JOURNAL_NAME} == expected_split
+            undo_split(data)
+        assert snapshot(data) == expected_original, f"attempt {attempt}"
+        shutil.rmtree(data)

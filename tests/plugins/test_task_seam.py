@@ -263,7 +263,7 @@ def test_a_classification_trainer_on_a_segmentation_split_stops_with_one_line(tm
     result = _cli(["train", "--weights", "none", str(data), "--workers", "0", "--run-dir", str(tmp_path / "run")])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        f"Error: The trainer 'resnet-finetune' trains classification, but {data} is a segmentation dataset "
+        f"Error: The trainer 'resnet-finetune' trains classification and multilabel, but {data} is a segmentation dataset "
         f"(its train split has images/ and masks/ folders); use a segmentation trainer: --plugin unet."
     ]
     assert not (tmp_path / "run").exists() and not (data / "stats.json").exists()
@@ -278,7 +278,7 @@ def test_a_segmentation_trainer_on_a_classification_split_stops_with_one_line(si
     assert "The trainer 'seg-trainer' trains segmentation, but" in result.output
     assert "is a classification dataset (its train split has class folders); use a classification trainer: --plugin resnet-finetune or tiny." in result.output
     unknown = _cli(["train", str(data), "--plugin", "det-trainer", "--workers", "0", "--run-dir", str(tmp_path / "run")])
-    assert unknown.exit_code == 2 and "Unknown task 'detection'. Registered: classification, segmentation." in unknown.output
+    assert unknown.exit_code == 2 and "Unknown task 'detection'. Registered: classification, multilabel, segmentation." in unknown.output
     assert not (tmp_path / "run").exists()
 
 
@@ -440,7 +440,7 @@ def register_trainers(register):
     register("tiny-by-loss", Tiny())
 ''')
     reset_plugin_host()
-    assert prep.tasks().names() == ["classification", "classification-by-loss", "segmentation"]
+    assert prep.tasks().names() == ["classification", "classification-by-loss", "multilabel", "segmentation"]
     data = make_classification_dataset(tmp_path / "data")
     summary = train_briefly("tiny-by-loss", data, tmp_path / "run", epochs=2)
     assert summary["monitor"] == "valid_loss" and summary["best_valid_loss"] == min(r["valid_loss"] for r in _records(tmp_path / "run"))

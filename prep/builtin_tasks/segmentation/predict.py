@@ -184,7 +184,7 @@ def write_predicted_masks(request: "PredictRequest") -> dict[str, Any]:
     from prep.masks.write import SUBMISSION_NEEDS_BINARY, mask_destinations, write_mask, write_submission
 
     options, state, checkpoint = request.options, request.state, request.checkpoint
-    mask_options = MaskOptions(options.threshold, options.tta, options.tile, options.overlap)
+    mask_options = MaskOptions(0.5 if options.threshold is None else options.threshold, options.tta, options.tile, options.overlap)
     mask_options.check()
     out = options.out or Path("submission.csv" if options.kaggle_submission else "masks")
     classes = state["classes"]
