@@ -157,11 +157,14 @@ def test_sigkill_of_a_multilabel_split_then_rerun_writes_the_same_labels(tmp_pat
     full_run = time.monotonic() - began
     expected_split = {k: v for k, v in snapshot(reference).items() if k != JOURNAL_NAME}
     assert "train/labels.csv" in expected_split and "valid/labels.csv" in expected_split
-    options = SplitOptions(seed=5, labels_csv=Path("train_v2.csv"))
+    options = SplitOptions(seed=5, labels_csv=Path("train_v2.csv"), test=SplitSize.parse("0", "--test"))  # as the CLI reads it
+    interrupted = 0
     for attempt in range(6):
         data = tmp_path / f"run{attempt}"
         shutil.copytree(template, data)
-        kill_at(start(["split", str(data), *args]), data / JOURNAL_NAME, rng, full_run)
+        proc = start(["split", str(data), *args])
+        kill_at(proc, data / JOURNAL_NAME, rng, full_run)
+        interrupted += proc.returncode == -signal.SIGKILL
         assert contents(data) == contents(template) + Counter(
             v for k, v in snapshot(data).items() if k.endswith("labels.csv")
         )  # every image (and the CSV) exactly once, beside the labels.csv files written so far
@@ -171,3 +174,4 @@ def test_sigkill_of_a_multilabel_split_then_rerun_writes_the_same_labels(tmp_pat
             undo_split(data)
         assert snapshot(data) == expected_original, f"attempt {attempt}"
         shutil.rmtree(data)
+    assert interrupted >= 4  # most kills must really interrupt a run
