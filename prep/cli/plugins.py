@@ -47,7 +47,7 @@ def plugins_command(
     output.stdout.print(table)
     trainers = Table(title="Trainers (prep train --plugin NAME)")
     trainers.add_column("name", no_wrap=True)  # what --plugin takes: whole, or it cannot be copied
-    for column in ("task", "--arch", "--recipe", "--weights"):
+    for column in ("tasks", "--arch", "--recipe", "--weights"):
         trainers.add_column(column, overflow="fold")
     for trainer in described["trainers"]:
         if "error" in trainer:

@@ -113,7 +113,8 @@ def check_members(checkpoints: Sequence[Path], states: Sequence[dict[str, Any]])
 
 def load_ensemble(checkpoints: Sequence[Path], device: str | None = None) -> "tuple[torch.nn.Module, dict[str, Any]]":
     """The model of one checkpoint, or the ``Ensemble`` of several, and the state that
-    stands for it (the first checkpoint's, with ``ensemble``: the checkpoints' paths)."""
+    stands for it (the first checkpoint's, with ``ensemble``: the checkpoints' paths, and
+    ``task_states``: each one's ``task_state``)."""
     from prep.inference.checkpoints import load_model, model_task
 
     if len(checkpoints) == 1:
@@ -123,7 +124,8 @@ def load_ensemble(checkpoints: Sequence[Path], device: str | None = None) -> "tu
     reference = loaded[0][1]
     sigmoid = getattr(model_task(reference), "scores", "softmax") == "sigmoid"
     ensemble = Ensemble([model for model, _ in loaded], [state for _, state in loaded], sigmoid=sigmoid)
-    return ensemble.to(next(iter(loaded[0][0].parameters())).device).eval(), {**reference, "ensemble": [str(c) for c in checkpoints]}
+    stands = {**reference, "ensemble": [str(c) for c in checkpoints], "task_states": [state.get("task_state") for _, state in loaded]}
+    return ensemble.to(next(iter(loaded[0][0].parameters())).device).eval(), stands
 
 
 def _channels(values: Sequence[float]) -> torch.Tensor:

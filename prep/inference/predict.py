@@ -133,7 +133,8 @@ def predict_images(checkpoint: "Path | list[Path]", inputs: list[Path], options:
     members = resolve_members(checkpoint if isinstance(checkpoint, list) else [checkpoint], options.complete_folds)
     states = [peek_checkpoint(member) for member in members]  # options and classes only
     check_members(members, states)
-    state, task = states[0], model_task(states[0])
+    state = states[0] if len(states) == 1 else {**states[0], "task_states": [s.get("task_state") for s in states]}
+    task = model_task(state)
     request = PredictRequest(members[0], state, image_files(inputs), list(inputs), options, progress, members=members)
     report = task.predict(request) if hasattr(task, "predict") else predict_class_scores(request, task.layout)
     return {**report, "models": len(members)}

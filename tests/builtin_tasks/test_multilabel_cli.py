@@ -170,3 +170,18 @@ def test_a_third_party_trainer_trains_tags_with_no_change_to_the_engine(tmp_path
         assert set(evaluated["per_tag"]) == {"red", "blue", "green"}
         classification = runner.invoke(app, ["train", str(prep.testing.make_classification_dataset(tmp_path / "cats")), "--plugin", "tags", "--workers", "0", "--run-dir", str(tmp_path / "r2")])
         assert classification.exit_code == 1 and "trains multilabel, but" in classification.output
+
+
+def test_a_resumed_run_keeps_the_tuned_thresholds_of_an_uninterrupted_one(tmp_path: Path):
+    data = make_multilabel_dataset(tmp_path / "data", per_split={"train": 24, "valid": 12})
+    options = dict(epochs=3, batch_size=8, lr=0.01, optimizer="adam", scheduler="none")
+    whole = train_briefly("resnet-finetune", data, tmp_path / "whole", **options)
+    stopped = train_briefly("resnet-finetune", data, tmp_path / "resumed", **options, max_steps=3)
+    assert stopped["status"] == "max-steps" and stopped["epochs"] == 1
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["task_state"]["thresholds_f1"]
+    resumed = train_briefly("resnet-finetune", data, tmp_path / "resumed", **options, resume=True)
+    assert resumed["status"] == whole["status"] == "completed"
+    a = torch.load(tmp_path / "whole" / "best.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "best.pt", weights_only=True)
+    assert a["task_state"] == b["task_state"] and a["best_epoch"] == b["best_epoch"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -13,6 +13,8 @@ from prep.builtin_tasks.multilabel.metrics import MIN_TUNING_IMAGES, MultiLabelM
 from prep.builtin_tasks.multilabel.predict import predictions_text, read_submission
 from prep.errors import UsageError
 
+from conftest import run_two_gloo_ranks
+
 
 def _logits(probabilities) -> torch.Tensor:
     return torch.logit(torch.tensor(probabilities, dtype=torch.float32))
@@ -125,3 +127,50 @@ def test_a_submission_round_trips(tmp_path: Path):
     assert own.splitlines()[0] == "file,tags,clear,haze,water"
     assert own.splitlines()[3] == "x/test_2.jpg,clear haze,0.500000,0.700000,0.010000"
     assert own.splitlines()[1] == "test-jpg/test_0.jpg,clear water,0.900000,0.200000,0.600000"
+
+
+def _rank_metrics(rank: int, port: int, out: str) -> None:
+    import os
+
+    from prep.engine.distributed import World
+    from prep.engine.epoch import sum_counts
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    logits, truth = _needs_tuning(40)
+    metrics = MultiLabelMetrics(2, train=False)
+    metrics.update(logits[rank * 20 : rank * 20 + 20], truth[rank * 20 : rank * 20 + 20])
+    sum_counts(metrics, World(rank, rank, 2), torch.device("cpu"))
+    torch.save(metrics.compute(), Path(out) / f"rank{rank}.pt")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_scores_and_thresholds_over_two_gloo_ranks_equal_one_process(tmp_path: Path):
+    run_two_gloo_ranks(_rank_metrics, (str(tmp_path),), seconds=120)
+    logits, truth = _needs_tuning(40)
+    alone = MultiLabelMetrics(2, train=False)
+    alone.update(logits, truth)
+    expected = alone.compute()
+    for rank in (0, 1):
+        summed = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert summed.keys() == expected.keys()
+        for key, value in expected.items():
+            assert summed[key] == pytest.approx(value), key
+
+
+def test_a_models_thresholds_and_an_ensembles_mean_of_them():
+    from prep.builtin_tasks.multilabel.task import model_thresholds
+
+    one = {"classes": ["a", "b"], "config": {"monitor": None}, "task_state": {"thresholds_f1": [0.3, 0.7], "thresholds_f2": [0.2, 0.4]}}
+    assert model_thresholds(one, None).values == (0.3, 0.7)
+    assert model_thresholds({**one, "config": {"monitor": "valid_f2"}}, None).values == (0.2, 0.4)
+    assert model_thresholds(one, 0.25).values == (0.25, 0.25)
+    other = {"thresholds_f1": [0.5, 0.5], "thresholds_f2": [0.5, 0.5]}
+    mean = model_thresholds({**one, "task_states": [one["task_state"], other]}, None)
+    assert mean.values == pytest.approx((0.4, 0.6)) and "the mean of 2 models'" in mean.source
+    untuned = model_thresholds({**one, "task_states": [one["task_state"], None]}, None)  # a member without them: 0.5
+    assert untuned.values == (0.5, 0.5) and "no tuned thresholds" in untuned.source
+    with pytest.raises(UsageError, match="between 0 and 1"):
+        model_thresholds(one, 1.0)

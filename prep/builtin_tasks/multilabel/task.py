@@ -54,16 +54,20 @@ class Thresholds:
 
 def model_thresholds(state: dict[str, Any], threshold: float | None) -> Thresholds:
     """A multi-label checkpoint's thresholds: ``threshold`` for every tag when given, else
-    those tuned on its validation (F2's when the run monitored an F2, else F1's), else 0.5."""
+    those tuned on its validation (F2's when the run monitored an F2, else F1's), else 0.5.
+    An ensemble's (``state["task_states"]``, the members'): each tag's mean over the members."""
     tags = len(state["classes"])
     if threshold is not None:
         return Thresholds((check_threshold(threshold),) * tags, f"--threshold {threshold:g}")
-    kept = state.get("task_state") or {}
     monitor = str((state.get("config") or {}).get("monitor") or "")
     beta = 2 if monitor.endswith("f2") else 1
-    tuned = kept.get(f"thresholds_f{beta}")
-    if tuned and len(tuned) == tags:
-        return Thresholds(tuple(float(t) for t in tuned), f"tuned for each tag's F{beta} on the validation split")
+    kept = state.get("task_states") or [state.get("task_state")]
+    tuned = [member.get(f"thresholds_f{beta}") for member in kept if member]
+    tuned = [values for values in tuned if values and len(values) == tags]
+    if tuned and len(tuned) == len(kept):
+        mean = tuple(sum(values[i] for values in tuned) / len(tuned) for i in range(tags))
+        of = f", the mean of {len(tuned)} models'" if len(tuned) > 1 else ""
+        return Thresholds(mean, f"tuned for each tag's F{beta} on the validation split{of}")
     return Thresholds((0.5,) * tags, "0.5 (the checkpoint holds no tuned thresholds)")
 
 
