@@ -128,9 +128,7 @@ def stratum_targets(
             shares = {s: math.floor(n * size.value + 0.5) for s, n in strata.items()}
         for stratum, share in shares.items():
             targets[stratum][split] = share
-    asked = sum(int(request.size_of(s).value) for s in request.held_out if request.size_of(s).is_count)
-    if asked >= total and asked:
-        raise UsageError(f"--valid and --test ask for {asked} samples but there are only {total}")
+    _check_counts(request, total)
     for stratum, n in strata.items():
         wanted = targets[stratum]
         for split in wanted:
@@ -142,6 +140,22 @@ def stratum_targets(
                 break
             wanted[largest] -= 1
     return targets
+
+
+def _check_counts(request: SplitRequest, total: int) -> None:
+    """Raises: UsageError: held-out counts that ask for every sample or more."""
+    asked = sum(int(request.size_of(s).value) for s in request.held_out if request.size_of(s).is_count)
+    if asked >= total and asked:
+        raise UsageError(f"--valid and --test ask for {asked} samples but there are only {total}")
+
+
+def _never_empty(assigned: list[str], wanted) -> list[str]:
+    """Give a requested held-out split that got no unit (groups too large, or too few
+    units) one of train's, while train keeps at least one."""
+    for split in wanted:
+        if split not in assigned and assigned.count("train") > 1:
+            assigned[assigned.index("train")] = split
+    return assigned
 
 
 def _check_strata_large_enough(units_by_stratum: dict[str, list[Unit]], request: SplitRequest) -> None:
@@ -169,11 +183,7 @@ def _fill(units: list[Unit], wanted: dict[str, int]) -> list[str]:
                 break
         else:
             assigned.append("train")
-    # Large groups can overshoot every target; never leave a requested split empty.
-    for split in wanted:
-        if split not in assigned and assigned.count("train") > 1:
-            assigned[assigned.index("train")] = split
-    return assigned
+    return _never_empty(assigned, wanted)  # large groups can overshoot every target
 
 
 def _split_by_strata(
@@ -207,23 +217,18 @@ def _split_by_tags(units: Sequence[Unit], request: SplitRequest, seed: int) -> l
     from prep.split.iterative import iterative_parts
 
     total = sum(unit.size for unit in units)
+    _check_counts(request, total)
     shares = {}
     for split in request.held_out:
         size = request.size_of(split)
         shares[split] = size.value / total if size.is_count else size.value
-    asked = sum(int(request.size_of(s).value) for s in request.held_out if request.size_of(s).is_count)
-    if asked >= total and asked:
-        raise UsageError(f"--valid and --test ask for {asked} samples but there are only {total}")
     shares["train"] = 1 - sum(shares.values())
     parts = ("train", *reversed(request.held_out))
     assigned = iterative_parts(
         [unit.tags or frozenset() for unit in units], [unit.size for unit in units], [unit.key for unit in units],
         parts, shares, f"{seed}:tags", at_least_one=request.held_out,
     )
-    for split in request.held_out:  # a tiny split: never leave a requested part empty
-        if split not in assigned and assigned.count("train") > 1:
-            assigned[assigned.index("train")] = split
-    return assigned
+    return _never_empty(assigned, request.held_out)
 
 
 def random_split(units: Sequence[Unit], request: SplitRequest, seed: int) -> list[str]:
