@@ -249,7 +249,7 @@ def _tags(cell: str, separator: str, origin: str) -> str:
     return TAG_SEPARATOR.join(sorted(tags))
 
 
-def _read_label_csv(path: Path, options: LayoutOptions) -> tuple[dict[str, tuple[str, int]], str | None]:
+def read_label_csv(path: Path, options: LayoutOptions) -> tuple[dict[str, tuple[str, int]], str | None]:
     """Each id's label (a multi-label CSV's: its tags, see ``_tags``) and line, and the tag
     separator (None: one class per row)."""
     rows = _read_csv_rows(path, options.id_column, options.label_column)
@@ -273,7 +273,7 @@ def _discover_csv(src: Path, options: LayoutOptions, skip: set[Path]) -> Invento
     csv_path = options.labels_csv
     if not csv_path.exists() and (src / csv_path).exists():
         csv_path = src / csv_path
-    labels, separator = _read_label_csv(csv_path, options)
+    labels, separator = read_label_csv(csv_path, options)
     root = src / "train" if (src / "train").is_dir() else src
     ignored: list[str] = []
     samples, unlabeled, seen = [], [], set()

@@ -185,3 +185,24 @@ def test_a_resumed_run_keeps_the_tuned_thresholds_of_an_uninterrupted_one(tmp_pa
     b = torch.load(tmp_path / "resumed" / "best.pt", weights_only=True)
     assert a["task_state"] == b["task_state"] and a["best_epoch"] == b["best_epoch"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_evaluate_reads_a_folder_of_images_with_the_competitions_csv(planet, tmp_path: Path):
+    import shutil
+
+    held = tmp_path / "held"
+    held.mkdir()
+    rows = list(csv.reader((planet["data"] / "valid" / "labels.csv").read_text().splitlines()))[1:]
+    for name, _ in rows:
+        shutil.copy(planet["data"] / "valid" / "images" / name, held / name)
+    with (held / "truth.csv").open("w", newline="") as file:
+        csv.writer(file).writerows([("image_name", "tags"), *((Path(name).stem, tags) for name, tags in rows)])
+    on_folder = json.loads(_ok(["evaluate", str(planet["run"] / "best.pt"), str(held), "--json", "--out", str(tmp_path / "a.png")]).stdout)
+    on_split = json.loads(_ok(["evaluate", str(planet["run"] / "best.pt"), str(planet["data"]), "--json", "--out", str(tmp_path / "b.png")]).stdout)
+    assert on_folder["split"] == "held-out" and on_folder["images"] == on_split["images"]
+    for key in ("f1", "f2", "macro_f1", "map", "loss"):
+        assert on_folder[key] == pytest.approx(on_split[key]), key
+    (held / "stray.png").write_bytes((held / rows[0][0]).read_bytes())
+    stray = runner.invoke(app, ["evaluate", str(planet["run"] / "best.pt"), str(held), "--out", str(tmp_path / "c.png")])
+    assert stray.exit_code != 0 and "stray.png has no row in" in stray.output and len(stray.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c.png").exists()
