@@ -206,3 +206,28 @@ def test_evaluate_reads_a_folder_of_images_with_the_competitions_csv(planet, tmp
     stray = runner.invoke(app, ["evaluate", str(planet["run"] / "best.pt"), str(held), "--out", str(tmp_path / "c.png")])
     assert stray.exit_code != 0 and "stray.png has no row in" in stray.output and len(stray.output.strip().splitlines()) == 1
     assert not (tmp_path / "c.png").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_trains_tags_over_two_processes_and_keeps_one_set_of_thresholds(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    data = make_multilabel_dataset(tmp_path / "data", per_split={"train": 16, "valid": 10})
+    _ok(["stats", str(data), "--workers", "1"])  # under torchrun prep does not write stats.json itself
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "prep", "train",
+         "--weights", "none", str(data), "--epochs", "2", "--image-size", "32", "--batch-size", "4", "--workers", "0",
+         "--run-dir", str(tmp_path / "run"), "--json"],
+        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["monitor"] == "valid_map"
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    labels = list(csv.reader((data / "valid" / "labels.csv").read_text().splitlines()))[1:]
+    held = {tag: sum(tag in tags.split() for _, tags in labels) for tag in ("red", "blue", "green")}
+    assert all(r["per_tag_images"] == [held[t] for t in sorted(held)] for r in records)  # every validation image once
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    best = max(records, key=lambda r: r["valid_map"])
+    assert state["task_state"]["thresholds_f1"] == best["thresholds_f1"]
