@@ -40,7 +40,7 @@ def split_command(
     verify: Verify = typer.Option(Verify.quick, "--verify", help="quick: headers and ends of files; full: decode every image."),
     splitter: str = typer.Option("stratified", "--splitter", help="stratified (per class) | random | a plugin's splitter."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes for checking images (default: all cores)."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Larger images are set aside as decompression bombs."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, help="Larger images are set aside as decompression bombs."),
 ) -> None:
     """Split a raw image folder into train/valid(/test) class folders, safely.
 

@@ -55,6 +55,48 @@ class TrainConfig:
     device: str | None = None  # default: cuda when present, else cpu
 
 
+# The numbers a run takes, their option and what they must be: (field, option, lowest,
+# whether the lowest itself is allowed, highest or None, whether a whole number).
+NUMBERS = (
+    ("epochs", "--epochs", 1, True, None, True),
+    ("max_steps", "--max-steps", 1, True, None, True),
+    ("min_steps", "min_steps", 1, True, None, True),
+    ("lr", "--lr", 0, False, None, False),
+    ("weight_decay", "--weight-decay", 0, True, None, False),
+    ("momentum", "--momentum", 0, True, 1, False),
+    ("warmup_epochs", "--warmup-epochs", 0, True, None, False),
+    ("step_size", "--step-size", 1, True, None, True),
+    ("gamma", "--gamma", 0, False, None, False),
+    ("accumulate", "--accumulate", 1, True, None, True),
+    ("clip_grad_norm", "--clip-grad-norm", 0, False, None, False),
+    ("label_smoothing", "--label-smoothing", 0, True, 1, False),
+    ("backbone_lr_scale", "backbone_lr_scale", 0, True, None, False),
+    ("freeze_backbone_epochs", "--freeze-backbone", 0, True, None, True),
+    ("early_stop_patience", "--patience", 0, True, None, True),
+    ("early_stop_min_delta", "--min-delta", 0, True, None, False),
+)
+
+
+def check_numbers(config: TrainConfig) -> None:
+    """Every number of ``config`` within its range (``NUMBERS``); None means unset.
+
+    Raises:
+        UsageError: the first that is not, with its option and the range.
+    """
+    from prep.errors import UsageError
+
+    for field, option, low, low_ok, high, whole in NUMBERS:
+        value = getattr(config, field)
+        if value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        fits = number and (value >= low if low_ok else value > low) and (high is None or value < high) and (not whole or float(value).is_integer())
+        if not fits:
+            kind = "a whole number" if whole else "a number"
+            bound = f"{'at least' if low_ok else 'above'} {low:g}" + (f" and below {high:g}" if high is not None else "")
+            raise UsageError(f"{option} must be {kind} {bound}, not {value!r}")
+
+
 def check_class_weights(weights: Any, classes: Sequence[str]) -> list[float] | None:
     """``--class-weights`` when it is one non-negative number per class, not all zero
     (``auto`` must have been turned into numbers by then, see ``prep.train.imbalance``).

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from prep.engine.config import TrainConfig
+from prep.engine.config import TrainConfig, check_numbers
 from prep.engine.ema import check_ema
 from prep.engine.optim import check_optimizer
 from prep.engine.precision import Precision
@@ -73,11 +73,13 @@ def resolve_settings(
         loss: the trainer's own training loss, if it has one (else the task's).
 
     Raises:
-        UsageError: the first setting the engine cannot use (``--amp`` on this device,
+        UsageError: the first setting the engine cannot use (a number out of its range,
+            see ``prep.engine.config.NUMBERS``; ``--amp`` on this device,
             ``--optimizer``, ``--scheduler``, ``--monitor``, ``--monitor-mode``, ``--ema``),
             one the task's loss refuses (``--loss``, ``--class-weights``), or mixing for a
             task that does not mix its batches (``--mixup``, ``--cutmix``).
     """
+    check_numbers(config)
     precision = Precision.choose(config.amp, device)
     check_optimizer(config.optimizer)
     check_scheduler(config.scheduler)

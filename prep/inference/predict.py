@@ -130,6 +130,8 @@ def predict_images(checkpoint: "Path | list[Path]", inputs: list[Path], options:
     from prep.inference.ensemble import check_members, resolve_members
 
     check_tta(options.tta)
+    if options.threshold is not None:
+        check_threshold(options.threshold)
     members = resolve_members(checkpoint if isinstance(checkpoint, list) else [checkpoint], options.complete_folds)
     states = [peek_checkpoint(member) for member in members]  # options and classes only
     check_members(members, states)
@@ -147,6 +149,8 @@ def predict_class_scores(request: PredictRequest, layout: str) -> dict[str, Any]
     # Everything the options ask is checked before the work, not after it.
     out = refuse_existing(options.out or Path("predictions.csv"))
     check_clip(options.clip)
+    if options.threshold is not None:
+        raise UsageError("--threshold is for segmentation and multi-label models; a classifier's prediction is its most probable class")
     if options.kaggle_submission:
         positive_class(classes, options.positive)
     results = class_probabilities(request, layout)
@@ -244,6 +248,19 @@ def positive_class(classes: list[str], positive: str | None) -> int:
         hint = f"--positive {positive} is not one of" if positive else "It writes P(dog), but there is no dog among"
         raise UsageError(f"{hint} the model's classes {', '.join(classes)}; name the class with --positive CLASS")
     return classes.index(wanted)
+
+
+def check_threshold(threshold: float) -> float:
+    """``threshold`` when it is a probability strictly between 0 and 1.
+
+    Raises:
+        UsageError: outside (0, 1), or not a number.
+    """
+    import math
+
+    if not (0 < threshold < 1) or math.isnan(threshold):
+        raise UsageError(f"--threshold must be between 0 and 1 (exclusive), not {threshold:g}")
+    return threshold
 
 
 def check_clip(clip: float) -> float:

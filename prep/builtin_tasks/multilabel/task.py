@@ -18,7 +18,6 @@ positive weight; ``valid_loss`` is plain BCE.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,19 +28,6 @@ from prep.layout import MULTILABEL
 if TYPE_CHECKING:
     from prep.data.index import DatasetIndex
     from prep.engine.config import TrainConfig
-
-
-def check_threshold(value: float) -> float:
-    """``value`` when it is a probability strictly between 0 and 1.
-
-    Raises:
-        UsageError: outside (0, 1).
-    """
-    from prep.errors import UsageError
-
-    if not (0 < value < 1) or math.isnan(value):
-        raise UsageError(f"--threshold must be between 0 and 1 (exclusive), not {value:g}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -56,6 +42,8 @@ def model_thresholds(state: dict[str, Any], threshold: float | None) -> Threshol
     """A multi-label checkpoint's thresholds: ``threshold`` for every tag when given, else
     those tuned on its validation (F2's when the run monitored an F2, else F1's), else 0.5.
     An ensemble's (``state["task_states"]``, the members'): each tag's mean over the members."""
+    from prep.inference.predict import check_threshold
+
     tags = len(state["classes"])
     if threshold is not None:
         return Thresholds((check_threshold(threshold),) * tags, f"--threshold {threshold:g}")
