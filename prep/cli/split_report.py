@@ -61,6 +61,11 @@ def render_split_report(report: SplitReport, verbose: bool = False) -> None:
             f"Duplicates: {dup['groups']} sets of identical files ({dup['files']} extra copies), each kept in one split"
             + (f"; {dup['conflicting_labels']} sets carry different labels" if dup["conflicting_labels"] else "")
         )
+        conflicts = dup.get("conflicts") or []
+        for group in conflicts if verbose else conflicts[:5]:
+            stdout.print(escape("  identical, labeled differently: " + ", ".join(f"{c['file']} ({c['label']})" for c in group)))
+        if len(conflicts) > 5 and not verbose:
+            stdout.print(f"  and {len(conflicts) - 5} more sets (all of them with -v or --json)")
     if report.unlabeled:
         stdout.print(f"Unlabeled: {report.unlabeled} images left where they are (e.g. {', '.join(report.unlabeled_examples)})")
     if report.missing:

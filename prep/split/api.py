@@ -121,7 +121,7 @@ def _plan_info(plan: Plan) -> dict[str, Any]:
         "splits": plan.counts, "rejected": plan.rejected,
         "duplicates": {
             "groups": plan.duplicate_groups, "files": plan.duplicate_files,
-            "conflicting_labels": plan.conflicting_duplicates,
+            "conflicting_labels": plan.conflicting_duplicates, "conflicts": plan.conflicts,
         },
         "examples": [{"from": e.src, "to": e.dst} for e in moves[:EXAMPLE_MOVES]],
         "grouping": plan.grouping, "folds": plan.folds, "fold_sizes": plan.fold_sizes, "rare_classes": plan.rare_classes,

@@ -98,6 +98,7 @@ class Plan:
     duplicate_groups: int = 0
     duplicate_files: int = 0  # files beyond the first of each group
     conflicting_duplicates: int = 0  # groups whose copies carry different labels
+    conflicts: list[list[dict[str, str]]] = field(default_factory=list)  # each such group: its copies' file and label
     grouping: str | None = None  # how files were kept together, when prep chose it
     folds: dict[str, dict[str, int]] | None = None  # fold -> class -> samples (segmentation: images holding it)
     fold_sizes: dict[str, int] | None = None  # fold -> samples
@@ -302,7 +303,9 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     for group in groups:
         members = [good[i] for i in group]
         plan.duplicate_files += len(members) - 1
-        plan.conflicting_duplicates += int(len({samples[m].label for m in members}) > 1)
+        if len({samples[m].label for m in members}) > 1:
+            plan.conflicting_duplicates += 1
+            plan.conflicts.append([{"file": samples[m].rel, "label": samples[m].label or ""} for m in members])
         for extra in members[1:]:
             if not options.dedupe:
                 union.union(members[0], extra)

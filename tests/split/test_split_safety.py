@@ -193,7 +193,16 @@ def test_duplicates_land_in_one_split_and_dedupe_sets_them_aside(flat_dataset: P
     for i in range(4):
         write(train / f"dog.copy{i}.jpg", (train / "cat.0.jpg").read_bytes())
     report = split_dataset(flat_dataset, dry_run=True)
-    assert report.duplicates == {"groups": 1, "files": 4, "conflicting_labels": 1}
+    copies = [{"file": "train/cat.0.jpg", "label": "cat"}] + [{"file": f"train/dog.copy{i}.jpg", "label": "dog"} for i in range(4)]
+    assert report.duplicates == {"groups": 1, "files": 4, "conflicting_labels": 1, "conflicts": [copies]}
+    from typer.testing import CliRunner
+
+    from prep.cli import app
+
+    shown = CliRunner().invoke(app, ["split", str(flat_dataset), "--dry-run"])
+    assert shown.exit_code == 0 and (
+        "identical, labeled differently: train/cat.0.jpg (cat), train/dog.copy0.jpg (dog), train/dog.copy1.jpg (dog)" in shown.output
+    ), shown.output
     split_dataset(flat_dataset)
     homes = {p.parent.parent.name for p in flat_dataset.rglob("*.jpg") if p.name.startswith(("cat.0.", "dog.copy"))}
     assert len(homes) == 1
