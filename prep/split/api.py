@@ -63,6 +63,7 @@ class SplitReport:
     rare_classes: dict[str, int] | None = None  # segmentation: classes in fewer masks than folds -> masks
     missing_classes: dict[str, list[str]] | None = None  # segmentation: split -> classes some mask holds but none of its masks
     folds_file: str | None = None  # OUT/folds.csv
+    label_hint: str | None = None  # a reading of the file names that gives other classes, when there is one
     images: dict[str, int] | None = None  # multi-label: split -> images (splits count images per tag)
 
     def to_dict(self) -> dict[str, Any]:
@@ -317,6 +318,11 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
     with _phase("discover"):
         inventory = discover(src, options.layout_options(), skip={out} if out != src else set())
     table = _class_table_source(src, options, inventory.layout)
+    label_hint = None
+    if inventory.layout == "filename-labels" and options.label_parser == "prefix" and options.label_pattern is None:
+        from prep.split.label_parsers import merged_by_prefix
+
+        label_hint = merged_by_prefix([s.rel.rpartition("/")[2] for s in inventory.samples])
     with _phase("plan"):
         plan = build_plan(src, inventory, options, progress, class_table=table)
     with _phase("check targets"):
@@ -328,7 +334,7 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
 
     info = (_inventory_info(inventory), {
         **_plan_info(plan), "class_table": str(out / CLASS_TABLE) if table else None,
-        "folds_file": str(out / FOLDS_FILE) if plan.folds is not None else None,
+        "folds_file": str(out / FOLDS_FILE) if plan.folds is not None else None, "label_hint": label_hint,
     })
     if dry_run:
         return _report(src, out, *info, options, "dry-run", None, started)

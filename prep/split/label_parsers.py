@@ -58,6 +58,29 @@ def regex_label_parser(pattern: str) -> LabelParser:
     return parse
 
 
+def merged_by_prefix(names: list[str]) -> str | None:
+    """A sentence for the report when the default ``prefix`` parser merges classes that
+    ``before-last-underscore`` tells apart (Oxford-IIIT Pet's ``golden_retriever_12.jpg`` and
+    ``golden_doodle_3.jpg`` both read as ``golden``); None when it does not."""
+    prefix: dict[str, set[str]] = {}
+    for name in names:
+        short, long = prefix_label(name), before_last_underscore_label(name)
+        if short is None or long is None:
+            return None  # not every name is <words>_<number>: no other reading to offer
+        prefix.setdefault(short, set()).add(long)
+    merged = {short: sorted(longs) for short, longs in prefix.items() if len(longs) > 1}
+    if not merged:
+        return None
+    short, longs = min(merged.items(), key=lambda kv: kv[0])
+    classes = sum(len(longs) for longs in prefix.values())
+    return (
+        f"the default label parser (prefix: the name up to the first . _ or -) reads {', '.join(longs[:3])}"
+        f"{' ...' if len(longs) > 3 else ''} as one class, {short!r}: {len(prefix)} classes, where "
+        f"--label-parser before-last-underscore reads {classes}; if those are the classes, split with that option "
+        f"(or --label-pattern REGEX)"
+    )
+
+
 @hookimpl
 def register_label_parsers(register: Callable[[str, LabelParser], None]) -> None:
     register("prefix", prefix_label)

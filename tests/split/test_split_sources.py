@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,29 @@ def test_junk_is_never_a_sample_or_class(tmp_path: Path):
     report = split_dataset(root)
     assert set(report.splits["train"]) == {"cat", "dog"}
     assert sum(report.to_dict()["totals"].values()) == 10
+
+
+def test_a_default_parse_that_merges_classes_says_so_and_names_the_option(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from prep.cli import app
+
+    pets = tmp_path / "pets"
+    for n, breed in enumerate(["golden_retriever", "golden_doodle", "great_dane", "beagle"]):
+        for i in range(4):
+            write(pets / f"{breed}_{i}.jpg", jpeg_bytes(10 * n + i))
+    runner = CliRunner()
+    dry = runner.invoke(app, ["split", str(pets), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    hint = " ".join(line.strip() for line in dry.output.splitlines() if "merged" in line or "before-last-underscore" in line)
+    assert "golden_doodle, golden_retriever as one class, 'golden': 3 classes" in hint
+    assert "--label-parser before-last-underscore reads 4" in hint
+    chosen = runner.invoke(app, ["split", str(pets), "--dry-run", "--label-parser", "before-last-underscore", "--json"])
+    assert chosen.exit_code == 0 and json.loads(chosen.stdout)["label_hint"] is None
+    assert sorted(json.loads(chosen.stdout)["splits"]["train"]) == ["beagle", "golden_doodle", "golden_retriever", "great_dane"]
+    cats = tmp_path / "cats"
+    for i in range(6):
+        write(cats / f"cat.{i}.jpg", jpeg_bytes(100 + i))
+        write(cats / f"dog.{i}.jpg", jpeg_bytes(200 + i))
+    plain = runner.invoke(app, ["split", str(cats), "--dry-run", "--json"])
+    assert plain.exit_code == 0 and json.loads(plain.stdout)["label_hint"] is None
