@@ -30,6 +30,8 @@ def render_split_report(report: SplitReport, verbose: bool = False) -> None:
         table.add_row(escape(name) or "(all)", *(str(report.splits[s].get(name, 0)) for s in splits))
     table.add_row(f"[bold]{'images' if tagged else 'total'}[/]", *(f"[bold]{data['totals'][s]}[/]" for s in splits))
     stdout.print(table)
+    for split, folder in (report.folders or {}).items():
+        stdout.print(escape(f"The {split} split is in {folder}/: {split}/ holds other files (prep leaves them there, and reads {folder}/ as the {split} split)"))
     if report.label_hint:
         stdout.print(f"[yellow]Classes may be merged:[/] {escape(report.label_hint)}")
     for split, classes in (report.missing_classes or {}).items():

@@ -64,15 +64,15 @@ class DatasetIndex:
                 f"in place yet. Finish it by running the same prep split command again, or put everything back "
                 f"with: prep split --undo {root}"
             )
-        found: dict[str, Path] = {}
+        index = cls(root, {})
         for entry in sorted(os.scandir(root), key=lambda e: e.name):
             if entry.is_dir() and not is_junk(entry.name, is_dir=True) and entry.name != REJECTED_DIR:
                 name = canonical_split_name(entry.name)
-                if name in SPLITS:
-                    found.setdefault(name, Path(entry.path))
-        if "train" not in found:
+                # Kaggle's unlabeled test/ of bare images is no split (prep split writes the test split as testing/).
+                if name in SPLITS and name not in index.splits and not (name != "train" and index._unsorted(Path(entry.path))):
+                    index.splits[name] = Path(entry.path)
+        if "train" not in index.splits:
             raise DatasetNotFoundError(f"{root} has no train/ folder; run prep split on it first.")
-        index = cls(root, found)
         index._check_sorted()
         return index
 
@@ -94,6 +94,13 @@ class DatasetIndex:
     def _entries(self, folder: Path) -> list[os.DirEntry]:
         """The entries of ``folder``, listed once."""
         return self._memoised(("entries", folder), lambda: sorted(os.scandir(folder), key=lambda e: e.name))
+
+    def _unsorted(self, folder: Path) -> bool:
+        """A folder of bare images and no folders, such as Kaggle's unlabeled ``test/``."""
+        entries = self._entries(folder)
+        if any(e.is_dir() and not is_junk(e.name, is_dir=True) for e in entries):
+            return False
+        return any(e.is_file() and is_image_name(e.name) and not is_junk(e.name) for e in entries)
 
     def _check_sorted(self) -> None:
         """A train folder of bare images is a raw Kaggle download that was never split.

@@ -65,6 +65,7 @@ class SplitReport:
     folds_file: str | None = None  # OUT/folds.csv
     label_hint: str | None = None  # a reading of the file names that gives other classes, when there is one
     images: dict[str, int] | None = None  # multi-label: split -> images (splits count images per tag)
+    folders: dict[str, str] | None = None  # a split written under another name -> its folder (test -> testing)
 
     def to_dict(self) -> dict[str, Any]:
         by_reason: dict[str, int] = {}
@@ -126,7 +127,7 @@ def _plan_info(plan: Plan) -> dict[str, Any]:
         },
         "examples": [{"from": e.src, "to": e.dst} for e in moves[:EXAMPLE_MOVES]],
         "grouping": plan.grouping, "folds": plan.folds, "fold_sizes": plan.fold_sizes, "rare_classes": plan.rare_classes,
-        "missing_classes": plan.missing_classes, "images": plan.images,
+        "missing_classes": plan.missing_classes, "images": plan.images, "folders": plan.folders,
     }
 
 
@@ -228,7 +229,8 @@ def _place_folds_manifest(journal: Journal) -> None:
 
 
 def _tag_manifests(journal: Journal) -> dict[str, str]:
-    """Each split's ``labels.csv`` that a multi-label split writes: split -> its text."""
+    """Each split's ``labels.csv`` that a multi-label split writes: the split's folder
+    (``testing`` when ``test/`` was taken) -> its text."""
     from prep.split.sources import MULTILABEL_CSV
 
     if journal.layout != MULTILABEL_CSV:
@@ -238,7 +240,7 @@ def _tag_manifests(journal: Journal) -> dict[str, str]:
     rows: dict[str, list[tuple[str, str]]] = {}
     for entry in journal.entries:
         if entry.split in SPLITS:
-            rows.setdefault(entry.split, []).append((entry.dst.rpartition("/")[2], entry.label or ""))
+            rows.setdefault(entry.dst.split("/", 1)[0], []).append((entry.dst.rpartition("/")[2], entry.label or ""))
     return {split: labels_text(split_rows) for split, split_rows in rows.items()}
 
 
@@ -247,8 +249,9 @@ def _check_tag_manifest_targets(out: Path, plan: Plan) -> None:
     from prep.layout import LABELS_FILE
 
     for split in sorted(plan.images or {}):
-        if (out / split / LABELS_FILE).exists():
-            raise TargetExistsError(f"{out / split / LABELS_FILE} exists already; move it away, or run prep split --undo {out} if an earlier split made it")
+        target = out / plan.folders.get(split, split) / LABELS_FILE
+        if target.exists():
+            raise TargetExistsError(f"{target} exists already; move it away, or run prep split --undo {out} if an earlier split made it")
 
 
 def _place_tag_manifests(journal: Journal) -> None:
@@ -256,16 +259,16 @@ def _place_tag_manifests(journal: Journal) -> None:
     from prep.layout import LABELS_FILE
     from prep.util.files import atomic_write_bytes
 
-    for split, text in _tag_manifests(journal).items():
-        atomic_write_bytes(Path(journal.out_root) / split / LABELS_FILE, text.encode("utf-8"))
+    for folder, text in _tag_manifests(journal).items():
+        atomic_write_bytes(Path(journal.out_root) / folder / LABELS_FILE, text.encode("utf-8"))
 
 
 def _remove_tag_manifests(journal: Journal) -> None:
     """Remove the labels.csv files the split wrote, when they are still as written."""
     from prep.layout import LABELS_FILE
 
-    for split, text in _tag_manifests(journal).items():
-        target = Path(journal.out_root) / split / LABELS_FILE
+    for folder, text in _tag_manifests(journal).items():
+        target = Path(journal.out_root) / folder / LABELS_FILE
         if target.is_file() and target.read_bytes() == text.encode("utf-8"):
             target.unlink()
 

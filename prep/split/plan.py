@@ -22,7 +22,7 @@ from prep.util.progress import NO_PROGRESS, Progress
 from prep.split.checks import DEFAULT_MAX_PIXELS, Probe, Reason, Verify, probe_paths
 from prep.split.duplicates import find_duplicates
 from prep.split.journal import Entry
-from prep.layout import IMAGES_DIR, MASKS_DIR, REJECTED_DIR, SPLITS, is_junk
+from prep.layout import IMAGES_DIR, MASKS_DIR, REJECTED_DIR, SPLITS, is_image_name, is_junk
 from prep.split.sources import MULTILABEL_CSV, Inventory, LayoutOptions, Sample
 from prep.split.label_parsers import regex_label_parser
 from prep.split.mask_strata import mask_strata
@@ -105,6 +105,7 @@ class Plan:
     rare_classes: dict[str, int] | None = None  # segmentation: classes in fewer masks than folds -> masks
     missing_classes: dict[str, list[str]] | None = None  # segmentation, multi-label: split -> classes some sample holds but none of its
     images: dict[str, int] | None = None  # multi-label: split -> images (counts are per tag)
+    folders: dict[str, str] = field(default_factory=dict)  # a split whose folder is not its name -> that folder (testing/)
 
 
 class _UnionFind:
@@ -350,10 +351,12 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     fold_of = _assign_folds(inventory, options, plan, roots, members_of, units, assigned, masks) if options.folds else {}
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     images: Counter = Counter()
+    plan.folders = split_folders(out, set(split_of.values()) - {"train"}, builder.destinations.occupied)
     for index in sorted(good, key=lambda i: samples[i].rel):
         sample = samples[index]
         split = split_of[index]
-        _add_sample(builder.entries, builder.destinations, sample, split, image_probes[index].size, digest_of.get(index), mask_probe, fold_of.get(index), tagged)
+        folder = plan.folders.get(split, split)
+        _add_sample(builder.entries, builder.destinations, sample, split, folder, image_probes[index].size, digest_of.get(index), mask_probe, fold_of.get(index), tagged)
         images[split] += 1
         for name in sample_tags(sample) if tagged else [sample.label or ""]:
             counts[split][name] += 1
@@ -361,6 +364,31 @@ def build_plan(src: Path, inventory: Inventory, options: SplitOptions, progress:
     if tagged:
         plan.images = dict(images)
     return plan
+
+
+def split_folders(out: Path, splits: set[str], sources: set[str]) -> dict[str, str]:
+    """The folder of each held-out split in OUT that does not take its own name: ``testing/``
+    for the test split when OUT already has a ``test/`` of bare images that are not this
+    split's sources (Kaggle's unlabeled test images), which prep's readers take as the test
+    split just the same. Any other file in the way is left for ``check_targets`` to refuse.
+
+    Args:
+        sources: the split's source files, relative to OUT (those inside it).
+    """
+    from prep.layout import SPLIT_ALIASES
+
+    folders = {}
+    for split in sorted(splits):
+        taken = out / split
+        if not taken.is_dir():
+            continue
+        entries = [entry for entry in os.scandir(taken) if not is_junk(entry.name, entry.is_dir())]
+        bare = [e for e in entries if not e.is_dir() and is_image_name(e.name) and f"{split}/{e.name}" not in sources]
+        if bare and not any(e.is_dir() for e in entries):
+            free = next((alias for alias, name in SPLIT_ALIASES.items() if name == split and not (out / alias).exists()), None)
+            if free is not None:
+                folders[split] = free
+    return folders
 
 
 def sample_tags(sample: Sample) -> list[str]:
@@ -528,16 +556,16 @@ def _check_name_lengths(out: Path, entries: list[Entry]) -> None:
                 )
 
 
-def _add_sample(entries, destinations, sample: Sample, split: str, size: int, digest, mask_probe, fold: int | None = None, tagged: bool = False) -> None:
+def _add_sample(entries, destinations, sample: Sample, split: str, folder: str, size: int, digest, mask_probe, fold: int | None = None, tagged: bool = False) -> None:
     if tagged:  # the tags stay in the journal's entry, for the split's labels.csv
-        entries.append(Entry(sample.rel, destinations.claim(f"{split}/{IMAGES_DIR}", sample.rel), split, sample.label, size, digest, fold))
+        entries.append(Entry(sample.rel, destinations.claim(f"{folder}/{IMAGES_DIR}", sample.rel), split, sample.label, size, digest, fold))
         return
     if sample.mask_rel is None:
-        entries.append(Entry(sample.rel, destinations.claim(f"{split}/{sample.label}", sample.rel), split, sample.label, size, digest, fold))
+        entries.append(Entry(sample.rel, destinations.claim(f"{folder}/{sample.label}", sample.rel), split, sample.label, size, digest, fold))
         return
-    image_dst = destinations.claim(f"{split}/{IMAGES_DIR}", sample.rel)
+    image_dst = destinations.claim(f"{folder}/{IMAGES_DIR}", sample.rel)
     entries.append(Entry(sample.rel, image_dst, split, None, size, digest, fold))
-    entries.append(Entry(sample.mask_rel, destinations.claim(f"{split}/{MASKS_DIR}", sample.mask_rel), split, None, mask_probe[sample.mask_rel].size))
+    entries.append(Entry(sample.mask_rel, destinations.claim(f"{folder}/{MASKS_DIR}", sample.mask_rel), split, None, mask_probe[sample.mask_rel].size))
 
 
 def check_targets(src: Path, out: Path, entries: list[Entry]) -> None:

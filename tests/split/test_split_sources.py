@@ -224,3 +224,51 @@ def test_a_default_parse_that_merges_classes_says_so_and_names_the_option(tmp_pa
         write(cats / f"dog.{i}.jpg", jpeg_bytes(200 + i))
     plain = runner.invoke(app, ["split", str(cats), "--dry-run", "--json"])
     assert plain.exit_code == 0 and json.loads(plain.stdout)["label_hint"] is None
+
+
+def test_an_unlabeled_test_folder_is_no_split_and_a_test_split_goes_beside_it(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from prep.cli import app
+
+    runner = CliRunner()
+    raw = tmp_path / "kaggle"
+    for i in range(10):
+        write(raw / "train" / f"cat.{i}.jpg", jpeg_bytes(i))
+        write(raw / "train" / f"dog.{i}.jpg", jpeg_bytes(50 + i))
+    for i in range(4):
+        write(raw / "test" / f"{i}.jpg", jpeg_bytes(90 + i))  # Kaggle's unlabeled test images
+    before = snapshot(raw)
+    done = runner.invoke(app, ["split", str(raw), "--test", "0.2"])
+    assert done.exit_code == 0, done.output
+    assert "The test split is in testing/: test/ holds other files" in " ".join(done.output.split())
+    assert sorted(p.name for p in (raw / "test").iterdir()) == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]  # left as they were
+    assert sorted(p.name for p in (raw / "testing").iterdir()) == ["cat", "dog"]
+    stats = runner.invoke(app, ["stats", str(raw), "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.stdout)["splits"]["test"] == {"cat": 2, "dog": 2}  # testing/, not the unlabeled test/
+    preview = runner.invoke(app, ["augment", str(raw), "--split", "test", "--out", str(tmp_path / "a.png")])
+    assert preview.exit_code == 0 and (tmp_path / "a.png").is_file()
+    assert runner.invoke(app, ["split", "--undo", str(raw)]).exit_code == 0
+    (raw / "stats.json").unlink()
+    assert snapshot(raw) == before
+
+
+def test_a_dataset_beside_an_unlabeled_test_folder_has_no_test_split(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from prep.cli import app
+
+    root = tmp_path / "data"
+    for s, split in enumerate(("train", "valid")):
+        for n, name in enumerate(("cat", "dog")):
+            for i in range(3):
+                write(root / split / name / f"{i}.jpg", jpeg_bytes(100 * s + 10 * n + i))
+    for i in range(3):
+        write(root / "test" / f"{i}.jpg", jpeg_bytes(900 + i))
+    runner = CliRunner()
+    stats = runner.invoke(app, ["stats", str(root), "--json"])
+    assert stats.exit_code == 0 and set(json.loads(stats.stdout)["splits"]) == {"train", "valid"}
+    preview = runner.invoke(app, ["augment", str(root), "--split", "test", "--out", str(tmp_path / "a.png")])
+    assert preview.exit_code != 0 and "has no test split (it has train, valid)" in preview.output
+    assert not (tmp_path / "a.png").exists()
