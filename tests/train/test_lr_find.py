@@ -72,3 +72,23 @@ def test_the_range_test_leaves_the_model_as_it_was(colours_dataset: Path):
 def test_lr_find_refuses_a_range_upside_down(colours_dataset: Path, tmp_path: Path):
     result = runner.invoke(app, ["lr-find", str(colours_dataset), "--weights", "none", "--start-lr", "1", "--end-lr", "0.1", "--workers", "0", "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 2 and "--start-lr must be above 0 and below --end-lr" in result.output
+
+
+def test_the_suggestion_comes_with_a_runnable_command_and_a_caution_when_steps_are_few(colours_dataset: Path, tmp_path: Path):
+    import re
+    import shlex
+
+    result = runner.invoke(app, [
+        "lr-find", str(colours_dataset), "--weights", "none", "--image-size", "16", "--batch-size", "12", "--workers", "0",
+        "--steps", "20", "--start-lr", "1e-5", "--end-lr", "1", "--out", str(tmp_path / "lr.png"),
+    ])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Suggested learning rate:" in text
+    assert re.search(r"\b(1\d|20) steps are too few for a suggestion to trust", text)  # 20, or fewer when the loss diverged
+    command = shlex.split(text.split("Train with it: ", 1)[1])
+    assert command[:3] == ["prep", "train", str(colours_dataset)]
+    assert command[command.index("--image-size") + 1] == "16" and command[command.index("--batch-size") + 1] == "12"
+    assert command[command.index("--weights") + 1] == "none" and "--lr" in command
+    trained = runner.invoke(app, [*command[1:], "--epochs", "1", "--workers", "0", "--run-dir", str(tmp_path / "run")])
+    assert trained.exit_code == 0, trained.output

@@ -106,6 +106,10 @@ def test_ctrl_c_then_resume_with_only_the_run_folder(split_sample: Path, tmp_pat
     assert f"Continue it with: prep train --resume --run-dir {run_dir}" in " ".join(first.output.split())
     assert load_checkpoint(run_dir / "last.pt")["partial_epoch"]["batches"] == 1
 
+    # What prep writes into the run folder meanwhile keeps it resumable: an export, an evaluation's picture.
+    assert runner.invoke(app, ["export", str(run_dir / "best.pt"), "--format", "torchscript"]).exit_code == 0
+    assert (run_dir / "best.torchscript.pt").is_file()
+    assert runner.invoke(app, ["evaluate", str(run_dir / "best.pt"), str(split_sample), "--out", str(run_dir / "confusion-valid.png")]).exit_code == 0
     # No dataset and no options: the run folder's config.yaml supplies them.
     second = runner.invoke(app, ["train", "--resume", "--run-dir", str(run_dir), "--json"])
     assert second.exit_code == 0, second.output
