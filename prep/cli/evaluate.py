@@ -19,7 +19,7 @@ def evaluate_command(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
     workers: options.Workers = None,
     device: options.Device = None,
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the PNG: the confusion matrix (default confusion.png) or, for segmentation, samples with truth and prediction (default examples.png)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the PNG: the confusion matrix (confusion.png), the tags' scores (tags.png) or, for segmentation, samples with truth and prediction (examples.png); default: beside the model, in evaluate-DATA[-SPLIT]/."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Multi-label: every tag's decision threshold (default: each tag's threshold tuned on the validation split)."),
     cam: bool = typer.Option(False, "--cam", help="Also write cam.png beside the picture: Grad-CAM overlays of each class's most confident right answers and mistakes (classification, one CNN model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (with top-5 accuracy for more than 5 classes, and per-class precision and recall)."),
@@ -46,8 +46,11 @@ def evaluate_command(
     task = model_task(state)
     root = rest[0] if rest else _trained_on(state)
     picture = picture_name(task)
-    out = out or (Path(f"{picture}.png") if picture else None)
-    cam_png = ((out.parent if out else Path(".")) / "cam.png") if cam else None
+    # Beside the model, as the run's own pictures are: runs/<name>/evaluate-<data>[-<split>]/.
+    beside = models[0] if models[0].is_dir() else models[0].parent
+    pictures = beside / "-".join(["evaluate", Path(root).resolve().name, *([split] if split else [])])
+    out = out or (pictures / f"{picture}.png" if picture else None)
+    cam_png = ((out.parent if out else pictures) / "cam.png") if cam else None
     metrics = evaluate_checkpoint(
         models, root, split, tta=tta, batch_size=batch_size, workers=workers, device=device, out_png=out, complete_folds=complete_folds, cam_png=cam_png, threshold=threshold,
     )

@@ -24,7 +24,7 @@ def _absent(absent: dict[str, list[str]], unit: str) -> None:
             stdout.print(f"[yellow]{escape(split)} has no {unit} of {escape(which)}[/], {after}")
 
 
-def render_stats(stats: dict[str, Any], path: Path) -> None:
+def render_stats(stats: dict[str, Any], path: Path, written: bool = True) -> None:
     kind = "exact" if stats["exact"] else "[yellow]approximate[/] (" + ("--fast half-scale decode" if stats["fast"] else f"--sample {stats['sample']}") + ")"
     table = Table(title=f"Normalisation over {stats['images']} train images ({stats['pixels']:,} pixels), {kind}")
     table.add_column("")
@@ -81,7 +81,7 @@ def render_stats(stats: dict[str, Any], path: Path) -> None:
             stdout.print(f"[red]Training would stop here:[/] {escape(masks['problem'])}")
         for line in masks["advice"]:
             stdout.print(f"[yellow]{line}[/]")
-    stdout.print(f"Written to {path} ({stats['seconds']:.2f}s)")
+    stdout.print(f"{'Written to' if written else 'Not written (it keeps the exact figures):'} {path} ({stats['seconds']:.2f}s)")
 
 
 def _render_tags(stats: dict[str, Any]) -> None:

@@ -61,7 +61,7 @@ NUMBERS = (
     ("epochs", "--epochs", 1, True, None, True),
     ("max_steps", "--max-steps", 1, True, None, True),
     ("min_steps", "min_steps", 1, True, None, True),
-    ("lr", "--lr", 0, False, None, False),
+    ("lr", "--lr", 0, True, None, False),  # 0 as torch allows: a run that only measures
     ("weight_decay", "--weight-decay", 0, True, None, False),
     ("momentum", "--momentum", 0, True, 1, False),
     ("warmup_epochs", "--warmup-epochs", 0, True, None, False),

@@ -88,9 +88,11 @@ def evaluate_checkpoint(
         title = f"{models} on {split}" + (" (flip TTA)" if tta == "flip" else "")
         picture = picture_name(task)
         if picture is not None:
+            out_png.parent.mkdir(parents=True, exist_ok=True)  # only once there is something to draw
             drawn = draw_evaluation(task, metrics, model=model, dataset=dataset, state=state, device=target, path=out_png, title=title)
             metrics[f"{picture}_png"] = str(drawn) if drawn else None
     if layer is not None:
+        cam_png.parent.mkdir(parents=True, exist_ok=True)
         title = f"{checkpoint.parent.name}/{checkpoint.name} on {split}"
         metrics.update(task.draw_cam(
             model=model, layer=layer, loader=loader, dataset=dataset, classes=classes, mean=state["mean"], std=state["std"],

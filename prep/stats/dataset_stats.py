@@ -238,6 +238,22 @@ def write_stats(root: Path, stats: dict[str, Any]) -> Path:
     return path
 
 
+def stats_kind(root: Path) -> str | None:
+    """How ``root/stats.json`` was computed, in words (``exact``, ``approximate: --fast``,
+    ``approximate: --sample 500``), or None when there is no readable one."""
+    import json
+
+    try:
+        data = json.loads((root / STATS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if data.get("exact", True):
+        return "exact"
+    return "approximate: " + ("--fast" if data.get("fast") else f"--sample {data.get('sample')}")
+
+
 def read_mean_std(root: Path) -> tuple[list[float], list[float]]:
     """The normalisation constants that ``prep stats`` wrote for ``root`` (for trainers).
 

@@ -82,11 +82,11 @@ def resolve_normalization(
         mean, std = fold_mean_std(root, workers, progress or NO_PROGRESS)
         return Normalization(DATASET, mean, std, f"fold {root.fold}'s training part only")
     from prep.errors import StatsNotFoundError
-    from prep.stats.dataset_stats import compute_dataset_stats, read_mean_std, write_stats
+    from prep.stats.dataset_stats import compute_dataset_stats, read_mean_std, stats_kind, write_stats
 
     try:
         mean, std = read_mean_std(root)
-        return Normalization(DATASET, mean, std, "stats.json")
+        return Normalization(DATASET, mean, std, f"stats.json, {stats_kind(root)}")
     except StatsNotFoundError:
         if not may_compute:
             raise

@@ -66,7 +66,7 @@ def train(
             resume=options.resume, progress=progress, world=world, setup=setup,
             extra={
                 "data": str(index.root.resolve()), "task": task.name, "options": options_as_data(recorded),
-                "class_table": index.class_table_text(), "normalization": norm.mode,
+                "class_table": index.class_table_text(), "normalization": norm.mode, "normalization_source": norm.source,
             },
         )
         examples = None

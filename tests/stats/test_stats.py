@@ -211,3 +211,30 @@ def test_trainers_read_mean_and_std_back(tmp_path: Path):
     (root / "stats.json").write_text('{"mean": [0.5, 0.5], "std": [1, 1, 1]}')
     with pytest.raises(StatsNotFoundError, match="not usable"):
         read_mean_std(root)
+
+
+def test_approximate_stats_never_replace_exact_ones_unless_asked(tmp_path: Path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from prep.cli import app
+    from prep.testing import make_classification_dataset
+
+    data = make_classification_dataset(tmp_path / "data")
+    runner = CliRunner()
+    assert runner.invoke(app, ["stats", str(data)]).exit_code == 0
+    exact = (data / "stats.json").read_bytes()
+    fast = runner.invoke(app, ["stats", str(data), "--sample", "3"])
+    assert fast.exit_code == 0 and "keeps its exact figures" in " ".join(fast.output.split())
+    assert (data / "stats.json").read_bytes() == exact
+    replaced = runner.invoke(app, ["stats", str(data), "--sample", "3", "--replace"])
+    assert replaced.exit_code == 0 and json.loads((data / "stats.json").read_text())["exact"] is False
+    from prep.train.options import TrainOptions
+    from prep.train.run import train
+
+    train(data, TrainOptions(weights="none", epochs=1, image_size=32, batch_size=8, workers=0, run_dir=tmp_path / "run"))
+    import torch
+
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert state["normalization_source"] == "stats.json, approximate: --sample 3"  # the run says which stats it used
