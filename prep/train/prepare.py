@@ -73,6 +73,27 @@ def task_for(trainer_name: str, trainer: Trainer, index: "DatasetIndex") -> "Tas
     )
 
 
+def trainer_for_layout(kind: str) -> str:
+    """The trainer a bare ``prep train`` would want for a dataset of layout ``kind``: the
+    built-in one (resnet-finetune for class folders and tags, unet for masks), else the
+    first installed trainer that trains it.
+
+    Raises:
+        UnknownNameError: no installed trainer trains that layout.
+    """
+    from prep.errors import UnknownNameError
+    from prep.plugins import trainers
+
+    names = trainers().names()
+    fitting = [name for name in names if kind in _layouts_of(trainers().get(name))]
+    for built_in in ("resnet-finetune", "unet"):
+        if built_in in fitting:
+            return built_in
+    if not fitting:
+        raise UnknownNameError(f"No installed trainer trains a {kind} dataset")
+    return fitting[0]
+
+
 def _layouts_of(trainer: Any) -> list[str]:
     """The layouts of the tasks a registered trainer trains (those installed)."""
     from prep.plugins import tasks

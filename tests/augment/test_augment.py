@@ -120,7 +120,7 @@ def test_cli_preview_overlays_segmentation_masks(tmp_path: Path):
     black = (pixels == 0).all(axis=-1)
     outlined = (white[1:, :] & black[:-1, :]).sum() + (white[:, 1:] & black[:, :-1]).sum()
     assert outlined > 100
-    assert "(preset none: what prep train uses for 3 epochs)" in result.stderr
+    assert "(preset light: what prep train --plugin unet uses for" in " ".join(result.stderr.split())  # unet trains with light
 
 
 def test_the_outline_follows_the_mask_and_leaves_the_rest_alone():
@@ -175,3 +175,21 @@ def test_cli_previews_the_policies(tmp_path: Path):
         result = runner.invoke(app, ["augment", str(data), "--preset", preset, "--out", str(tmp_path / f"{preset}.png"), "--images", "2", "--versions", "3"])
         assert result.exit_code == 0, result.output
         assert Image.open(tmp_path / f"{preset}.png").size[0] > 300
+
+
+def test_the_auto_preview_shows_what_each_trainer_trains_with(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from prep.cli import app
+    from prep.testing import make_classification_dataset, make_segmentation_dataset
+
+    runner = CliRunner()
+    masks = make_segmentation_dataset(tmp_path / "masks")
+    shown = runner.invoke(app, ["augment", str(masks), "--out", str(tmp_path / "m.png")])
+    assert shown.exit_code == 0, shown.output
+    assert "preset light: what prep train --plugin unet uses for" in " ".join(shown.output.split())  # unet's recipe: light
+    classes = make_classification_dataset(tmp_path / "classes")
+    short = runner.invoke(app, ["augment", str(classes), "--out", str(tmp_path / "c.png")])
+    assert "preset none: what prep train --plugin resnet-finetune uses for" in " ".join(short.output.split())
+    long = runner.invoke(app, ["augment", str(classes), "--epochs", "25", "--out", str(tmp_path / "l.png")])
+    assert "preset light: what prep train --plugin resnet-finetune uses for 25 epochs" in " ".join(long.output.split())
