@@ -120,11 +120,9 @@ def rare_mask_classes(holding: Counter, folds: int) -> dict[int, int]:
 
 def manifest_text(rows: Sequence[tuple[str, int]]) -> str:
     """``folds.csv``'s content for (path relative to ROOT, fold) rows, sorted by path."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(FOLDS_HEADER)
-    writer.writerows(sorted(rows))
-    return buffer.getvalue()
+    from prep.util.files import csv_text
+
+    return csv_text(FOLDS_HEADER, rows)
 
 
 def read_folds(root: Path) -> dict[str, int]:

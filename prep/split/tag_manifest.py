@@ -20,11 +20,9 @@ from prep.layout import IMAGES_DIR, LABELS_FILE, LABELS_HEADER, TAG_SEPARATOR
 
 def labels_text(rows: Iterable[tuple[str, str]]) -> str:
     """``labels.csv``'s content for (image file name, tags joined by spaces) rows, sorted."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(LABELS_HEADER)
-    writer.writerows(sorted(rows))
-    return buffer.getvalue()
+    from prep.util.files import csv_text
+
+    return csv_text(LABELS_HEADER, rows)
 
 
 def read_labels(split_dir: Path, images: list[Path]) -> dict[str, tuple[str, ...]]:

@@ -12,7 +12,7 @@ import zlib
 from contextlib import suppress
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 
 def fsync_dir(folder: Path) -> None:
@@ -151,3 +151,16 @@ def copy_new_file(src: str, dst: str) -> None:
         with suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A manifest's CSV content: ``header``, then ``rows`` sorted, lines ending in ``\n``
+    (the same bytes on every system, so that a manifest compares equal to what wrote it)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(sorted(rows))
+    return buffer.getvalue()
