@@ -51,7 +51,6 @@ def training_preset(root: Path, plugin: str | None, epochs: int | None) -> tuple
     index = DatasetIndex.open(root)
     name = plugin or trainer_for_layout(index.kind)
     trainer = trainer_registration(name).value
-    weights = trainer.default_weights
-    request = ModelRequest(("a", "b"), trainer.default_arch, weights, task=trainer.trained_tasks()[0])
+    request = ModelRequest(("a", "b"), trainer.default_arch, trainer.default_weights, task=trainer.trained_tasks()[0])
     config = resolve_config(trainer, TrainOptions(plugin=name, epochs=epochs), request, train_samples=len(index.train_images()))
     return name, config.preset, config.epochs

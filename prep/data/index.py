@@ -108,11 +108,9 @@ class DatasetIndex:
         Raises:
             DatasetNotFoundError: naming the folder and the command that sorts it.
         """
-        entries = self._entries(self.splits["train"])
-        if any(e.is_dir() and not is_junk(e.name, is_dir=True) for e in entries):
-            return
-        first_image = next((e.name for e in entries if e.is_file() and is_image_name(e.name) and not is_junk(e.name)), None)
-        if first_image is not None:
+        train = self.splits["train"]
+        if self._unsorted(train):
+            first_image = next(e.name for e in self._entries(train) if e.is_file() and is_image_name(e.name) and not is_junk(e.name))
             raise DatasetNotFoundError(
                 f"{self.splits['train']} holds unsorted images (such as {first_image}), not class folders: "
                 f"run prep split {self.root} first"
