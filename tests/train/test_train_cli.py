@@ -43,7 +43,7 @@ def test_split_stats_train_in_one_directory_needs_no_dataset_argument(tmp_path: 
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     # Trained from scratch: normalised with the dataset's own statistics, and the run says so first.
-    assert summary["normalization"] == "dataset" and summary["setup"]["normalization_about"] == "stats.json"
+    assert summary["normalization"] == "dataset" and summary["setup"]["normalization_about"] == "stats.json, exact"
     assert "weights: none (random: trained from scratch)" in result.stderr
     assert "normalisation: dataset (stats.json)" in result.stderr and "recipe: modern (adam lr 0.002" in result.stderr
     assert summary["final_valid_acc"] > 0.7  # chance is 0.5
