@@ -45,7 +45,7 @@ def test_split_stats_train_in_one_directory_needs_no_dataset_argument(tmp_path: 
     # Trained from scratch: normalised with the dataset's own statistics, and the run says so first.
     assert summary["normalization"] == "dataset" and summary["setup"]["normalization_about"] == "stats.json, exact"
     assert "weights: none (random: trained from scratch)" in result.stderr
-    assert "normalisation: dataset (stats.json)" in result.stderr and "recipe: modern (adam lr 0.002" in result.stderr
+    assert "normalisation: dataset (stats.json, exact)" in result.stderr and "recipe: modern (adam lr 0.002" in result.stderr
     assert summary["final_valid_acc"] > 0.7  # chance is 0.5
     written = json.loads((work / "runs" / "first" / "summary.json").read_text())
     assert written["best"].endswith("best.pt") and Path(written["last"]).exists()
