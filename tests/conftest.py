@@ -90,6 +90,20 @@ def flat_dataset(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_working_directory(tmp_path_factory):
+    """Module and session fixtures run before ``_isolated_workspace``: give them a working
+    directory of their own too, and check that the suite leaves the repository's own
+    workspace (``.prep/workspace.json``, the dataset a bare command uses) as it found it."""
+    workspace = Path(__file__).resolve().parents[1] / ".prep" / "workspace.json"
+    before = workspace.read_bytes() if workspace.exists() else None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("session-cwd"))
+        yield
+    after = workspace.read_bytes() if workspace.exists() else None
+    assert after == before, f"a test wrote {workspace}"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Run every test from its own working directory, so workspace state never leaks."""

@@ -113,6 +113,7 @@ def test_ctrl_c_then_resume_with_only_the_run_folder(split_sample: Path, tmp_pat
     # No dataset and no options: the run folder's config.yaml supplies them.
     second = runner.invoke(app, ["train", "--resume", "--run-dir", str(run_dir), "--json"])
     assert second.exit_code == 0, second.output
+    assert "resuming: from last.pt, after epoch 1 of 2" in " ".join(second.stderr.split())
     summary = json.loads(second.stdout)
     assert summary["status"] == "completed" and summary["epochs"] == 2
     state = load_checkpoint(run_dir / "last.pt")
@@ -366,3 +367,9 @@ def test_export_errors_are_messages(trained_run, tmp_path: Path, monkeypatch: py
     missing = runner.invoke(app, ["export", str(run_dir / "best.pt"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
     assert missing.exit_code == 1 and "pip install 'prep[export]'" in missing.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_slow_rate_is_not_shown_as_zero():
+    from prep.cli.train import rate
+
+    assert (rate(0.42), rate(3.14159), rate(12.4), rate(12_345.6)) == ("0.42", "3.1", "12", "12,346")
