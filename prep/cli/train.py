@@ -19,6 +19,9 @@ from prep.errors import INTERRUPTED_EXIT_CODE
 from prep.data.cache_plan import CACHE_HELP
 
 ENGINE = "Engine (default: the recipe's)"
+# The pretrained network's options apart: --freeze-norm-stats/--update-norm-stats, the longest
+# name, would otherwise widen the Engine panel's name column until its help had a word a line.
+FINE_TUNING = "Fine-tuning (default: the recipe's)"
 
 
 def _loading(metrics: dict) -> str:
@@ -139,8 +142,8 @@ def train_command(
     mix_switch_prob: Optional[float] = typer.Option(None, "--mix-switch-prob", rich_help_panel=ENGINE, help="With both --mixup and --cutmix, the share of mixed batches that use cutmix (default 0.5)."),
     mix_off_epoch: Optional[int] = typer.Option(None, "--mix-off-epoch", rich_help_panel=ENGINE, help="Stop mixing from this epoch on (0-based), to end on clean images."),
     ema: Optional[float] = typer.Option(None, "--ema", rich_help_panel=ENGINE, help="Keep an exponential moving average of the weights with this decay (0.999 is usual), validated every epoch; best.pt holds whichever scores better."),
-    freeze_backbone: Optional[int] = typer.Option(None, "--freeze-backbone", min=0, rich_help_panel=ENGINE, help="Train only the head for the first K epochs, then everything."),
-    freeze_norm_stats: Optional[bool] = typer.Option(None, "--freeze-norm-stats/--update-norm-stats", rich_help_panel=ENGINE, help="Keep the pretrained BatchNorm statistics (default: the recipe's; modern keeps them for pretrained weights)."),
+    freeze_backbone: Optional[int] = typer.Option(None, "--freeze-backbone", min=0, rich_help_panel=FINE_TUNING, help="Train only the head for the first K epochs, then everything."),
+    freeze_norm_stats: Optional[bool] = typer.Option(None, "--freeze-norm-stats/--update-norm-stats", rich_help_panel=FINE_TUNING, help="Keep the pretrained BatchNorm statistics (default: the recipe's; modern keeps them for pretrained weights)."),
     accumulate: Optional[int] = typer.Option(None, "--accumulate", min=1, rich_help_panel=ENGINE, help="Batches per optimiser step."),
     clip_grad_norm: Optional[float] = typer.Option(None, "--clip-grad-norm", min=0, rich_help_panel=ENGINE, help="Rescale gradients whose total norm exceeds this."),
     patience: Optional[int] = typer.Option(None, "--patience", min=0, rich_help_panel=ENGINE, help="Early stopping: epochs without a better monitored metric."),
