@@ -47,6 +47,43 @@ def run_two_gloo_ranks(target, args: tuple, seconds: float) -> None:
             pytest.fail(f"the two ranks did not finish in {seconds:.0f} s: one is waiting for the other")
 
 
+def _metrics_on_rank(rank: int, port: int, out: str, make_metrics, make_batch) -> None:
+    import os
+
+    import torch
+
+    from prep.engine.distributed import World
+    from prep.engine.epoch import sum_counts
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    outputs, targets = make_batch()
+    half = len(outputs) // 2
+    metrics = make_metrics()
+    metrics.update(outputs[rank * half : (rank + 1) * half], targets[rank * half : (rank + 1) * half])
+    sum_counts(metrics, World(rank, rank, 2), torch.device("cpu"))
+    torch.save(metrics.compute(), Path(out) / f"rank{rank}.pt")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+def assert_metric_sums_over_two_ranks_equal_one_process(make_metrics, make_batch, folder: Path) -> None:
+    """Two Gloo ranks each update ``make_metrics()`` with half of ``make_batch()`` and add up
+    the counts as the engine does: both must compute what one process computes on the whole
+    batch. ``make_metrics`` and ``make_batch`` are module-level functions (the ranks are spawned)."""
+    import torch
+
+    run_two_gloo_ranks(_metrics_on_rank, (str(folder), make_metrics, make_batch), seconds=120)
+    alone = make_metrics()
+    alone.update(*make_batch())
+    expected = alone.compute()
+    for rank in (0, 1):
+        summed = torch.load(folder / f"rank{rank}.pt", weights_only=False)
+        assert summed.keys() == expected.keys()
+        for key, value in expected.items():
+            assert summed[key] == pytest.approx(value), key
+
+
 def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)

@@ -13,7 +13,7 @@ from prep.builtin_tasks.multilabel.metrics import MIN_TUNING_IMAGES, MultiLabelM
 from prep.builtin_tasks.multilabel.predict import predictions_text, read_submission
 from prep.errors import UsageError
 
-from conftest import run_two_gloo_ranks
+from conftest import assert_metric_sums_over_two_ranks_equal_one_process
 
 
 def _logits(probabilities) -> torch.Tensor:
@@ -129,35 +129,17 @@ def test_a_submission_round_trips(tmp_path: Path):
     assert own.splitlines()[1] == "test-jpg/test_0.jpg,clear water,0.900000,0.200000,0.600000"
 
 
-def _rank_metrics(rank: int, port: int, out: str) -> None:
-    import os
+def _two_tag_metrics() -> MultiLabelMetrics:
+    return MultiLabelMetrics(2, train=False)
 
-    from prep.engine.distributed import World
-    from prep.engine.epoch import sum_counts
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    logits, truth = _needs_tuning(40)
-    metrics = MultiLabelMetrics(2, train=False)
-    metrics.update(logits[rank * 20 : rank * 20 + 20], truth[rank * 20 : rank * 20 + 20])
-    sum_counts(metrics, World(rank, rank, 2), torch.device("cpu"))
-    torch.save(metrics.compute(), Path(out) / f"rank{rank}.pt")
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+def _forty_images():
+    return _needs_tuning(40)
 
 
 @pytest.mark.slow
 def test_the_scores_and_thresholds_over_two_gloo_ranks_equal_one_process(tmp_path: Path):
-    run_two_gloo_ranks(_rank_metrics, (str(tmp_path),), seconds=120)
-    logits, truth = _needs_tuning(40)
-    alone = MultiLabelMetrics(2, train=False)
-    alone.update(logits, truth)
-    expected = alone.compute()
-    for rank in (0, 1):
-        summed = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
-        assert summed.keys() == expected.keys()
-        for key, value in expected.items():
-            assert summed[key] == pytest.approx(value), key
+    assert_metric_sums_over_two_ranks_equal_one_process(_two_tag_metrics, _forty_images, tmp_path)
 
 
 def test_a_models_thresholds_and_an_ensembles_mean_of_them():

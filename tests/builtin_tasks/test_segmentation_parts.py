@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import run_two_gloo_ranks
+from conftest import assert_metric_sums_over_two_ranks_equal_one_process
 
 from prep.errors import ClassTableError, MaskError, UsageError
 from prep.masks.class_table import parse_class_table
@@ -239,37 +239,18 @@ def test_a_class_never_present_nor_predicted_has_no_score_and_leaves_the_mean():
     assert result["per_class_iou"] == [1.0, 1.0, None] and result["iou"] == 1.0
 
 
-def _rank_metrics(rank: int, port: int, out: str) -> None:
-    import os
+def _three_class_metrics() -> SegmentationMetrics:
+    return SegmentationMetrics(3, train=False)
 
-    from prep.engine.distributed import World
-    from prep.engine.epoch import sum_counts
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+def _four_masks():
     generator = torch.Generator().manual_seed(0)
-    logits, truth = torch.randn(4, 3, 5, 6, generator=generator), torch.randint(0, 3, (4, 5, 6), generator=generator)
-    metrics = SegmentationMetrics(3, train=False)
-    metrics.update(logits[rank * 2 : rank * 2 + 2], truth[rank * 2 : rank * 2 + 2])
-    sum_counts(metrics, World(rank, rank, 2), torch.device("cpu"))
-    torch.save(metrics.compute(), Path(out) / f"rank{rank}.pt")
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    return torch.randn(4, 3, 5, 6, generator=generator), torch.randint(0, 3, (4, 5, 6), generator=generator)
 
 
 @pytest.mark.slow
 def test_metric_sums_over_two_gloo_ranks_equal_one_process(tmp_path: Path):
-    run_two_gloo_ranks(_rank_metrics, (str(tmp_path),), seconds=120)
-    generator = torch.Generator().manual_seed(0)
-    logits, truth = torch.randn(4, 3, 5, 6, generator=generator), torch.randint(0, 3, (4, 5, 6), generator=generator)
-    alone = SegmentationMetrics(3, train=False)
-    alone.update(logits, truth)
-    expected = alone.compute()
-    for rank in (0, 1):
-        summed = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
-        assert summed.keys() == expected.keys()
-        for key, value in expected.items():
-            assert summed[key] == pytest.approx(value), key
+    assert_metric_sums_over_two_ranks_equal_one_process(_three_class_metrics, _four_masks, tmp_path)
 
 
 # Run-length encoding ----------------------------------------------------------------------
