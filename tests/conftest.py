@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -252,3 +253,19 @@ def evaluate_cli(checkpoint: Path, folder: Path, *extra: str, out: Path):
     from prep.cli import app
 
     return CliRunner().invoke(app, ["evaluate", str(checkpoint), str(folder), "--workers", "0", "--out", str(out / "c.png"), *extra])
+
+
+def readme_tour_commands(section: str) -> list[str]:
+    """The shell commands of the fenced ``bash`` blocks under the README's heading
+    ``section``, up to the next heading of its level, comments dropped."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index(f"## {section}\n")
+    end = readme.find("\n## ", start + 1)
+    body = readme[start : end if end >= 0 else None]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", body, flags=re.S):
+        for line in block.splitlines():
+            command = re.sub(r"\s+#.*$", "", line).strip()
+            if command:
+                commands.append(command)
+    return commands

@@ -24,12 +24,17 @@ ENGINE = "Engine (default: the recipe's)"
 FINE_TUNING = "Fine-tuning (default: the recipe's)"
 
 
+# The share of an epoch spent waiting for the loader above which the epoch line says so:
+# loading, not the model, then limits training.
+LOADING_BOUND = 0.2
+
+
 def _loading(metrics: dict) -> str:
-    """What the loader could make, and how long training waited for it: when the wait is
-    a large share, loading is what limits training."""
-    if metrics.get("loader_images_per_s") is None:
+    """What the loader could make and how long training waited for it, when that wait is a
+    large share of the epoch (every epoch's figures are in metrics.jsonl)."""
+    if metrics.get("loader_images_per_s") is None or metrics.get("data_wait", 0) < LOADING_BOUND:
         return ""
-    return f"; loader {metrics['loader_images_per_s']:,.0f} img/s, {metrics['data_wait']:.0%} waiting for it"
+    return f", loader {metrics['loader_images_per_s']:,.0f} img/s, {metrics['data_wait']:.0%} waiting for it"
 
 
 def _number(value) -> str:
@@ -63,15 +68,18 @@ class EpochPrinter:
     def on_epoch_end(self, run, metrics: dict) -> None:
         if not run.is_main:
             return
-        # The losses, every validation number of the task, and the monitored key wherever it is.
-        shown = ["train_loss"] + [k for k, v in metrics.items() if k.startswith("valid_") and (v is None or isinstance(v, float))]
-        shown += [run.monitor] if run.monitor not in shown else []
-        shown += [key for key in (f"ema_{run.monitor}",) if key in metrics]
-        output.info(
-            f"epoch {metrics['epoch']}/{run.config.epochs}: " + " ".join(f"{key} {_number(metrics.get(key))}" for key in shown)
-            + f" ({rate(metrics['images_per_s'])} img/s{_loading(metrics)}{', backbone frozen' if metrics['backbone_frozen'] else ''})",
-            soft_wrap=True,
+        # The two losses and the monitored value, so that the line fits 100 columns; every
+        # other number of the epoch is in metrics.jsonl (and metrics.csv).
+        ema = metrics.get(f"ema_{run.monitor}")
+        line = (
+            f"epoch {metrics['epoch']}/{run.config.epochs}: train_loss {_number(metrics.get('train_loss'))} "
+            f"valid_loss {_number(metrics.get('valid_loss'))}"
+            + ("" if run.monitor in ("train_loss", "valid_loss") else f" {run.monitor} {_number(metrics.get(run.monitor))}")
+            + (f" (EMA {_number(ema)})" if f"ema_{run.monitor}" in metrics else "")
+            + (" best" if metrics.get("improved") else "")
+            + f", {rate(metrics['images_per_s'])} img/s{_loading(metrics)}{', backbone frozen' if metrics['backbone_frozen'] else ''}"
         )
+        output.info(line, soft_wrap=True)
 
 
 def rate(per_second: float) -> str:
@@ -271,7 +279,7 @@ def _describe(summary: dict) -> str:
         f"{summary['status']}: {summary['epochs']} epoch{'' if summary['epochs'] == 1 else 's'}{elapsed}, "
         f"best {monitor} {_number(summary[f'best_{monitor}'])}{' (EMA weights)' if summary.get('best_weights') == 'ema' else ''}, "
         f"final {_number(summary[f'final_{monitor}'])}; "
-        f"run in {summary['run_dir']}"
+        f"run in {summary['run_dir']}" + (f" (now {summary['latest']})" if summary.get("latest") else "")
     )
     if summary.get("examples"):
         text += f"\nPredictions on validation samples: {summary['examples']}"

@@ -99,7 +99,7 @@ def cross_validate(
     from prep.data.cache_plan import release_ram_cache
     from prep.data.index import DatasetIndex
     from prep.engine.distributed import World
-    from prep.train.run import new_run_dir, train
+    from prep.train.run import new_run_dir, point_latest_at, train
 
     started = time.perf_counter()
     index = DatasetIndex.of(root)
@@ -117,6 +117,8 @@ def cross_validate(
     if is_main and not options.resume:
         options_data = options_as_data(replace(options, run_dir=run_dir, resume=False))
         _write_json(run_dir / CV_FILE, {"format": CV_FORMAT, "data": str(data), "folds": count, "options": options_data})
+    if is_main:
+        point_latest_at(run_dir)
     summaries: list[dict[str, Any]] = []
     images, training_s = 0, 0.0
     try:

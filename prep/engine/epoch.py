@@ -281,6 +281,8 @@ class TrainedEpoch:
             loader's figures (``loader_record``).
         stopped: ``interrupted`` (a Ctrl-C: the epoch is unfinished), ``max-steps``, or None.
         batches: the batches of the epoch done (what a resume skips).
+        lr: the (head's) learning rate the epoch started with; per-epoch schedules keep it
+            for the whole epoch.
     """
 
     seen: float
@@ -290,6 +292,7 @@ class TrainedEpoch:
     loading: dict[str, float] = field(default_factory=dict)
     stopped: str | None = None
     batches: int = 0
+    lr: float | None = None
 
     @property
     def loss(self) -> float:
@@ -298,7 +301,7 @@ class TrainedEpoch:
     def unfinished(self) -> dict[str, Any]:
         """What ``last.pt`` keeps of an interrupted epoch, for a resume to finish it."""
         counts = {name: value.cpu() for name, value in self.metrics.counts.items()}
-        return {"batches": self.batches, "seen": self.seen, "loss_sum": self.loss_sum, "counts": counts}
+        return {"batches": self.batches, "seen": self.seen, "loss_sum": self.loss_sum, "counts": counts, "lr": self.lr}
 
 
 def train_epoch(
@@ -319,6 +322,12 @@ def train_epoch(
     partial = state.partial
     done = int(partial["batches"]) if partial else 0
     loader.set_epoch(state.epoch, skip_batches=done)
+    # The rate this epoch trains with, read before its first step (after its last, a
+    # schedule has moved on to the next epoch's: the last epoch's would read 0).
+    groups = step.optimizer.param_groups
+    lr = partial.get("lr") if partial and partial.get("lr") is not None else next(
+        (group["lr"] for group in groups if group.get("name") == "head"), groups[0]["lr"],
+    )
     if not partial:
         torch.manual_seed(config.seed * 1_000_003 + state.epoch)
     step.model.train()
@@ -381,7 +390,7 @@ def train_epoch(
     seen, loss_sum = world.sum([float(sums.seen), float(sums.loss_sum)], device)
     sum_counts(metrics, world, device, carried=partial.get("counts") if partial else None)
     trained = TrainedEpoch(
-        seen, loss_sum, metrics, seen / max(elapsed, 1e-9), loader_record(loader, elapsed, world.size), stopped, index + 1,
+        seen, loss_sum, metrics, seen / max(elapsed, 1e-9), loader_record(loader, elapsed, world.size), stopped, index + 1, lr,
     )
     if partial:
         trained.seen, trained.loss_sum = seen + partial["seen"], loss_sum + partial["loss_sum"]

@@ -117,6 +117,7 @@ def fit(
             state.schedule.after_epoch(valid_loss)
             record = _epoch_record(state, trained, valid_loss, valid_metrics, averaged)
             improved = state.judge(*_monitored(record, settings))
+            record["improved"] = improved  # best.pt now holds this epoch (its pictures say which)
             if improved and hasattr(task, "model_state"):  # what the model needs of its own validation
                 state.task_state = task.model_state(averaged[1] if state.best_weights == "ema" else valid_metrics)
             if log_book is not None:
@@ -171,7 +172,7 @@ def _epoch_record(
     valid_numbers, tables = phase_record("valid", valid_loss, valid_metrics)
     ema_numbers = phase_record("ema_valid", averaged[0], averaged[1])[0] if averaged is not None else {}
     return {
-        "epoch": state.epoch, "step": state.step, **train_numbers, **valid_numbers, **ema_numbers, "lr": state.schedule.lrs()[0],
+        "epoch": state.epoch, "step": state.step, **train_numbers, **valid_numbers, **ema_numbers, "lr": trained.lr,
         "images_per_s": trained.images_per_s, **trained.loading, "backbone_frozen": state.freezer.frozen, **tables,
     }
 

@@ -11,9 +11,11 @@ plugin's task is trained, evaluated and predicted with no change to prep.
 
 The keys of a metrics record (``metrics.jsonl``, TensorBoard, ``on_epoch_end``):
 
-* the engine's own: ``epoch``, ``step``, ``train_loss``, ``valid_loss``, ``lr``,
-  ``images_per_s``, ``backbone_frozen``; with ``--ema``, the averaged weights' validation
-  numbers, prefixed ``ema_`` (``ema_valid_loss``, ``ema_valid_acc``);
+* the engine's own: ``epoch``, ``step``, ``train_loss``, ``valid_loss``, ``lr`` (the
+  head's learning rate at the epoch's start), ``images_per_s``, ``backbone_frozen``,
+  ``improved`` (true when ``best.pt`` took this epoch's weights); with ``--ema``, the
+  averaged weights' validation numbers, prefixed ``ema_`` (``ema_valid_loss``,
+  ``ema_valid_acc``);
 * the task's: every number its metrics compute, prefixed by the phase (``acc`` becomes
   ``train_acc`` and ``valid_acc``), and the lists and tables of the validation phase under
   their own names (``per_class_acc``, ``confusion``).

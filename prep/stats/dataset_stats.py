@@ -254,7 +254,7 @@ def stats_kind(root: Path) -> str | None:
     return "approximate: " + ("--fast" if data.get("fast") else f"--sample {data.get('sample')}")
 
 
-def read_mean_std(root: Path) -> tuple[list[float], list[float]]:
+def read_mean_std(root: Path | str) -> tuple[list[float], list[float]]:
     """The normalisation constants that ``prep stats`` wrote for ``root`` (for trainers).
 
     Raises:
@@ -262,7 +262,7 @@ def read_mean_std(root: Path) -> tuple[list[float], list[float]]:
     """
     import json
 
-    path = root / STATS_FILE
+    path = Path(root) / STATS_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         mean, std = data["mean"], data["std"]

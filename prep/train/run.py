@@ -55,6 +55,7 @@ def train(
     run = prepare_run(root, options, config=config, progress=progress)
     task, classes, world, norm, index = run.task, run.classes, run.world, run.normalization, run.index
     run_dir = options.run_dir or new_run_dir(options.plugin, run.request.arch)
+    latest = LatestRun()
     recorded = replace(run.options, run_dir=run_dir)
     setup = run.describe()
     started = time.perf_counter()
@@ -62,7 +63,7 @@ def train(
         summary = fit(
             run.model, run.train_loader, run.valid_loader, run.config, run_dir, task=task, classes=classes,
             mean=norm.mean, std=norm.std, loss=run.settings.loss, head=run.head, settings=run.settings,
-            callbacks=[PluginCallbacks(plugin_host()), *callbacks], lr_lambdas=run.lr_lambdas,
+            callbacks=[latest, PluginCallbacks(plugin_host()), *callbacks], lr_lambdas=run.lr_lambdas,
             resume=options.resume, progress=progress, world=world, setup=setup,
             extra={
                 "data": str(index.root.resolve()), "task": task.name, "options": options_as_data(recorded),
@@ -70,7 +71,8 @@ def train(
             },
         )
         examples = None
-        if world.is_main and summary["epochs"] and hasattr(task, "examples"):
+        if world.is_main and summary["epochs"] and hasattr(task, "examples") and summary.get("best"):
+            _load_best(run.model, Path(summary["best"]))  # the picture shows the model the run ships, not the last epoch's
             examples = task.examples(run.model, run.valid_loader.dataset, classes, norm.mean, norm.std, run.device, run_dir / "examples.png")
     finally:
         if world.local_rank == 0 and not keep_cache:  # the process that built it
@@ -79,7 +81,14 @@ def train(
         **summary, "setup": setup, "normalization": norm.mode, "run_dir": str(run_dir), "monitor": run.settings.monitor,
         "elapsed_s": round(time.perf_counter() - started, 1),
         "is_main": world.is_main, **({"examples": str(examples)} if examples else {}),
+        **({"latest": str(latest.link)} if latest.link else {}),
     }
+
+
+def _load_best(model, path: Path) -> None:
+    from prep.engine.checkpoint import load_checkpoint, load_model_weights
+
+    load_model_weights(model, load_checkpoint(path, next(model.parameters()).device)["model"], path)
 
 
 def new_run_dir(plugin: str, arch: str | None, kind: str | None = None) -> Path:
@@ -92,3 +101,45 @@ def new_run_dir(plugin: str, arch: str | None, kind: str | None = None) -> Path:
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
+
+
+class LatestRun:
+    """Points ``runs/latest`` at the run once it has started (its folder made, every setting
+    checked), so a run refused at the start leaves the link to the last real one."""
+
+    link: Path | None = None
+
+    def on_train_start(self, run) -> None:
+        if run.is_main:
+            self.link = point_latest_at(run.run_dir)
+
+
+RUNS = Path("runs")
+LATEST = "latest"
+
+
+def point_latest_at(run_dir: Path) -> Path | None:
+    """Make ``runs/latest`` a link to ``run_dir`` when the run is one of ``runs/``'s (as the
+    default names are), so that ``prep evaluate runs/latest/best.pt`` always means the newest
+    run; return the link, or None when there is none.
+
+    The link is replaced atomically (a new link renamed over the old one), so a reader never
+    finds it missing. A real file or folder named ``latest`` is the user's and is left alone,
+    as are file systems without symbolic links.
+    """
+    import os
+
+    try:
+        if run_dir.resolve().parent != RUNS.resolve():
+            return None
+        link = RUNS / LATEST
+        if link.exists() and not link.is_symlink():
+            return None
+        temporary = RUNS / f".{LATEST}-{os.getpid()}"
+        if temporary.is_symlink():
+            temporary.unlink()
+        temporary.symlink_to(run_dir.resolve().name, target_is_directory=True)
+        os.replace(temporary, link)
+        return link
+    except OSError:
+        return None

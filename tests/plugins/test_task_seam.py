@@ -180,8 +180,8 @@ def test_scheduler_lambda_uses_a_plugins_lr_lambda_through_the_cli(site: Path, t
         "--image-size", "16", "--workers", "0", "--run-dir", str(tmp_path / "run"),
     ])
     assert result.exit_code == 0, result.output
-    # The record's lr is the one the next epoch uses: 0.1 x 0.5 ** epoch.
-    assert [round(r["lr"], 6) for r in _records(tmp_path / "run")] == [0.05, 0.025, 0.0125]
+    # Each record's lr is the one its epoch trained with: 0.1 x 0.5 ** (epoch - 1).
+    assert [round(r["lr"], 6) for r in _records(tmp_path / "run")] == [0.1, 0.05, 0.025]
     typo = _cli(["train", str(data), "--plugin", "tiny", "--scheduler", "lambda:halve-each-epoc", "--workers", "0", "--run-dir", str(tmp_path / "typo")])
     assert typo.exit_code == 2 and "Did you mean 'halve-each-epoch'" in typo.output and not (tmp_path / "typo").exists()
 
@@ -312,8 +312,8 @@ def test_run_folders_are_named_after_the_architecture_actually_built(tmp_path: P
     data = make_classification_dataset(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     assert _cli(["train", "--weights", "none", str(data), "--epochs", "1", "--image-size", "16", "--workers", "0"]).exit_code == 0
-    (run,) = (tmp_path / "runs").iterdir()
-    assert run.name.startswith("resnet-finetune-resnet18-")
+    (run,) = (p for p in (tmp_path / "runs").iterdir() if not p.is_symlink())  # beside runs/latest
+    assert run.name.startswith("resnet-finetune-resnet18-") and (tmp_path / "runs" / "latest").resolve() == run
     assert "arch: resnet18" in (run / "config.yaml").read_text()
 
 

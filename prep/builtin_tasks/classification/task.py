@@ -212,12 +212,15 @@ class ClassificationTask:
 
     def pictures(self, records: list[dict[str, Any]], classes: list[str], run_dir: Path) -> list[Path]:
         from prep.builtin_tasks.classification.plots import plot_confusion
-        from prep.engine.plots import plot_curves
+        from prep.engine.plots import best_record, plot_curves, training_loss_note
 
-        written = [plot_curves(records, run_dir / "curves.png", metric="acc", title="accuracy", suptitle=run_dir.name)]
-        if records and records[-1].get("confusion") is not None:
-            title = f"{run_dir.name}: validation, epoch {records[-1]['epoch']}"
-            written.append(plot_confusion(records[-1]["confusion"], classes, run_dir / "confusion.png", title=title))
+        written = [plot_curves(
+            records, run_dir / "curves.png", metric="acc", title="accuracy", suptitle=run_dir.name,
+            train_loss_note=training_loss_note(run_dir),
+        )]
+        shown, which = best_record(records)
+        if shown.get("confusion") is not None:
+            written.append(plot_confusion(shown["confusion"], classes, run_dir / "confusion.png", title=f"{run_dir.name}\n{which}"))
         return written
 
 

@@ -166,13 +166,16 @@ class MultiLabelTask:
 
     def pictures(self, records: list[dict[str, Any]], classes: list[str], run_dir: Path) -> list[Path]:
         from prep.builtin_tasks.multilabel.plots import plot_tags
-        from prep.engine.plots import plot_curves
+        from prep.engine.plots import best_record, plot_curves, training_loss_note
 
-        written = [plot_curves(records, run_dir / "curves.png", metric="map", title="mean average precision", suptitle=run_dir.name)]
-        if records and records[-1].get("per_tag_ap") is not None:
-            report = self.report({**_unprefixed(records[-1]), "classes": classes}, classes)
-            title = f"{run_dir.name}: validation, epoch {records[-1]['epoch']} (threshold 0.5)"
-            written.append(plot_tags(report, run_dir / "tags.png", title=title))
+        written = [plot_curves(
+            records, run_dir / "curves.png", metric="map", title="mean average precision", suptitle=run_dir.name,
+            train_loss_note=training_loss_note(run_dir),
+        )]
+        shown, which = best_record(records)
+        if shown.get("per_tag_ap") is not None:
+            report = self.report({**_unprefixed(shown), "classes": classes}, classes)
+            written.append(plot_tags(report, run_dir / "tags.png", title=f"{run_dir.name}\n{which} (threshold 0.5)"))
         return written
 
     # -- prep evaluate --------------------------------------------------------------------------

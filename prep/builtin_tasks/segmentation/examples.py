@@ -8,8 +8,12 @@ from typing import Any, Sequence
 import torch
 
 
-def write_examples(model: torch.nn.Module, dataset: Any, classes: Sequence[str], mean, std, device, path: Path, count: int = 6) -> Path | None:
-    """Predict ``count`` samples spread over ``dataset`` and draw them (None when it is empty).
+def write_examples(
+    model: torch.nn.Module, dataset: Any, classes: Sequence[str], mean, std, device, path: Path, count: int = 6, *, title: str,
+) -> Path | None:
+    """Predict ``count`` samples spread over ``dataset`` and draw them, with their wrong
+    pixels (false positives apart from false negatives), under ``title`` and how many
+    samples these are (None when the dataset is empty).
 
     The dataset gives ``(uint8 H x W x 3, class indices H x W)`` samples, as the task's do;
     its class table, when it has one, gives the colours.
@@ -21,7 +25,8 @@ def write_examples(model: torch.nn.Module, dataset: Any, classes: Sequence[str],
 
     if len(dataset) == 0:
         return None
-    picks = sorted({round(i * (len(dataset) - 1) / max(count - 1, 1)) for i in range(min(count, len(dataset)))})
+    shown = min(count, len(dataset))
+    picks = sorted({round(i * (len(dataset) - 1) / max(shown - 1, 1)) for i in range(shown)})
     samples = [s for s in (dataset[i] for i in picks) if not isinstance(s, CorruptSample)]
     if not samples:
         return None
@@ -38,4 +43,5 @@ def write_examples(model: torch.nn.Module, dataset: Any, classes: Sequence[str],
             scores.update(outputs, truth.unsqueeze(0).to(device))
             rows.append((image.numpy(), truth.numpy(), predicted, f"Dice {scores.compute()['image_dice']:.3f}"))
     model.train(was_training)
-    return write_overlay_grid(rows, classes, colours, path, title="Validation samples: truth and prediction")
+    heading = f"{title}\ntruth, prediction and errors on {len(rows)} of {len(dataset)} images"
+    return write_overlay_grid(rows, classes, colours, path, title=heading, show_errors=True)

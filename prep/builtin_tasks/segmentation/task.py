@@ -135,15 +135,18 @@ class SegmentationTask:
 
     def pictures(self, records: list[dict[str, Any]], classes: list[str], run_dir: Path) -> list[Path]:
         from prep.builtin_tasks.segmentation.plots import plot_per_class
-        from prep.engine.plots import plot_curves
+        from prep.engine.plots import best_record, plot_curves, training_loss_note
 
         metric = "dice" if len(classes) == 2 else "iou"
-        written = [plot_curves(records, run_dir / "curves.png", metric=metric, title="Dice" if metric == "dice" else "mean IoU", suptitle=run_dir.name)]
-        last = records[-1] if records else {}
-        if last.get("per_class_iou") is not None:
+        written = [plot_curves(
+            records, run_dir / "curves.png", metric=metric, title="Dice" if metric == "dice" else "mean IoU", suptitle=run_dir.name,
+            train_loss_note=training_loss_note(run_dir),
+        )]
+        shown, which = best_record(records)
+        if shown.get("per_class_iou") is not None:
             written.append(plot_per_class(
-                {"IoU": last["per_class_iou"], "Dice": last["per_class_dice"]}, classes, run_dir / "per_class.png",
-                title=f"Per class, epoch {last['epoch']} (validation)",
+                {"IoU": shown["per_class_iou"], "Dice": shown["per_class_dice"]}, classes, run_dir / "per_class.png",
+                title=f"{run_dir.name}\nper class, {which}",
             ))
         return written
 
@@ -196,11 +199,22 @@ class SegmentationTask:
         return label_suspects(rows, classes, root=root, out_dir=out_dir, colours=table.colours if table is not None else None)
 
     def examples(self, model: "torch.nn.Module", dataset: Any, classes: list[str], mean, std, device, path: Path) -> Path | None:
-        """Samples of ``dataset`` with their truth and prediction overlaid (see
-        ``prep.masks.overlay``)."""
+        """Samples of ``dataset`` with their truth, prediction and errors overlaid (see
+        ``prep.masks.overlay``): at the end of ``prep train``, ``best.pt``'s on the
+        validation split, titled with the run's name (the folder of ``path``)."""
         from prep.builtin_tasks.segmentation.examples import write_examples
 
-        return write_examples(model, dataset, classes, mean, std, device, path, count=EXAMPLES)
+        title = f"{path.parent.name}: best.pt on validation samples"
+        return write_examples(model, dataset, classes, mean, std, device, path, count=EXAMPLES, title=title)
+
+    evaluation_picture = "examples"
+
+    def draw_evaluation(self, report: dict[str, Any], *, model, dataset, mean, std, device, path: Path, title: str) -> Path | None:
+        """``prep evaluate``'s picture: ``examples`` of the evaluated data, under the
+        evaluation's title (which checkpoint, on what)."""
+        from prep.builtin_tasks.segmentation.examples import write_examples
+
+        return write_examples(model, dataset, report["classes"], mean, std, device, path, count=EXAMPLES, title=title)
 
 
 def _number(value: float | None) -> str:
