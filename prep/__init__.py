@@ -19,17 +19,20 @@ from typing import Any
 # behind a proxy). A user who wants the check sets the variable to 0.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from prep.engine.config import TrainConfig
 from prep.errors import (
     DatasetNotFoundError, PluginError, PrepError, TaskMismatchError, UnknownNameError, UsageError,
 )
-from prep.hookspecs import hookimpl
-from prep.train.trainer import ModelRequest, Trainer
 from prep.util.version import __version__
 
 
-# Imported when first used: name -> module.
+# Imported when first used: name -> module. Even a plugin's first names: the ``prep``
+# executable imports this package before it can catch a Ctrl-C, so the less it imports,
+# the shorter the moment in which one ends in a traceback.
 _LAZY = {
+    "hookimpl": "prep.hookspecs",
+    "TrainConfig": "prep.engine.config",
+    "ModelRequest": "prep.train.trainer",
+    "Trainer": "prep.train.trainer",
     # Training.
     "train": "prep.train.run",
     "cross_validate": "prep.crossval.run",
@@ -70,8 +73,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "DatasetNotFoundError", "ModelRequest", "PluginError", "PrepError", "TaskMismatchError", "TrainConfig",
-    "Trainer", "UnknownNameError", "UsageError", "__version__", "hookimpl", *_LAZY,
+    "DatasetNotFoundError", "PluginError", "PrepError", "TaskMismatchError", "UnknownNameError", "UsageError",
+    "__version__", *_LAZY,
 ]
 
 

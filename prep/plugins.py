@@ -94,11 +94,15 @@ class PluginHost:
         hook = getattr(self.manager.hook, hook_name)
         for impl in reversed(hook.get_hookimpls()):
             kwargs = kwargs_for(impl.plugin_name)
+            interrupts = _Interrupts()
             try:
-                impl.function(**{name: kwargs[name] for name in impl.argnames})
+                with plugin_interrupts(interrupts):
+                    impl.function(**{name: kwargs[name] for name in impl.argnames})
             # BaseException: a plugin calling sys.exit() or raising KeyboardInterrupt must
-            # not take prep down with it either.
+            # not take prep down with it either; the user's Ctrl-C does.
             except BaseException as exc:  # noqa: BLE001 - a plugin's bug must not lock users out
+                if isinstance(exc, KeyboardInterrupt) and not interrupts.plugins_own:
+                    raise KeyboardInterrupt from None
                 self.record_failure(
                     PluginFailure(
                         impl.plugin_name,
@@ -242,10 +246,14 @@ def _load_entry_points(host: PluginHost) -> None:
         version = f"{dist.name} {dist.version}" if dist is not None else "unknown version"
         host.versions[entry_point.name] = version
         started = time.perf_counter()
+        interrupts = _Interrupts()
         try:
-            plugin = entry_point.load()
+            with plugin_interrupts(interrupts):
+                plugin = entry_point.load()
             host.manager.register(plugin, name=entry_point.name)
         except BaseException as exc:  # noqa: BLE001 - even sys.exit() at import is the plugin's failure
+            if isinstance(exc, KeyboardInterrupt) and not interrupts.plugins_own:
+                raise KeyboardInterrupt from None  # the user's Ctrl-C, while a slow plugin imports
             host.record_failure(
                 PluginFailure(entry_point.name, version, "load", f"{type(exc).__name__}: {exc}")
             )
@@ -254,6 +262,45 @@ def _load_entry_points(host: PluginHost) -> None:
             f"Loaded plugin {entry_point.name!r} ({version}) from entry point {entry_point.value} "
             f"in {(time.perf_counter() - started) * 1000:.0f} ms"
         )
+
+
+@dataclass
+class _Interrupts:
+    plugins_own: bool = False  # a KeyboardInterrupt the plugin's code raised itself
+
+
+@contextmanager
+def plugin_interrupts(noted: _Interrupts) -> Iterator[None]:
+    """Tell a KeyboardInterrupt that a plugin's own code raises (its failure, which prep
+    survives) from the user's Ctrl-C (which stops prep, even in the middle of a slow
+    import): ``noted.plugins_own`` is set only for one raised inside while no Ctrl-C came.
+    Only where Ctrl-C raises (Python's own handler, in the main thread); a run's gentle
+    handler is left alone, and a KeyboardInterrupt under it is the plugin's."""
+    import signal
+
+    pressed = False
+    ours = _in_main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if ours:
+        def handler(signum, frame):  # noqa: ANN001 - signal's signature
+            nonlocal pressed
+            pressed = True
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        noted.plugins_own = not pressed
+        raise
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _register_default_plugins(host: PluginHost) -> None:

@@ -56,6 +56,8 @@ class Registration(Generic[T]):
             return self.value(*args)
         except PrepError:
             raise
+        except SystemExit as exc:  # would end prep without a word
+            raise PluginError(f"The {self.origin} called sys.exit({exc.code!r})") from None
         except Exception as exc:  # a plugin's bug: say whose
             raise PluginError(f"The {self.origin} failed: {type(exc).__name__}: {exc}") from None
 
@@ -70,6 +72,8 @@ class Registration(Generic[T]):
             return getattr(self.value, method)(*args)
         except PrepError:
             raise
+        except SystemExit as exc:
+            raise PluginError(f"The {self.origin} called sys.exit({exc.code!r}) in {method}") from None
         except Exception as exc:
             raise PluginError(f"The {self.origin} failed in {method}: {type(exc).__name__}: {exc}") from None
 

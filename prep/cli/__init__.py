@@ -12,7 +12,10 @@ from prep.errors import DiskError, PrepError
 
 
 def _print_error(exc: PrepError) -> None:
-    output.stderr.print(f"[bold red]Error:[/] {output.escape(str(exc))}", markup=True, soft_wrap=True)
+    # A file name that is not UTF-8 reaches here as surrogates, which no terminal encoding
+    # can print: shown as \udcXX escapes rather than a second error.
+    message = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
+    output.stderr.print(f"[bold red]Error:[/] {output.escape(message)}", markup=True, soft_wrap=True)
 
 
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")

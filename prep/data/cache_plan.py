@@ -8,7 +8,13 @@
   slow disk (Kaggle's ``/kaggle/input``); removed when the run ends.
 * ``auto`` (the default): ``disk`` when the cache fits in half of the free disk, else
   ``ram`` when it fits in half of the available memory, else ``off``, saying why.
+* ``verify``: ``auto``, and before a store is used, every source file is read again and
+  compared with its fingerprint and every stored sample with its checksum (for a disk whose
+  file times cannot be trusted, such as FAT or some network mounts; see ``prep.data.cache``).
 * ``off``: every epoch decodes its images again.
+
+A killed run's ``ram`` stores are removed by the next run that uses the cache, before it
+counts the memory free (``sweep_shared_memory``).
 
 The size is estimated from image headers before anything is decoded, and shown in the
 progress bar's title while the stores are built. Under torchrun, the first process of each
@@ -18,8 +24,10 @@ machine builds while the others wait at a barrier, then take what it built.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +36,16 @@ from typing import TYPE_CHECKING, Any, Sequence
 from prep.errors import PrepError, check_choice
 from prep.util.progress import NO_PROGRESS, Progress
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from prep.data.cache import DecodedStore
 
-CACHE_MODES = ("auto", "ram", "disk", "off")
+CACHE_MODES = ("auto", "ram", "disk", "verify", "off")
 CACHE_HELP = (
     "auto (disk when it fits in half the free disk, else ram when it fits in half the "
     "available memory, else off) | disk (DATA/.prep/cache, kept for later runs) | ram "
-    "(shared memory, for this run) | off."
+    "(shared memory, for this run) | verify (auto, re-reading every file and stored sample first) | off."
 )
 SHARE = 0.5  # of the free disk, or of the available memory, that a cache may take
 SHARED_MEMORY = Path("/dev/shm")
@@ -72,9 +82,87 @@ def _disk_folder(root: Path) -> Path:
     return root / ".prep" / "cache"
 
 
+def _ram_base() -> Path:
+    return SHARED_MEMORY / f"prep-{os.getuid()}"
+
+
 def _ram_folder(root: Path) -> Path:
     digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
-    return SHARED_MEMORY / f"prep-{os.getuid()}" / digest
+    return _ram_base() / digest
+
+
+# -- Who holds a ram cache ---------------------------------------------------------------------
+# Shared memory outlives a killed process, so each run that uses a dataset's ram stores
+# leaves a marker there naming itself (host, pid and the pid's start time, which a reused
+# pid does not share); stores that no live run holds are a killed run's, and are removed.
+
+OWNER = "owner-"
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (None: no such process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]  # field 22, counted after the command name
+
+
+def _owner_marker(folder: Path) -> Path:
+    return folder / f"{OWNER}{socket.gethostname()}-{os.getpid()}-{_process_start(os.getpid())}"
+
+
+def _held_by_a_live_run(folder: Path) -> bool:
+    host = socket.gethostname()
+    for marker in folder.glob(f"{OWNER}*"):
+        owner_host, _, rest = marker.name[len(OWNER):].rpartition("-")
+        owner_host, _, pid = owner_host.rpartition("-")
+        if owner_host != host or not pid.isdigit():
+            return True  # another machine's (a shared /dev/shm): not this one's to judge
+        if _process_start(int(pid)) == rest:
+            return True
+    return False
+
+
+def _hold(folder: Path) -> None:
+    """Mark ``folder`` (a dataset's ram stores) as used by this process."""
+    for _ in range(3):  # a sweep by another run may remove the folder between the two steps
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            _owner_marker(folder).touch()
+            return
+        except FileNotFoundError:
+            continue
+
+
+def sweep_shared_memory() -> list[Path]:
+    """Remove the ram stores that no live run holds (those of runs that were killed), so
+    that they are neither left in memory nor counted against the next run's room; return
+    what was removed."""
+    removed = []
+    try:
+        folders = [f for f in _ram_base().iterdir() if f.is_dir()]
+    except OSError:
+        return removed
+    for folder in folders:
+        if not _held_by_a_live_run(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    if removed:
+        log.info("Removed %d decoded cache(s) that killed runs left in %s", len(removed), _ram_base())
+    return removed
+
+
+def _let_go(folder: Path) -> None:
+    """This process no longer uses ``folder``'s ram stores: remove them unless another run
+    still does."""
+    _owner_marker(folder).unlink(missing_ok=True)
+    if not _held_by_a_live_run(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:  # not empty (another dataset's cache), or gone
+        pass
 
 
 def _available_memory() -> int:
@@ -139,11 +227,11 @@ def plan_cache(mode: str, root: Path, nbytes: int, reusable: int = 0) -> CachePl
             raise CacheError(f"--cache ram: the decoded cache needs about {size}, and half the available memory is {human_bytes(ram_room)}; use --cache disk, or --cache off")
         return CachePlan("ram", ram, nbytes, "ram (--cache ram)")
     if nbytes <= disk_room:
-        return CachePlan("disk", disk, nbytes, "disk (auto: it fits in half the free disk)")
+        return CachePlan("disk", disk, nbytes, f"disk ({mode}: it fits in half the free disk)")
     if nbytes <= ram_room:
-        return CachePlan("ram", ram, nbytes, "ram (auto: the disk is read-only or too full, and it fits in half the available memory)")
+        return CachePlan("ram", ram, nbytes, f"ram ({mode}: the disk is read-only or too full, and it fits in half the available memory)")
     return CachePlan(None, None, nbytes, (
-        f"off (auto: it would need about {size}, and half the free disk is {human_bytes(disk_room)}, "
+        f"off ({mode}: it would need about {size}, and half the free disk is {human_bytes(disk_room)}, "
         f"half the available memory {human_bytes(ram_room)}; every epoch decodes again)"
     ))
 
@@ -197,26 +285,17 @@ class CacheReport:
         return f"{self.reason}, {human_bytes(self.nbytes)} in {folder} ({how})"
 
     def release(self) -> None:
-        """Remove what lives only for this run (a ``ram`` cache)."""
+        """Remove what lives only for this run (a ``ram`` cache), unless another live run
+        uses it too."""
         if self.where == "ram":
-            for store in self.stores.values():
-                shutil.rmtree(store.folder, ignore_errors=True)
-                for parent in (store.folder.parent, store.folder.parent.parent):  # prep-<uid>/<dataset>
-                    try:
-                        parent.rmdir()
-                    except OSError:  # not empty: another run's cache is there
-                        break
+            for folder in {store.folder.parent for store in self.stores.values()}:  # prep-<uid>/<dataset>
+                _let_go(folder)
 
 
 def release_ram_cache(root: Path) -> None:
     """Remove the ``ram`` stores of ``root``'s dataset, which runs that keep their cache
     (``prep.train.train(keep_cache=True)``, the folds of a cross-validation) left."""
-    folder = _ram_folder(root)
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        folder.parent.rmdir()
-    except OSError:  # not empty (another dataset's cache), or gone
-        pass
+    _let_go(_ram_folder(root))
 
 
 def _cacheable(dataset: Any) -> bool:
@@ -248,11 +327,13 @@ def cache_datasets(
         CacheError: ``disk`` or ``ram`` was asked for and the cache does not fit there.
         OSError: a store cannot be written (the CLI names the path and the cause).
     """
-    from prep.data.cache import build_store, file_states, open_store, store_folder
+    from prep.data.cache import DamagedCacheError, build_store, file_states, open_store, store_folder
 
     check_cache(mode)
     if mode == "off":
         return CacheReport(None, "off (--cache off)")
+    sweep_shared_memory()
+    verify = mode == "verify"
     cacheable = {split: d for split, d in datasets.items() if _cacheable(d) and len(d)}
     pools = {split: pool for split, pool in (pools or {}).items() if split in cacheable and _cacheable(pool)}
     if not cacheable:
@@ -264,20 +345,27 @@ def cache_datasets(
     states = {split: file_states(files[split]) for split in sources}  # one stat of each file
 
     def up_to_date(base: Path, split: str) -> "DecodedStore | None":
-        return open_store(store_folder(base, names[split], keys[split]), files[split], keys[split], states[split])
+        folder = store_folder(base, names[split], keys[split])
+        try:
+            return open_store(folder, files[split], keys[split], states[split], verify=verify)
+        except DamagedCacheError:
+            log.warning("The decoded cache in %s failed its check (--cache verify); it is built again", folder)
+            return None
 
     def attach(split: str, store: "DecodedStore") -> None:
         dataset = cacheable[split]
         dataset.cache = store if split not in pools else store.subset(_positions(files[split], dataset))
 
     if not builds:
+        if _ram_folder(root).is_dir():  # the first process's ram stores: held while this one reads them
+            _hold(_ram_folder(root))
         return _attach_built(root, cacheable, up_to_date, attach)
     on_disk = {split: up_to_date(_disk_folder(root), split) for split in cacheable}
-    if mode in ("auto", "disk") and all(store is not None for store in on_disk.values()):
+    if mode in ("auto", "disk", "verify") and all(store is not None for store in on_disk.values()):
         for split, store in on_disk.items():
             attach(split, store)
         nbytes = sum(store.nbytes for store in _distinct(on_disk.values()))
-        return CacheReport("disk", f"disk ({'--cache disk' if mode == 'disk' else 'auto'})", nbytes, dict(on_disk), reused=list(on_disk))
+        return CacheReport("disk", f"disk ({'--cache disk' if mode == 'disk' else mode})", nbytes, dict(on_disk), reused=list(on_disk))
     estimates = {split: estimate_bytes(files[split], sources[split].decoder) for split in cacheable}
     reusable = sum(store.nbytes for store in _distinct(s for s in on_disk.values() if s is not None))
     needed = {store_folder(Path(), names[split], keys[split]): estimates[split] for split in cacheable}
@@ -285,6 +373,8 @@ def cache_datasets(
     if plan.where is None:
         return CacheReport(None, plan.reason, plan.nbytes)
     report = CacheReport(plan.where, plan.reason)
+    if plan.where == "ram":
+        _hold(plan.base)  # before building, so that another run's sweep leaves it alone
     began = time.perf_counter()
     built: dict[Path, "DecodedStore"] = {}  # by folder: the pools of train and valid are one store when decoded alike
     reused: set[Path] = set()
@@ -301,7 +391,7 @@ def cache_datasets(
             processes = max(1, workers if workers is not None else os.cpu_count() or 1)  # --workers 0: this process
             store = build_store(
                 folder, files[split], sources[split].decoder, workers=processes, states=states[split], progress=progress,
-                description=description,
+                description=description, verify=verify,
             )
         if folder not in built:
             report.nbytes += store.nbytes

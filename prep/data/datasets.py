@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from prep.data.cache import DamagedCacheError
 from prep.data.decoders import ImageDecoder, ImageMaskDecoder
 from prep.data.index import DatasetIndex
 from prep.images.decode import ImageDecodeError
@@ -87,6 +88,8 @@ class _Decoded:
             return self.decoder(self.sample_files(index))
         except ImageDecodeError as exc:
             return CorruptSample(str(self.sample_files(index)[0]), str(exc))
+        except DamagedCacheError:
+            raise DamagedCacheError.of(self.cache.folder, f"the stored sample of {self.sample_files(index)[0]}") from None
 
 
 class CorruptSample(NamedTuple):

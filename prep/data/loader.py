@@ -23,23 +23,32 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from prep.data.cache import DamagedCacheError
 from prep.data.collate import uint8_channels_last_collate
 from prep.data.sampling import SeededSampler
-from prep.errors import PluginError
+from prep.errors import PluginError, PrepError
 
 log = logging.getLogger(__name__)
 
 
+class LoaderWorkerError(PrepError):
+    """A loader worker process died without raising (killed, or exited)."""
+
+
 class _SeedWorker:
     """worker_init_fn: a picklable callable, so it also works with spawned workers. Besides
-    seeding, it keeps the memory each decoded image frees for the next (``prep.util.allocator``)."""
+    seeding, it keeps the memory each decoded image frees for the next (``prep.util.allocator``),
+    and makes the worker die with the training process (``prep.util.lifetime``)."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+        self.parent_pid = os.getpid()
 
     def __call__(self, worker_id: int) -> None:
         from prep.util.allocator import keep_freed_memory
+        from prep.util.lifetime import die_with_parent
 
+        die_with_parent(self.parent_pid)  # torch's workers notice a dead parent only between batches
         keep_freed_memory()
         seed = self.seed + worker_id
         random.seed(seed)
@@ -80,12 +89,20 @@ class LoaderStats:
         work_s: seconds the workers spent making them.
         wait_s: seconds the training loop waited for a batch.
         workers: worker processes or threads (0: the training loop's own thread did the work).
+        unread: samples left out because their file could not be read (``first_unread``:
+            the first one's reason, which starts with its path).
+        missing: of those, the files that no longer exist (``first_missing``: the first's
+            path): images that vanished during the run.
     """
 
     images: int = 0
     work_s: float = 0.0
     wait_s: float = 0.0
     workers: int = 0
+    unread: int = 0
+    missing: int = 0
+    first_unread: str | None = None
+    first_missing: str | None = None
 
     @property
     def images_per_s(self) -> float | None:
@@ -205,11 +222,23 @@ class ReportingLoader:
         return self.loader.dataset
 
     def __iter__(self) -> Iterator[Any]:
+        self.stats = LoaderStats(workers=self.loader.num_workers)  # each pass counts afresh (validation has no set_epoch)
         try:
             yield from self._batches()
-        except PluginError as exc:
+        except (PluginError, DamagedCacheError) as exc:
             # From a worker process, the message carries the worker's traceback: keep our line.
-            raise PluginError(str(exc).rsplit("PluginError: ", 1)[-1].strip()) from None
+            kind = type(exc)
+            raise kind(str(exc).rsplit(f"{kind.__name__}: ", 1)[-1].strip()) from None
+        except RuntimeError as exc:
+            if "exited unexpectedly" not in str(exc):
+                raise
+            # A worker that died without a word (os._exit in a plugin's code, the kernel's
+            # out-of-memory killer): say what ran there.
+            raise LoaderWorkerError(
+                f"A loader worker died while making a batch ({str(exc).split(': ', 1)[-1].strip()}); it ran "
+                f"the dataset and the {self.collate_origin}: a plugin's code that exits the process, or too "
+                "little memory for --workers (try fewer)"
+            ) from None
 
     def _batches(self) -> Iterator[Any]:
         batches = iter(self.loader)
@@ -224,11 +253,21 @@ class ReportingLoader:
             self.stats.work_s += timed.seconds
             self.stats.images += len(getattr(batch, "inputs", ()))
             for corrupt in getattr(batch, "skipped", ()):
+                self._count_unread(corrupt)
                 if corrupt.path not in self.skipped:
                     self.skipped[corrupt.path] = corrupt.reason
                     # The reason starts with the file's path.
                     log.warning("Skipped an unreadable image: %s", corrupt.reason)
             yield batch
+
+
+    def _count_unread(self, corrupt: Any) -> None:
+        stats = self.stats
+        stats.unread += 1
+        stats.first_unread = stats.first_unread or corrupt.reason
+        if not os.path.lexists(corrupt.path):
+            stats.missing += 1
+            stats.first_missing = stats.first_missing or corrupt.path
 
 
 def create_loader(

@@ -7,14 +7,18 @@ normalisation constants and the run's config), so it loads with
 It is saved to a temporary file beside the target, flushed to disk and renamed over it, so
 a process killed mid-save leaves the previous checkpoint intact. Every checkpoint carries a
 BLAKE2b checksum of its tensors, which loading verifies: a flipped bit in the weights is
-refused instead of silently giving a different model.
+refused instead of silently giving a different model, and so is a checkpoint without its
+checksum (edited, or not written by prep) and one whose model holds NaN or infinite
+weights. Only regular files are opened: a FIFO named ``best.pt`` would block forever.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import random
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +81,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         CheckpointError: missing or corrupt file, a pickle that is not plain data (refused,
             never executed), or a file that is not a prep checkpoint.
     """
+    check_regular_file(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -91,9 +96,41 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or state.get("prep_checkpoint") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a prep checkpoint (format {CHECKPOINT_FORMAT})")
     expected = state.get(CHECKSUM_KEY)
-    if expected is not None and tensor_checksum(state) != expected:
+    if expected is None:
+        raise CheckpointError(f"{path} has no checksum of its weights (prep writes one into every checkpoint): it was edited or made by something else, so its weights cannot be trusted")
+    if tensor_checksum(state) != expected:
         raise CheckpointError(f"{path} is damaged: its weights do not match the checksum saved with them. Use another checkpoint (last.pt or best.pt) or train again.")
+    _check_finite(state.get("model"), path)
     return state
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse, without opening it, anything at ``path`` that is not a regular file (a FIFO
+    would block the read forever, a device never end).
+
+    Raises:
+        CheckpointError: nothing there, or not a regular file.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f"No checkpoint at {path}") from None
+    except OSError as exc:
+        raise CheckpointError(f"Cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise CheckpointError(f"{path} is {kind}, not a checkpoint file")
+
+
+def _check_finite(weights: Any, path: Path) -> None:
+    """Refuse a model with NaN or infinite weights (attention masks, whose -inf is meant,
+    excepted): it would predict NaN, or one class, for everything."""
+    if not isinstance(weights, dict):
+        return
+    for name, value in weights.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and "mask" not in str(name):
+            if not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"{path} holds NaN or infinite weights ({name}): the run that wrote it diverged; use an earlier checkpoint or train again")
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict[str, Any], path: Path) -> None:

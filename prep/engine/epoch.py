@@ -13,6 +13,7 @@ each read), so that all of them stop at the same step.
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from contextlib import contextmanager, nullcontext
@@ -34,8 +35,49 @@ REFRESH_S = 0.5  # how often, at most, the host reads the device's sums on a GPU
 MOST_BATCHES_UNREAD = 1000
 
 
+MOST_MISSING = 0.05  # of a pass's images that may vanish from the disk during a run before it stops
+
+
 class NonFiniteLossError(PrepError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class ImagesMissingError(PrepError):
+    """Images the run started with vanished from the disk (more than ``MOST_MISSING`` of a
+    pass), or no image of a pass could be read: training on what is left would report a
+    run that learnt nothing as a success."""
+
+
+def _what_was_kept(epoch: int) -> str:
+    if epoch > 1:
+        return f"last.pt keeps epoch {epoch - 1}; put the images back and --resume"
+    return "nothing was saved; put the images back and train again"
+
+
+def check_images_read(loader: Any, phase: str, epoch: int, world: World, device: torch.device) -> None:
+    """Stop the run when ``loader``'s last pass lost more than ``MOST_MISSING`` of its
+    images to files that no longer exist, or read none at all (a corrupt image here and
+    there is only skipped; see ``prep.data.loader``).
+
+    Raises:
+        ImagesMissingError: naming the first missing (or unreadable) file.
+    """
+    stats = getattr(loader, "stats", None)
+    if stats is None or not hasattr(stats, "missing"):
+        return
+    missing, read, unread = world.sum([float(stats.missing), float(stats.images), float(stats.unread)], device)
+    total = read + unread
+    if total and missing > MOST_MISSING * total:
+        raise ImagesMissingError(
+            f"{int(missing)} of the {int(total)} {phase} images of epoch {epoch} went missing during the run "
+            f"(the first: {stats.first_missing or 'on another process'}); more than {MOST_MISSING:.0%} gone, so the run "
+            f"stops rather than train on what is left: {_what_was_kept(epoch)}"
+        )
+    if total and not read:
+        raise ImagesMissingError(
+            f"none of the {int(total)} {phase} images of epoch {epoch} could be read "
+            f"(the first: {stats.first_unread or 'on another process'}); the run stops rather than train on nothing"
+        )
 
 
 @contextmanager
@@ -421,7 +463,8 @@ def validate(
             metrics.update(detached(outputs), batch.targets)
     total_loss, count = world.sum([float(total_loss), float(count)], device)
     sum_counts(metrics, world, device)
-    return total_loss / max(count, 1), metrics.compute(), int(count)
+    # No image, no loss: NaN, which is never a best (a 0 would be the best loss of all).
+    return (total_loss / count if count else math.nan), metrics.compute(), int(count)
 
 
 def phase_record(phase: str, loss: float, computed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

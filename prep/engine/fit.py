@@ -12,7 +12,8 @@ the pictures come from the task object it is given. Callbacks hear about the run
 
 What stops a run: the last epoch or ``max_steps``; early stopping; a callback's
 ``request_stop``; a loss that is not finite (the last good checkpoint stays, and
-``NonFiniteLossError`` says at which step); Ctrl-C (the first one saves ``last.pt`` at the
+``NonFiniteLossError`` says at which step); images that vanish from the disk during the run
+(``ImagesMissingError``: more than 5% of a pass, or all of it); Ctrl-C (the first one saves ``last.pt`` at the
 end of the current step, with the batches and training sums of the unfinished epoch, and
 returns, marked interrupted; a resume skips those batches unread and finishes the epoch).
 
@@ -33,7 +34,9 @@ import torch
 from prep.engine.config import TrainConfig
 from prep.engine.distributed import World
 from prep.engine.ema import WeightAverage
-from prep.engine.epoch import TrainedEpoch, TrainStep, first_interrupt_stops_gently, phase_record, train_epoch, validate
+from prep.engine.epoch import (
+    TrainedEpoch, TrainStep, check_images_read, first_interrupt_stops_gently, phase_record, train_epoch, validate,
+)
 from prep.engine.events import TrainingRun, emit
 from prep.engine.freezing import BackboneFreezer
 from prep.engine.logbook import MetricsLog
@@ -66,6 +69,7 @@ def fit(
     Raises:
         RunExistsError, CheckpointError: ``run_dir`` does not fit ``resume``.
         NonFiniteLossError: the loss became NaN or infinite.
+        ImagesMissingError: images vanished during the run (see ``check_images_read``).
         UsageError: a setting the engine cannot use (see ``resolve_settings``).
     """
     world = world or World.from_env()
@@ -98,6 +102,8 @@ def fit(
             trained = train_epoch(step, train_loader, task, state, classes=classes, mean=mean, std=std, device=device,
                                   world=world, interrupt=interrupt, checkpoint=run_dir / "last.pt", progress=io.progress)
             state.partial = None
+            if trained.stopped is None:
+                check_images_read(train_loader, "training", state.epoch + 1, world, device)
             if trained.stopped == "interrupted":
                 # Leave at once, with no validation and no epoch-end scheduler step: --resume
                 # finishes this epoch from its next batch, exactly as if it had never stopped.
@@ -107,6 +113,7 @@ def fit(
             valid_loss, valid_metrics, _ = validate(
                 model, valid_loader, task, settings.valid_loss, classes, mean, std, device, world=world, progress=io.progress,
             )
+            check_images_read(valid_loader, "validation", state.epoch + 1, world, device)
             averaged = None
             if state.ema is not None:  # the average of the weights, validated the same way
                 averaged = validate(

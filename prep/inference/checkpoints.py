@@ -29,9 +29,7 @@ def load_model(checkpoint: Path, device: str | None = None) -> "tuple[torch.nn.M
     from prep.train.prepare import trainer_registration
     from prep.train.trainer import ModelRequest, split_model
 
-    state = load_checkpoint(checkpoint)
-    if "options" not in state:
-        raise PrepError(f"{checkpoint} does not say which trainer made it; it was not written by prep train")
+    state = check_model_state(load_checkpoint(checkpoint), checkpoint)
     options = options_from_data(state["options"])
     # The checkpoint has the weights.
     request = ModelRequest(tuple(state["classes"]), options.arch, "none", options.image_size, model_task(state).name)
@@ -49,8 +47,9 @@ def peek_checkpoint(checkpoint: Path) -> dict[str, Any]:
     """
     import torch
 
-    from prep.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
+    from prep.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, check_regular_file, load_checkpoint
 
+    check_regular_file(checkpoint)
     try:  # memory-mapped: only the options are read, not the weights
         state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
@@ -59,9 +58,51 @@ def peek_checkpoint(checkpoint: Path) -> dict[str, Any]:
         state = None
     if not isinstance(state, dict) or state.get("prep_checkpoint") != CHECKPOINT_FORMAT:
         state = load_checkpoint(checkpoint)  # says precisely what is wrong with the file
-    if "options" not in state:
+    return check_model_state(state, checkpoint)
+
+
+MAX_IMAGE_SIZE = 8192  # px: a checkpoint claiming more is refused before anything is allocated
+MAX_CLASSES = 100_000
+
+
+def check_model_state(state: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """``state``, when it has what evaluate, predict and export read from a trained model's
+    checkpoint, within sane bounds: a model, its classes, a three-channel mean and std, the
+    trainer's options with an image size of at most ``MAX_IMAGE_SIZE``.
+
+    Raises:
+        CheckpointError: naming the first field that is missing or out of bounds.
+    """
+    from prep.engine.checkpoint import CheckpointError
+
+    def refuse(what: str) -> CheckpointError:
+        return CheckpointError(f"{checkpoint} is not a trained model prep can use: {what}")
+
+    if "options" not in state or not isinstance(state["options"], dict):
         raise PrepError(f"{checkpoint} does not say which trainer made it; it was not written by prep train")
+    if not isinstance(state.get("model"), dict) or not state["model"]:
+        raise refuse("it holds no model weights")
+    classes = state.get("classes")
+    if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
+        raise refuse("it names no classes")
+    if len(classes) > MAX_CLASSES:
+        raise refuse(f"it names {len(classes)} classes, more than {MAX_CLASSES}")
+    for name in ("mean", "std"):
+        value = state.get(name)
+        if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_finite_number(v) for v in value):
+            raise refuse(f"its {name} is {value!r}, not three numbers (one per colour channel)")
+    if not all(v > 0 for v in state["std"]):
+        raise refuse(f"its std {state['std']!r} is not positive")
+    size = state["options"].get("image_size")
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_IMAGE_SIZE:
+        raise refuse(f"its image_size is {size!r}, not a side from 1 to {MAX_IMAGE_SIZE} px")
     return state
+
+
+def _finite_number(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def model_task(state: dict[str, Any], threshold: float | None = None) -> "Task":

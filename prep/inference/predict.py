@@ -309,5 +309,5 @@ def write_predictions(
             best = max(range(len(classes)), key=probabilities.__getitem__)
             writer.writerow([str(image), classes[best], *(shown(p) for p in probabilities)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
+    atomic_write_bytes(path, text.getvalue().encode("utf-8", "surrogateescape"))  # a file name that is not UTF-8 keeps its bytes
     return path

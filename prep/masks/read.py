@@ -7,7 +7,8 @@ A mask's *ids* are what it stores for each pixel, read without colour conversion
 * a 1-bit or boolean mask: 0 and 1;
 * a colour-coded RGB mask: the id of each colour in the class table (``r,g,b`` columns);
   an RGB mask whose three channels are equal is read as grey;
-* a binary mask saved as 0/255: 0 and 1 (unless the class table gives 255 a meaning).
+* a binary mask saved as 0/255, or as 16-bit 0/65535: 0 and 1 (unless the class table gives
+  255, or 65535, a meaning).
 
 The classes are then the class table's ids, in order (or, without a table, the ids 0 to the
 largest one found), and a mask becomes class *indices*: the position of each id among the
@@ -94,9 +95,11 @@ def ids_of_image(image, table: ClassTable | None, path: Path) -> np.ndarray:
                 f"(classes.csv: id,name,r,g,b) to decode it: prep split --classes FILE"
             )
         ids = rgb[..., 0].astype(np.int64)
-    meaningful_255 = table is not None and (255 in table.ids or table.ignore == 255)
-    if not meaningful_255 and ids.max(initial=0) == 255 and np.isin(ids, (0, 255)).all():
-        ids //= 255  # a binary mask saved for viewing
+    for full in (255, 65535):  # 8-bit and 16-bit binary masks saved for viewing
+        meaningful = table is not None and (full in table.ids or table.ignore == full)
+        if not meaningful and ids.max(initial=0) == full and np.isin(ids, (0, full)).all():
+            ids //= full
+            break
     return ids
 
 

@@ -24,6 +24,9 @@ from prep.masks.read import ClassMapping, describe_ids, ids_of_image
 
 # The modes whose stored values the audit counts: one channel, read as they are.
 _SINGLE_CHANNEL = ("L", "P", "1", "I;16", "I")
+# Without a class table, ids are 0 to the largest found: beyond this, they are not class ids
+# (a 16-bit mask's values would ask for a 65,536-class model, and gigabytes).
+MOST_IDS_WITHOUT_TABLE = 255
 
 
 @dataclass
@@ -59,8 +62,9 @@ class StoredValues:
         except (OSError, ValueError) as exc:
             self.failed.append({"file": path, "reason": str(exc)})
             return
-        counts = np.bincount(values)
-        self.pixels_per_value.update({int(v): int(c) for v, c in enumerate(counts) if c})
+        # Not bincount: a negative value is an error there, and 2**31 an allocation of 16 GB.
+        found, counts = np.unique(values, return_counts=True)
+        self.pixels_per_value.update(dict(zip(found.tolist(), counts.tolist())))
         self.masks += 1
 
 
@@ -149,6 +153,12 @@ def mapping_for(table: ClassTable | None, scan: MaskScan) -> ClassMapping:
     if table is not None:
         return ClassMapping(table.ids, table.ignore)
     largest = max(scan.pixels, default=1)
+    if largest > MOST_IDS_WITHOUT_TABLE:
+        raise MaskError(
+            f"Masks hold the value {largest} (in {scan.files_with[largest][0]}): read as class ids, that is "
+            f"{largest + 1} classes. Say what the values are in a class table (classes.csv: id,name[,r,g,b]): "
+            f"prep split --classes FILE"
+        )
     if largest == 255 and len(scan.pixels) > 2:
         # 0/1/255 (or more ids beside 255): 255 is almost always "ignore" or a viewing value.
         others = sorted(v for v in scan.pixels if v != 255)

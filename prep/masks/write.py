@@ -89,5 +89,5 @@ def write_submission(path: Path, masks: Iterable[tuple[Path, np.ndarray]], binar
         writer.writerow([file.name, rle_encode(indices > 0, order)])
         rows += 1
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
+    atomic_write_bytes(path, text.getvalue().encode("utf-8", "surrogateescape"))  # a file name that is not UTF-8 keeps its bytes
     return rows

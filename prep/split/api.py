@@ -19,7 +19,7 @@ from prep.layout import SPLITS
 from prep.split.journal import JOURNAL_NAME, Journal, Status
 from prep.split.sources import discover
 from prep.split.placement import place, remove_empty_dirs, stopped_half_way, unplace
-from prep.split.plan import Plan, SplitOptions, build_plan, check_targets
+from prep.split.plan import Plan, SplitOptions, build_plan, check_kept_sources, check_targets
 
 EXAMPLE_MOVES = 5
 
@@ -329,6 +329,7 @@ def split_dataset(src: Path, options: SplitOptions = SplitOptions(), *, dry_run:
     with _phase("plan"):
         plan = build_plan(src, inventory, options, progress, class_table=table)
     with _phase("check targets"):
+        check_kept_sources(src, out, options.mode, plan.entries)
         check_targets(src, out, plan.entries)
         _check_class_table_target(table, out)
         _check_folds_target(out, plan)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import os
+import stat
 import struct
 import zlib
 from typing import Callable, NamedTuple
@@ -170,7 +171,14 @@ def probe_file(path: str, verify: Verify = Verify.quick, max_pixels: int = DEFAU
         max_pixels: images with more pixels are rejected as decompression bombs.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # Not opened unless it is a regular file: opening a FIFO blocks until someone writes
+        # to it, and a device never ends. O_NONBLOCK guards the moment between the two.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return Probe(0, Reason.UNREADABLE, f"not a regular file ({_kind(path)})")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return Probe(0, Reason.UNREADABLE, f"not a regular file ({_kind(path)})")
     except OSError as exc:
         return Probe(0, Reason.UNREADABLE, exc.strerror or str(exc))
     try:
@@ -209,6 +217,18 @@ def probe_file(path: str, verify: Verify = Verify.quick, max_pixels: int = DEFAU
         if problem is not None:
             return Probe(size, problem[0], problem[1], fingerprint)
     return Probe(size, None, "", fingerprint)
+
+
+def _kind(path: str) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "gone"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
 
 
 def probe_files(paths: list[str], verify: Verify, max_pixels: int) -> list[Probe]:

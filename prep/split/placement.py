@@ -13,6 +13,7 @@ import errno
 import filecmp
 import logging
 import os
+import stat
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,23 @@ class PlacementResult:
 
 
 def _same_content(a: str, b: str) -> bool:
+    if not (_is_regular(a) and _is_regular(b)):  # never read a FIFO or a device: it may not end
+        return False
     return filecmp.cmp(a, b, shallow=False)
+
+
+def _is_regular(path: str) -> bool:
+    """Whether ``path`` leads to a regular file (links followed; a broken link does not)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _link_target(src: str) -> str:
+    """What the placed stand-in of a file that is no regular file points to: the link's own
+    target for a link, else the file itself."""
+    return os.readlink(src) if os.path.islink(src) else src
 
 
 def _move(src: str, dst: str) -> None:
@@ -145,10 +162,10 @@ def _place_one(mode: str, entry: Entry, src: str, dst: str, resuming: bool, resu
             os.unlink(dst)  # an interrupted copy by a prep older than temporary names
     if mode == "move":
         _move(src, dst)
-    elif mode != "symlink" and os.path.islink(src) and not os.path.exists(src):
-        # A dangling or looping link (set aside as unreadable) has no content to copy or
-        # link to: the link itself is placed, never followed.
-        os.symlink(os.readlink(src), dst)
+    elif mode != "symlink" and not _is_regular(src):
+        # A dangling or looping link, a FIFO, a device (set aside as unreadable) has no
+        # content to copy, or none that ends: a link is placed, never followed or read.
+        os.symlink(_link_target(src), dst)
     elif mode == "copy":
         copy_new_file(src, dst)
     elif mode == "symlink":
@@ -167,10 +184,8 @@ def _place_one(mode: str, entry: Entry, src: str, dst: str, resuming: bool, resu
 def _is_own_copy(mode: str, src: str, dst: str) -> bool:
     if mode == "symlink":
         return os.path.islink(dst) and os.readlink(dst) == src
-    if os.path.islink(src) and not os.path.exists(src):  # a placed copy of a broken link
-        return os.path.islink(dst) and os.readlink(dst) == os.readlink(src)
-    if not os.path.exists(src):
-        return False
+    if not _is_regular(src):  # a placed link to a broken link, a FIFO or a device
+        return os.path.islink(dst) and os.readlink(dst) == _link_target(src)
     if mode == "link" and os.path.samefile(src, dst):
         return True
     return _same_content(src, dst)

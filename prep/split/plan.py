@@ -81,11 +81,28 @@ class SplitOptions:
     def layout_options(self) -> LayoutOptions:
         parser = (
             regex_label_parser(self.label_pattern) if self.label_pattern
-            else label_parsers().get(self.label_parser)
+            else _CheckedLabelParser(label_parsers().registration(self.label_parser))
         )
         return LayoutOptions(
             parser, self.labels_csv, self.id_column, self.label_column, self.masks, self.mask_suffix, self.multi_label, self.tag_separator,
         )
+
+
+class _CheckedLabelParser:
+    """A registered label parser, called so that what it raises, or returns instead of a
+    class name or None, is one line naming it and its plugin."""
+
+    def __init__(self, registration: Any) -> None:
+        self.registration = registration
+
+    def __call__(self, file_name: str) -> str | None:
+        label = self.registration.call(file_name)
+        if label is not None and not isinstance(label, str):
+            raise PluginError(
+                f"The {self.registration.origin} returned {label!r} ({type(label).__name__}) for {file_name!r}; "
+                "a label parser returns a class name (a str), or None for a file without a label"
+            )
+        return label
 
 
 @dataclass
@@ -566,6 +583,40 @@ def _add_sample(entries, destinations, sample: Sample, split: str, folder: str, 
     image_dst = destinations.claim(f"{folder}/{IMAGES_DIR}", sample.rel)
     entries.append(Entry(sample.rel, image_dst, split, None, size, digest, fold))
     entries.append(Entry(sample.mask_rel, destinations.claim(f"{folder}/{MASKS_DIR}", sample.mask_rel), split, None, mask_probe[sample.mask_rel].size))
+
+
+def check_kept_sources(src: Path, out: Path, mode: str, entries: list[Entry]) -> None:
+    """Refuse a split whose ``--mode`` keeps the sources (copy, link, symlink) when a source
+    that goes elsewhere lies where prep's readers find a split's images (``OUT/train/cat/``,
+    ``OUT/valid/images/``): it would stay there as a training image and be in its new split
+    as well, a validation image trained on. Loose files directly in ``OUT/train/`` (Kaggle's
+    ``train/cat.0.jpg``) are read as no class, and may stay.
+
+    Raises:
+        UsageError: naming the mode, the folder and the first such file.
+    """
+    from prep.layout import SPLIT_ALIASES
+
+    if mode == "move":
+        return
+    read_as_splits = {"train", "valid", "test", *SPLIT_ALIASES}
+    src_root, out_root = f"{src}{os.sep}", f"{out}{os.sep}"
+    kept = []
+    for e in entries:
+        source = src_root + e.src
+        if not source.startswith(out_root) or source == out_root + e.dst:
+            continue
+        parts = source[len(out_root):].split(os.sep)
+        if len(parts) > 2 and parts[0] in read_as_splits:
+            kept.append(e)
+    if kept:
+        first = kept[0]
+        folder = out / (src_root + first.src)[len(out_root):].split(os.sep, 1)[0]
+        raise UsageError(
+            f"--mode {mode} keeps each source where it is, and {len(kept)} that go to other splits are in {folder}, "
+            f"which is read as a split: they would be in both (the first: {first.src} -> {first.dst}). Nothing was "
+            "written. Use --mode move, or split into another folder with --out."
+        )
 
 
 def check_targets(src: Path, out: Path, entries: list[Entry]) -> None:

@@ -353,6 +353,41 @@ def _count_unlabeled_siblings(src: Path, root: Path, inventory: Inventory, skip:
 
 
 def discover(src: Path, options: LayoutOptions, skip: set[Path] = frozenset()) -> Inventory:
+    """Work out the layout of ``src`` and list its samples (see ``_discover``).
+
+    Raises:
+        LayoutError: as ``_discover``; or a file name that is not UTF-8 text.
+    """
+    inventory = _discover(src, options, skip)
+    _check_names_are_text(src, inventory)
+    return inventory
+
+
+def _check_names_are_text(src: Path, inventory: Inventory) -> None:
+    """Refuse file names that are not UTF-8 (``caf\\xe9.jpg`` from a Latin-1 archive):
+    the journal, the label files and the reports are UTF-8 text and cannot hold them, and
+    a split that cannot record a file could not undo its move."""
+    names = [s.rel for s in inventory.samples] + [s.mask_rel for s in inventory.samples if s.mask_rel]
+    names += list(inventory.unlabeled) + list(inventory.ignored)
+    bad = [name for name in names if not _is_text(name)]
+    if bad:
+        shown = os.fsencode(src / bad[0]).decode("utf-8", "backslashreplace")
+        raise LayoutError(
+            f"{len(bad)} file name{'s' if len(bad) > 1 else ''} under {src} {'are' if len(bad) > 1 else 'is'} "
+            f"not UTF-8 text, which prep's journal and reports cannot record (the first: {shown}). Nothing was moved; "
+            f"rename them, for example with: convmv -f latin1 -t utf8 -r --notest {src}"
+        )
+
+
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode's surrogates: bytes that are not UTF-8
+        return False
+    return True
+
+
+def _discover(src: Path, options: LayoutOptions, skip: set[Path] = frozenset()) -> Inventory:
     """Work out the layout of ``src`` and list its samples.
 
     Args:

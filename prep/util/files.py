@@ -48,9 +48,17 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True, tmp: Path 
 
 
 def atomic_write_json(path: Path, value: Any, *, indent: int | None = None, durable: bool = True, tmp: Path | None = None) -> None:
-    """``atomic_write_bytes`` of ``value`` as UTF-8 JSON."""
-    text = json.dumps(value, indent=indent, ensure_ascii=False, separators=None if indent else (",", ":"))
-    atomic_write_bytes(path, text.encode("utf-8"), durable=durable, tmp=tmp)
+    """``atomic_write_bytes`` of ``value`` as UTF-8 JSON.
+
+    Non-ASCII text is written as it is, readable; a file name that is not UTF-8 (held as
+    surrogates, see ``os.fsdecode``) cannot be, so then everything is written as ``\\u``
+    escapes, which ``json.load`` turns back into the same name."""
+    separators = None if indent else (",", ":")
+    try:
+        data = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators).encode("utf-8")
+    except UnicodeEncodeError:
+        data = json.dumps(value, indent=indent, ensure_ascii=True, separators=separators).encode("ascii")
+    atomic_write_bytes(path, data, durable=durable, tmp=tmp)
 
 
 # renameat2(2)'s flag: fail with EEXIST instead of replacing the target (Linux 3.15+).

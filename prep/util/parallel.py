@@ -53,11 +53,19 @@ def imap_chunks(
             yield result
         return
     import multiprocessing
+    import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from prep.util.allocator import keep_freed_memory
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=keep_freed_memory) as pool:
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)) as pool:
         for chunk, result in zip(chunks, pool.map(job, chunks, *([a] * len(chunks) for a in args))):
             advance(len(chunk))
             yield result
+
+
+def _start_worker(parent_pid: int) -> None:
+    from prep.util.allocator import keep_freed_memory
+    from prep.util.lifetime import die_with_parent
+
+    die_with_parent(parent_pid)  # a killed parent leaves no worker decoding on
+    keep_freed_memory()

@@ -125,7 +125,7 @@ def test_a_bare_command_names_the_dataset_it_picked_and_split_names_the_one_it_r
     (["--scheduler", "cosin"], "--scheduler must be one of"),
     (["--amp", "fp16"], "--amp fp16 needs a CUDA GPU"),
     (["--recipe", "fast"], "--recipe must be one of this trainer's modern, book"),
-    (["--cache", "of"], "--cache must be one of auto, ram, disk, off, not 'of'"),
+    (["--cache", "of"], "--cache must be one of auto, ram, disk, verify, off, not 'of'"),
 ])
 def test_a_bad_option_value_exits_2_and_writes_nothing(tiny: Path, tmp_path: Path, extra: list[str], message: str):
     result = _train(tiny, tmp_path / "run", *extra)

@@ -206,3 +206,95 @@ def test_sigkill_at_random_moments_then_resume_keeps_best_and_log_consistent(tin
         assert summary["epochs"] == 4 and summary["status"] == "completed"
     print(outcomes)
     assert outcomes["resumed"] >= KILLS // 2, outcomes
+
+
+# -- Images that vanish during a run -----------------------------------------------------------
+
+class _Vanish:
+    """A callback that moves ``share`` of a split's images away after the first epoch."""
+
+    def __init__(self, root: Path, split: str, share: float) -> None:
+        self.root, self.split, self.share = root, split, share
+
+    def on_epoch_end(self, run, metrics) -> None:
+        if run.epoch == 1:
+            files = sorted((self.root / self.split).rglob("*.jpg"))
+            away = self.root.parent / "away"
+            for path in files[: max(1, round(len(files) * self.share))]:
+                target = away / path.relative_to(self.root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                path.rename(target)
+
+
+@pytest.mark.parametrize("split", ["train", "valid"])
+def test_images_vanishing_mid_run_stop_it_with_one_line_and_never_a_best(tiny_split: Path, tmp_path: Path, split: str) -> None:
+    import shutil
+
+    from prep.engine.epoch import ImagesMissingError
+
+    root = tmp_path / "data" / "d"
+    shutil.copytree(tiny_split, root)
+    run_dir = tmp_path / "run"
+    with pytest.raises(ImagesMissingError, match=rf"went missing during the run \(the first: {root}.*last.pt keeps epoch 1"):
+        train(root, tiny(run_dir, epochs=3, cache="off", monitor="valid_loss"), callbacks=[_Vanish(root, split, 0.5)])
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1]
+
+
+def test_a_few_images_vanishing_are_skipped_by_name(tiny_split: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "data" / "d"
+    shutil.copytree(tiny_split, root)
+    for c in ("a", "b"):  # 40 training images, of which one goes
+        for i in range(12, 20):
+            write(root / "train" / c / f"{i}.jpg", jpeg_bytes(700 + ord(c) * 10 + i, size=(24, 24)))
+    summary = train(root, tiny(tmp_path / "run", epochs=2, cache="off"), callbacks=[_Vanish(root, "train", 0.02)])
+    assert summary["status"] == "completed" and len(summary["skipped_images"]) == 1
+
+
+def test_a_validation_with_no_image_is_never_a_best(tmp_path: Path) -> None:
+    import math
+
+    from prep.engine.epoch import validate
+
+    class Nothing:
+        collate_origin = "collate function"
+
+        def __iter__(self):
+            return iter(())
+
+        def __len__(self):
+            return 0
+
+    from prep.builtin_tasks.classification.task import ClassificationTask
+
+    task = ClassificationTask()
+    loss, _, count = validate(torch.nn.Linear(2, 2), Nothing(), task, torch.nn.CrossEntropyLoss(), ["a", "b"], [0, 0, 0], [1, 1, 1], torch.device("cpu"))
+    assert count == 0 and math.isnan(loss)
+
+
+@pytest.mark.slow
+def test_undoing_the_split_under_an_uncached_training_stops_it_with_one_line(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    for c in ("cat", "dog"):
+        for i in range(30):
+            write(source / c / f"{i}.jpg", jpeg_bytes(ord(c[0]) * 50 + i, size=(64, 48)))
+    split = runner.invoke(app, ["split", str(source), "--out", str(tmp_path / "out")])
+    assert split.exit_code == 0, split.output
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prep", "train", str(tmp_path / "out"), "--weights", "none", "--image-size", "32",
+         "--batch-size", "4", "--epochs", "200", "--cache", "off", "--workers", "0", "--monitor", "valid_loss",
+         "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    undo = runner.invoke(app, ["split", "--undo", str(tmp_path / "out")])
+    assert undo.exit_code == 0, undo.output
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0 and "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if line.startswith("Error:")][0].count("went missing") == 1, stderr

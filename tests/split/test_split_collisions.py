@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from prep.errors import UsageError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -71,6 +73,12 @@ def test_split_keeps_every_file_and_undo_is_exact(tmp_path: Path, cat, dog, mode
     before = snapshot(src)
     options = SplitOptions(valid=SplitSize(0.3, False), seed=seed, mode=mode, out=out if with_out else None, workers=1)
     target = (out if with_out else src).resolve()
+    if mode != "move" and not with_out:
+        # In place, a copy would leave the validation images in train/ as well: refused.
+        with pytest.raises(UsageError, match=f"--mode {mode} keeps each source where it is"):
+            split_dataset(src, options)
+        assert snapshot(src) == before
+        return
 
     report = split_dataset(src, options)
 
@@ -96,6 +104,10 @@ def test_the_reported_nested_tree_loses_nothing(tmp_path: Path, mode: str, neste
     target = (out if with_out else src).resolve()
     runner = CliRunner()
     result = runner.invoke(app, ["split", str(src), "--mode", mode, *(["--out", str(out)] if with_out else [])])
+    if mode != "move" and not with_out:  # it would leave the validation images in train/ too
+        assert result.exit_code == 2 and "keeps each source where it is" in result.output, result.output
+        assert snapshot(src) == before
+        return
     assert result.exit_code == 0, result.output
     assert_every_file_placed_intact(before, src.resolve(), target, mode)
     result = runner.invoke(app, ["split", "--undo", str(target)])
@@ -126,7 +138,7 @@ def test_no_destination_is_another_files_source(tmp_path: Path) -> None:
 def test_a_target_that_is_another_source_is_refused(tmp_path: Path) -> None:
     """check_targets, on its own: a plan that would place onto another source stops
     before anything moves (the overwrite check no longer excuses the split's own files)."""
-    from prep.errors import TargetExistsError
+    from prep.errors import TargetExistsError, UsageError
     from prep.split.journal import Entry
     from prep.split.plan import check_targets
 

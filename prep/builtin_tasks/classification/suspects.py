@@ -80,7 +80,7 @@ def label_suspects(rows: Sequence[dict[str, Any]], classes: list[str], *, root: 
             f"{margin:.4f}", row["fold"], int(rank <= len(found)),
         ])
     csv_path = out_dir / SUSPECTS_CSV
-    atomic_write_bytes(csv_path, buffer.getvalue().encode("utf-8"))
+    atomic_write_bytes(csv_path, buffer.getvalue().encode("utf-8", "surrogateescape"))  # a file name that is not UTF-8 keeps its bytes
     png = None
     if found:
         shown = [(root / rows[i]["path"], rows[i]["label"], classes[j], float(probabilities[i, j])) for i, j, _ in found[:GALLERY]]

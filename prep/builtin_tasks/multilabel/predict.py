@@ -37,7 +37,7 @@ def predict_tags(request: "PredictRequest", thresholds: "Thresholds") -> dict[st
     from prep.util.files import atomic_write_bytes
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, text.encode("utf-8"))
+    atomic_write_bytes(out, text.encode("utf-8", "surrogateescape"))  # a file name that is not UTF-8 keeps its bytes
     return {**request.report(len(results), "predictions", out), "thresholds": thresholds.source}
 
 

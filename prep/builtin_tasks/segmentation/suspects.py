@@ -80,7 +80,7 @@ def label_suspects(rows: Sequence[dict[str, Any]], classes: list[str], *, root: 
         row = rows[i]
         writer.writerow([rank, row["path"], f"{row['dice']:.4f}", f"{row['iou']:.4f}", row["fold"], int(i in chosen)])
     csv_path = out_dir / SUSPECTS_CSV
-    atomic_write_bytes(csv_path, buffer.getvalue().encode("utf-8"))
+    atomic_write_bytes(csv_path, buffer.getvalue().encode("utf-8", "surrogateescape"))  # a file name that is not UTF-8 keeps its bytes
     png = None
     if suspects:
         png = draw_suspects([rows[i] for i in suspects[:GALLERY]], classes, root, out_dir / SUSPECTS_PNG, total=len(suspects), images=len(rows), colours=colours)
