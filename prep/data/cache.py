@@ -408,9 +408,9 @@ def _reusable_samples(folder: Path, decoder_key: str, paths: list, states: list,
         old = previous.get(tuple(sample_paths))
         if old is None:
             continue
-        if old_states[old] == state and not verify:
-            copies[i] = (store, old, store.fingerprints[old])
-        elif [s[:2] for s in old_states[old]] == [s[:2] for s in state] and fingerprint(files[i]) == store.fingerprints[old]:
+        trusted = old_states[old] == state and not verify
+        same_size_and_time = [s[:2] for s in old_states[old]] == [s[:2] for s in state]
+        if trusted or (same_size_and_time and fingerprint(files[i]) == store.fingerprints[old]):
             copies[i] = (store, old, store.fingerprints[old])
     return copies
 

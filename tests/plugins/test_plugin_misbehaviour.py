@@ -127,6 +127,8 @@ COLLATE = """
     ("return Batch(images, torch.full((len(samples),), 7))", "returned class index 7, but the dataset has 2 classes"),
     ("return images", "returned Tensor; the engine needs"),
     ("raise ValueError('no')", "ValueError: no"),
+    # The worker process ends without a word: the parent names what ran there.
+    ("import os; os._exit(3)", "A loader worker died while making a batch"),
 ])
 def test_a_collate_function_that_returns_what_the_engine_cannot_use_is_named(site: Path, tmp_path: Path, body: str, message: str) -> None:
     install(site, "misbehaving_collate", COLLATE.format(body=body))
